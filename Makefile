@@ -1,0 +1,50 @@
+# egress-tui: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages the tests and the benchmark drive for real.
+DEB_PACKAGES := python3-venv tcpdump tshark ethtool iproute2 iptables openssl curl procps
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help deps venv demo report test test-fast bench demo-capture lint clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## install the Debian packages the tests need (as root; skipped when present)
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install: $$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with egress-tui and its test tools
+
+demo: $(STAMP) ## the main job on the shipped capture: which hosts, and are they allowed
+	$(VENV)/bin/egress-tui report --demo --preset anthropic --preset bedrock:ap-northeast-1
+
+test: deps $(STAMP) ## install everything from nothing, then run every test (root ones included)
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the tests that need neither root nor network namespaces
+	$(PY) -m pytest -m "not netns and not root and not docker" $(PYTEST_ARGS)
+
+bench: deps $(STAMP) ## egress-tui report vs the tshark one-liner on a 200k-packet capture
+	$(PY) bench/run.py
+
+demo-capture: deps $(STAMP) ## re-record tui/data/demo.pcap in the network-namespace lab
+	$(PY) -m tests.lab.record_demo
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis

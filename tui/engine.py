@@ -1,0 +1,478 @@
+"""The engine: frames in, hosts out.
+
+Keeps a bounded flow table, reassembles only the first bytes each client sends (enough
+for a ClientHello or an HTTP request head), decrypts QUIC Initials, and learns from DNS
+which name every address was looked up as, so that connections that never got as far
+as a ClientHello are still named. Used unchanged by ``egress-tui report``, the live
+capture and the TUI; imports nothing from the screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from . import dns as dnsmod
+from . import quic, tls
+from .hosts import NAMED_ADDRESS, NAMED_DNS, NAMED_HTTP, NAMED_SNI, Conn, Host, addr_text
+from .packet import (PROTO_TCP, PROTO_UDP, PROTO_UNREACH, SUPPORTED_LINKTYPES, TCP_ACK, TCP_FIN,
+                     TCP_RST, TCP_SYN, LINKTYPE_NAMES, decode)
+from .pcapfile import PcapError, open_capture
+
+# A ClientHello is at most a few KB (about 1.9 KB with a post-quantum key share); one
+# TLS record holds 16 KB. Past this many bytes a stream is not going to tell us more.
+STREAM_LIMIT = 16384 + 5
+HTTP_HEAD_LIMIT = 8192
+PENDING_LIMIT = 64           # out-of-order segments held per stream
+DNS_TCP_LIMIT = 65536 + 2
+DEFAULT_MAX_FLOWS = 200_000
+
+HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
+                b"CONNECT ", b"TRACE ")
+HTTP_PREFIXES = frozenset(m[:3] for m in HTTP_METHODS)
+
+
+class Stream:
+    """The first bytes of one direction of a TCP connection, reassembled in order.
+
+    Segments may arrive out of order, twice, or overlapping; the contiguous prefix is
+    kept (first copy wins) and later segments wait in a small bounded map.
+    """
+
+    __slots__ = ("base", "data", "pending", "limit", "consumed")
+
+    def __init__(self, base: int, limit: int = STREAM_LIMIT):
+        self.base = base
+        self.data = bytearray()
+        self.pending: dict[int, bytes] | None = None
+        self.limit = limit
+        self.consumed = 0  # for DNS over TCP: bytes already parsed as messages
+
+    def add(self, seq: int, payload: bytes) -> bool:
+        """Add a segment; True if the contiguous prefix grew."""
+        rel = (seq - self.base) & 0xFFFFFFFF
+        if rel >= 0x80000000:
+            rel -= 0x100000000  # a retransmission that starts before our base
+        n = len(self.data)
+        if rel > n:
+            if rel < self.limit:
+                if self.pending is None:
+                    self.pending = {}
+                if len(self.pending) < PENDING_LIMIT and len(payload) > len(self.pending.get(rel, b"")):
+                    self.pending[rel] = payload
+            return False
+        if rel + len(payload) <= n:
+            return False
+        self.data += payload[n - rel:self.limit - rel]
+        if self.pending:
+            self._drain()
+        return True
+
+    def _drain(self) -> None:
+        pending = self.pending
+        progress = True
+        while progress and pending and len(self.data) < self.limit:
+            progress = False
+            n = len(self.data)
+            for rel in sorted(pending):
+                if rel > n:
+                    break
+                seg = pending.pop(rel)
+                if rel + len(seg) > n:
+                    self.data += seg[n - rel:self.limit - rel]
+                    progress = True
+                    break
+
+    @property
+    def full(self) -> bool:
+        return len(self.data) >= self.limit
+
+
+class Engine:
+    """Turns frames into hosts. Not thread-safe: one capture thread owns it."""
+
+    def __init__(self, max_flows: int = DEFAULT_MAX_FLOWS):
+        self.max_flows = max_flows
+        self.flows: dict[tuple, Conn] = {}
+        self.hosts: dict[str, Host] = {}
+        # address -> name it was most recently looked up as (the name the client asked
+        # for, not the CNAME target), and every name each address answered for.
+        self.addr_name: dict[str, str] = {}
+        self.addr_names: dict[str, set[str]] = {}
+        self.dns_ttl: dict[tuple[str, str], tuple[float, int]] = {}  # (name, addr) -> (seen, ttl)
+        self.dirty: set[str] = set()
+        self.packets = 0
+        self.ignored = 0
+        self.evicted = 0
+        self.first_ts = 0.0
+        self.last_ts = 0.0
+        self.linktypes: set[int] = set()
+
+    # -- input -------------------------------------------------------------------------
+
+    def feed_frames(self, frames: Iterable[tuple[int, float, bytes]]) -> None:
+        feed = self.feed
+        for linktype, ts, frame in frames:
+            feed(linktype, ts, frame)
+
+    def feed(self, linktype: int, ts: float, frame: bytes) -> None:
+        """Process one link-layer frame."""
+        if linktype not in self.linktypes:
+            if linktype not in SUPPORTED_LINKTYPES:
+                raise PcapError(f"link type {linktype} is not supported; egress-tui reads "
+                                + ", ".join(sorted(set(LINKTYPE_NAMES.values()))))
+            self.linktypes.add(linktype)
+        self.packets += 1
+        if not self.first_ts:
+            self.first_ts = ts
+        self.last_ts = ts
+        d = decode(linktype, frame)
+        if d is None:
+            self.ignored += 1
+            return
+        src, dst, proto, sport, dport, flags, seq, ack, payload = d
+        if proto == PROTO_TCP:
+            self._tcp(ts, src, dst, sport, dport, flags, seq, payload)
+        elif proto == PROTO_UDP:
+            self._udp(ts, src, dst, sport, dport, payload)
+        else:
+            self._unreachable(ts, src, dst, sport, dport, flags)
+
+    # -- flows -------------------------------------------------------------------------
+
+    def _new_conn(self, key: tuple, proto: int, client: bytes, cport: int, server: bytes,
+                  sport: int, ts: float) -> Conn:
+        flows = self.flows
+        if len(flows) >= self.max_flows:
+            # Oldest first: a flow table is a window, the hosts keep what was learned.
+            for _ in range(max(1, self.max_flows // 64)):
+                del flows[next(iter(flows))]
+                self.evicted += 1
+        c = Conn(proto, client, cport, server, sport, ts)
+        flows[key] = c
+        srv = addr_text(server)
+        name = self.addr_name.get(srv)
+        if name:
+            c.name, c.named_by = name, NAMED_DNS
+        else:
+            c.name = srv
+        self._host(c.name, c.named_by == NAMED_ADDRESS).add_conn(c)
+        self.dirty.add(c.name)
+        return c
+
+    def _host(self, name: str, is_address: bool = False) -> Host:
+        h = self.hosts.get(name)
+        if h is None:
+            h = self.hosts[name] = Host(name, is_address=is_address)
+        return h
+
+    def _rename(self, c: Conn, name: str, named_by: str) -> None:
+        if not name or name == c.name:
+            c.named_by = named_by if c.name == name else c.named_by
+            return
+        old = c.host
+        if old is not None:
+            old.remove_conn(c)
+            self.dirty.add(old.name)
+            if not old.conns and not old.queries and not old.old_count:
+                del self.hosts[old.name]
+        c.name, c.named_by = name, named_by
+        self._host(name).add_conn(c)
+        self.dirty.add(name)
+
+    def _tcp(self, ts, src, dst, sport, dport, flags, seq, payload) -> None:
+        flows = self.flows
+        key = (PROTO_TCP, src, sport, dst, dport)
+        c = flows.get(key)
+        if c is not None:
+            from_client = True
+        else:
+            c = flows.get((PROTO_TCP, dst, dport, src, sport))
+            if c is not None:
+                from_client = False
+            else:
+                if flags & TCP_SYN and flags & TCP_ACK:
+                    from_client = False
+                    c = self._new_conn((PROTO_TCP, dst, dport, src, sport), PROTO_TCP, dst, dport, src, sport, ts)
+                elif flags & TCP_SYN or sport > dport or (sport == dport):
+                    from_client = True
+                    c = self._new_conn(key, PROTO_TCP, src, sport, dst, dport, ts)
+                else:
+                    from_client = False
+                    c = self._new_conn((PROTO_TCP, dst, dport, src, sport), PROTO_TCP, dst, dport, src, sport, ts)
+        c.last = ts
+        host = c.host
+        if host is not None and ts > host.last:
+            host.last = ts
+        if from_client:
+            c.pkts_out += 1
+            if flags & TCP_SYN:
+                if not c.syns:
+                    c.stream = Stream((seq + 1) & 0xFFFFFFFF)
+                    self.dirty.add(c.name)
+                c.syns += 1
+            elif flags & TCP_ACK and c.synack and not c.established:
+                c.established = True
+                self.dirty.add(c.name)
+            if payload:
+                c.bytes_out += len(payload)
+                if c.syns == 0 and c.stream is None and not c.app and c.pkts_out == 1:
+                    c.stream = Stream(seq)  # capture began mid-connection: best effort
+                if c.stream is not None:
+                    if c.stream.add(seq, payload):
+                        self._inspect(c)
+            if flags & (TCP_FIN | TCP_RST):
+                if flags & TCP_RST:
+                    c.rst = True
+                else:
+                    c.fin = True
+                self.dirty.add(c.name)
+        else:
+            c.pkts_in += 1
+            if flags & TCP_SYN:
+                if not c.synack:
+                    c.synack = True
+                    self.dirty.add(c.name)
+                if c.sport == 53 and c.rstream is None:
+                    c.rstream = Stream((seq + 1) & 0xFFFFFFFF, DNS_TCP_LIMIT)
+            elif flags & TCP_RST:
+                if not c.synack and not c.established:
+                    c.refused = True
+                else:
+                    c.rst = True
+                self.dirty.add(c.name)
+            else:
+                if not c.established and flags & TCP_ACK and (payload or c.synack):
+                    c.established = True
+                    self.dirty.add(c.name)
+                if flags & TCP_FIN:
+                    c.fin = True
+                    self.dirty.add(c.name)
+            if payload:
+                c.bytes_in += len(payload)
+                if c.rstream is not None and c.rstream.add(seq, payload):
+                    self._dns_tcp(c, c.rstream, ts)
+
+    def _inspect(self, c: Conn) -> None:
+        """Look at the contiguous start of the client's stream: TLS, HTTP or DNS."""
+        s = c.stream
+        data = s.data
+        if c.sport == 53 or c.cport == 53:
+            self._dns_tcp(c, s, c.last)
+            return
+        b0 = data[0]
+        if b0 == 0x16:
+            r = tls.handshake_from_records(data)
+            if r is tls.NEED_MORE and not s.full:
+                return
+            c.stream = None
+            if r is tls.NEED_MORE or r is tls.NOT_TLS:
+                return
+            hello = tls.parse_client_hello(r, "t")
+            if hello is None:
+                return
+            c.hello = hello
+            c.app = "tls"
+            if hello.sni:
+                self._rename(c, hello.sni, NAMED_SNI)
+            c.host.via.add("tls")
+            self.dirty.add(c.name)
+            return
+        if bytes(data[:3]) in HTTP_PREFIXES:
+            self._http(c, s)
+            return
+        c.stream = None
+
+    def _http(self, c: Conn, s: Stream) -> None:
+        data = bytes(s.data)
+        if not data.startswith(HTTP_METHODS):
+            if len(data) >= 8:
+                c.stream = None
+            return
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0 and len(data) < HTTP_HEAD_LIMIT:
+            return
+        c.stream = None
+        head = data[:head_end if head_end >= 0 else HTTP_HEAD_LIMIT]
+        host = None
+        if head.startswith(b"CONNECT "):
+            # Through a proxy the name is in the request target, not the Host header.
+            target = head[8:head.find(b" ", 8)]
+            host = target
+        else:
+            for line in head.split(b"\r\n")[1:]:
+                if line[:5].lower() == b"host:":
+                    host = line[5:].strip()
+                    break
+        c.app = "http"
+        if host:
+            name = _strip_port(host.decode("ascii", "replace")).lower().rstrip(".")
+            c.http_host = name
+            self._rename(c, name, NAMED_HTTP)
+        c.host.via.add("http")
+        self.dirty.add(c.name)
+
+    def _udp(self, ts, src, dst, sport, dport, payload) -> None:
+        if sport == 53 or dport == 53:
+            self._dns_udp(ts, src, dst, sport, dport, payload)
+            return
+        flows = self.flows
+        key = (PROTO_UDP, src, sport, dst, dport)
+        c = flows.get(key)
+        from_client = True
+        if c is None:
+            c = flows.get((PROTO_UDP, dst, dport, src, sport))
+            if c is None:
+                c = self._new_conn(key, PROTO_UDP, src, sport, dst, dport, ts)
+            else:
+                from_client = False
+        c.last = ts
+        if c.host is not None and ts > c.host.last:
+            c.host.last = ts
+        if from_client:
+            c.pkts_out += 1
+            c.bytes_out += len(payload)
+            if payload and payload[0] & 0xC0 == 0xC0 and c.app in ("", "quic") and c.hello is None:
+                self._quic(c, payload)
+        else:
+            if not c.pkts_in:
+                self.dirty.add(c.name)
+            c.pkts_in += 1
+            c.bytes_in += len(payload)
+
+    def _quic(self, c: Conn, payload: bytes) -> None:
+        r = quic.parse_initial_datagram(payload)
+        if r is None:
+            return
+        _dcid, frames = r
+        if c.crypto is None:
+            c.crypto = quic.CryptoAssembler()
+            c.app = "quic"
+        for off, data in frames:
+            c.crypto.add(off, data)
+        msg = c.crypto.client_hello()
+        if msg is None:
+            return
+        c.crypto = None
+        hello = tls.parse_client_hello(msg, "q")
+        if hello is None:
+            return
+        c.hello = hello
+        if hello.sni:
+            self._rename(c, hello.sni, NAMED_SNI)
+        c.host.via.add("quic")
+        self.dirty.add(c.name)
+
+    def _unreachable(self, ts, src, dst, sport, dport, proto) -> None:
+        """An ICMP error quoting one of our packets: a REJECT rule or a closed UDP port."""
+        c = self.flows.get((proto, src, sport, dst, dport))
+        if c is not None and not c.established and not c.pkts_in:
+            c.refused = True
+            c.last = ts
+            self.dirty.add(c.name)
+
+    # -- DNS ---------------------------------------------------------------------------
+
+    def _dns_udp(self, ts, src, dst, sport, dport, payload) -> None:
+        try:
+            msg = dnsmod.parse(payload)
+        except (dnsmod.DnsError, IndexError, ValueError):
+            return
+        self._dns_message(msg, ts)
+
+    def _dns_tcp(self, c: Conn, s: Stream, ts: float) -> None:
+        """DNS over TCP: a 2-byte length, then the message, repeated on one stream."""
+        c.app = "dns"
+        data = s.data
+        pos = s.consumed
+        while pos + 2 <= len(data):
+            n = (data[pos] << 8) | data[pos + 1]
+            if pos + 2 + n > len(data):
+                break
+            try:
+                self._dns_message(dnsmod.parse(bytes(data[pos + 2:pos + 2 + n])), ts)
+            except (dnsmod.DnsError, IndexError, ValueError):
+                pass
+            pos += 2 + n
+        s.consumed = pos
+
+    def _dns_message(self, msg: dnsmod.Message, ts: float) -> None:
+        if not msg.response:
+            for qname, qtype in msg.questions:
+                if not qname or qtype == dnsmod.TYPE_PTR or qname.endswith(".arpa"):
+                    continue
+                h = self._host(qname)
+                h.queries += 1
+                h.via.add("dns")
+                h.touch(ts)
+                self.dirty.add(qname)
+            return
+        # Follow CNAME chains back to the name the client asked for.
+        origin: dict[str, str] = {q: q for q, _ in msg.questions}
+        for a in msg.answers:
+            if a.rtype == dnsmod.TYPE_CNAME or a.rtype in (dnsmod.TYPE_SVCB, dnsmod.TYPE_HTTPS):
+                root = origin.get(a.owner, a.owner)
+                if a.value != a.owner:
+                    origin.setdefault(a.value, root)
+        for qname, qtype in msg.questions:
+            if not qname or qname.endswith(".arpa"):
+                continue
+            h = self._host(qname)
+            h.via.add("dns")
+            h.touch(ts)
+            if msg.rcode:
+                h.rcodes.add(dnsmod.RCODE_NAMES.get(msg.rcode, str(msg.rcode)))
+            self.dirty.add(qname)
+        for a in msg.answers:
+            root = origin.get(a.owner, a.owner)
+            if root not in self.hosts:
+                continue
+            h = self.hosts[root]
+            if a.rtype == dnsmod.TYPE_CNAME and a.value not in h.cnames:
+                h.cnames.append(a.value)
+            addrs = [a.value] if a.rtype in (dnsmod.TYPE_A, dnsmod.TYPE_AAAA) else a.hints
+            for addr in addrs:
+                self.addr_name[addr] = root
+                self.addr_names.setdefault(addr, set()).add(root)
+                self.dns_ttl[(root, addr)] = (ts, a.ttl)
+                h.resolved.add(addr)
+                self._adopt(addr, root)
+
+    def _adopt(self, addr: str, name: str) -> None:
+        """An address host made before its DNS answer was seen takes the name now."""
+        h = self.hosts.get(addr)
+        if h is None or not h.is_address:
+            return
+        for c in list(h.conns):
+            if c.named_by == NAMED_ADDRESS:
+                self._rename(c, name, NAMED_DNS)
+
+    # -- output ------------------------------------------------------------------------
+
+    def take_dirty(self) -> set[str]:
+        """Names whose rows changed since the last call (for updating a table in place)."""
+        d, self.dirty = self.dirty, set()
+        return {n for n in d if n in self.hosts}
+
+    def host_list(self) -> list[Host]:
+        return list(self.hosts.values())
+
+    def shared_addresses(self) -> dict[str, set[str]]:
+        """Addresses that DNS gave for more than one name (shared CDN front ends)."""
+        return {a: n for a, n in self.addr_names.items() if len(n) > 1}
+
+
+
+def _strip_port(authority: str) -> str:
+    if authority.startswith("["):
+        end = authority.find("]")
+        return authority[1:end] if end > 0 else authority
+    if authority.count(":") == 1:
+        return authority.split(":", 1)[0]
+    return authority
+
+
+def analyze_file(path: str, engine: Engine | None = None) -> Engine:
+    """Read a whole capture file into an engine. Raises PcapError with a one-line reason."""
+    engine = engine or Engine()
+    engine.feed_frames(open_capture(path))
+    return engine

@@ -1,0 +1,193 @@
+"""Streaming reader for pcap and pcapng files.
+
+Reads in large blocks and slices frames out with ``struct.unpack_from`` so that a
+200,000-packet file costs a few hundred milliseconds and a constant amount of memory.
+Yields ``(linktype, timestamp, frame_bytes)``; knows nothing about protocols.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+BLOCK = 1 << 20
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+
+
+class PcapError(Exception):
+    """The file is not a capture we can read, or it ends in the middle of a record."""
+
+
+class _Buffered:
+    """A forward-only window over a binary stream, refilled in large blocks."""
+
+    __slots__ = ("f", "buf", "pos", "consumed")
+
+    def __init__(self, f: BinaryIO):
+        self.f = f
+        self.buf = b""
+        self.pos = 0
+        self.consumed = 0  # bytes of the file before buf[0]
+
+    def need(self, n: int) -> bool:
+        """Make sure n bytes are available from pos; False at a clean end of file."""
+        if len(self.buf) - self.pos >= n:
+            return True
+        rest = self.buf[self.pos:]
+        self.consumed += self.pos
+        chunks = [rest]
+        have = len(rest)
+        while have < n:
+            chunk = self.f.read(max(BLOCK, n - have))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            have += len(chunk)
+        self.buf = b"".join(chunks)
+        self.pos = 0
+        return have >= n
+
+    @property
+    def offset(self) -> int:
+        return self.consumed + self.pos
+
+
+def read_frames(f: BinaryIO, *, strict: bool = True) -> Iterator[tuple[int, float, bytes]]:
+    """Yield (linktype, timestamp, frame) for each packet of a pcap or pcapng stream.
+
+    With ``strict`` a record cut short at the end of the file raises PcapError (a file
+    that was still being written); without it the partial record is dropped silently,
+    which is what a live stream that stops mid-record wants.
+    """
+    r = _Buffered(f)
+    if not r.need(4):
+        raise PcapError("empty file: not a pcap or pcapng capture")
+    magic = r.buf[r.pos:r.pos + 4]
+    if magic in PCAP_MAGICS:
+        yield from _read_pcap(r, strict)
+    elif magic == PCAPNG_SHB:
+        yield from _read_pcapng(r, strict)
+    else:
+        raise PcapError("not a pcap or pcapng capture (unknown magic %s)" % magic.hex())
+
+
+def _truncated(r: _Buffered, count: int, strict: bool) -> None:
+    if strict:
+        raise PcapError(f"capture is truncated: the record after packet {count} ends early "
+                        f"(byte {r.offset}); was it still being written?")
+
+
+def _read_pcap(r: _Buffered, strict: bool) -> Iterator[tuple[int, float, bytes]]:
+    if not r.need(24):
+        raise PcapError("capture is truncated: pcap header is shorter than 24 bytes")
+    endian, scale = PCAP_MAGICS[r.buf[r.pos:r.pos + 4]]
+    linktype = struct.unpack_from(endian + "I", r.buf, r.pos + 20)[0] & 0x0FFFFFFF
+    r.pos += 24
+    rec = struct.Struct(endian + "IIII")
+    unpack = rec.unpack_from
+    count = 0
+    while True:
+        buf = r.buf
+        pos = r.pos
+        if len(buf) - pos < 16:
+            if not r.need(16):
+                if len(r.buf) - r.pos:
+                    _truncated(r, count, strict)
+                return
+            buf, pos = r.buf, r.pos
+        sec, frac, caplen, _wirelen = unpack(buf, pos)
+        if caplen > 0x4000000:
+            raise PcapError(f"corrupt pcap record after packet {count}: length {caplen}")
+        end = pos + 16 + caplen
+        if end > len(buf):
+            if not r.need(16 + caplen):
+                _truncated(r, count, strict)
+                return
+            buf, pos = r.buf, r.pos
+            end = pos + 16 + caplen
+        r.pos = end
+        count += 1
+        yield linktype, sec + frac * scale, buf[pos + 16:end]
+
+
+def _read_pcapng(r: _Buffered, strict: bool) -> Iterator[tuple[int, float, bytes]]:
+    endian = "<"
+    interfaces: list[tuple[int, float]] = []  # (linktype, seconds per tick)
+    count = 0
+    while True:
+        if not r.need(12):
+            if len(r.buf) - r.pos:
+                _truncated(r, count, strict)
+            return
+        buf, pos = r.buf, r.pos
+        btype = buf[pos:pos + 4]
+        if btype == PCAPNG_SHB:
+            bom = buf[pos + 8:pos + 12]
+            if bom == b"\x4d\x3c\x2b\x1a":
+                endian = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                endian = ">"
+            else:
+                raise PcapError("corrupt pcapng section header (bad byte-order magic)")
+            interfaces = []
+        btype_n, blen = struct.unpack_from(endian + "II", buf, pos)
+        if blen < 12 or blen % 4 or blen > 0x4000000:
+            raise PcapError(f"corrupt pcapng block after packet {count}: length {blen}")
+        if not r.need(blen):
+            _truncated(r, count, strict)
+            return
+        buf, pos = r.buf, r.pos
+        r.pos = pos + blen
+        if btype_n == 1:  # Interface Description Block
+            linktype = struct.unpack_from(endian + "H", buf, pos + 8)[0]
+            interfaces.append((linktype, _if_tsresol(buf, pos, blen, endian)))
+        elif btype_n == 6:  # Enhanced Packet Block
+            if_id, ts_hi, ts_lo, caplen = struct.unpack_from(endian + "IIII", buf, pos + 8)
+            if if_id >= len(interfaces):
+                raise PcapError(f"corrupt pcapng: packet {count + 1} names interface {if_id}, "
+                                "which was never described")
+            if 28 + caplen > blen:
+                raise PcapError(f"corrupt pcapng: packet {count + 1} is longer than its block")
+            linktype, tick = interfaces[if_id]
+            count += 1
+            yield linktype, ((ts_hi << 32) | ts_lo) * tick, buf[pos + 28:pos + 28 + caplen]
+        elif btype_n == 3:  # Simple Packet Block: no timestamp, interface 0
+            if not interfaces:
+                raise PcapError("corrupt pcapng: packet before any interface description")
+            wirelen = struct.unpack_from(endian + "I", buf, pos + 8)[0]
+            caplen = min(wirelen, blen - 16)
+            count += 1
+            yield interfaces[0][0], 0.0, buf[pos + 12:pos + 12 + caplen]
+
+
+def _if_tsresol(buf: bytes, pos: int, blen: int, endian: str) -> float:
+    """Seconds per timestamp tick from the if_tsresol option (default microseconds)."""
+    opt = pos + 16
+    end = pos + blen - 4
+    while opt + 4 <= end:
+        code, length = struct.unpack_from(endian + "HH", buf, opt)
+        if code == 0:
+            break
+        if code == 9 and length >= 1:
+            v = buf[opt + 4]
+            return 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+        opt += 4 + ((length + 3) & ~3)
+    return 1e-6
+
+
+def open_capture(path: str, *, strict: bool = True) -> Iterator[tuple[int, float, bytes]]:
+    """Read frames from a capture file; raises PcapError with a readable message."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise PcapError(f"cannot read {path}: {e.strerror}") from None
+    with f:
+        yield from read_frames(f, strict=strict)

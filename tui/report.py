@@ -1,0 +1,127 @@
+"""Rendering the host list as a table, JSON, CSV or Markdown.
+
+The same rows feed ``egress-tui report``, the TUI's exports, and the files handed to a
+security team, so every format carries the same columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from datetime import datetime, timezone
+
+from .allowlist import Allowlist
+from .engine import Engine
+from .hosts import Host
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+VERDICT_TEXT = {True: "allowed", False: "denied", None: "-"}
+
+
+def host_rows(engine: Engine, allowlist: Allowlist | None = None) -> list[dict]:
+    """One dict per host, with its allowlist verdict, in a stable order."""
+    al = allowlist or Allowlist()
+    rows = []
+    for h in engine.host_list():
+        d = h.to_dict()
+        d["allowed"] = verdict(h, al)
+        rows.append(d)
+    rows.sort(key=lambda d: (d["first_seen"], d["name"]))
+    return rows
+
+
+def verdict(h: Host, al: Allowlist) -> bool | None:
+    return al.verdict(h.name, h.ports() or None, h.addresses() or None)
+
+
+def iso(ts: float) -> str:
+    if not ts:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def outcome_text(outcomes: dict[str, int]) -> str:
+    return " ".join(f"{k}:{v}" for k, v in outcomes.items()) or "-"
+
+
+def status_text(row: dict) -> str:
+    """What a reader wants first: is it allowed, and did it get through."""
+    v = VERDICT_TEXT[row["allowed"]]
+    if row["blocked"]:
+        return "blocked" if v == "-" else f"{v}, blocked"
+    return v
+
+
+def render(rows: list[dict], fmt: str, meta: dict | None = None) -> str:
+    meta = meta or {}
+    if fmt == "json":
+        out = dict(meta)
+        out["hosts"] = [_json_row(r) for r in rows]
+        return json.dumps(out, indent=2) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["name", "via", "addresses", "ports", "connections", "outcomes", "allowed",
+                    "first_seen", "last_seen", "alpn", "ja4", "tls_versions", "ech", "resolved"])
+        for r in rows:
+            w.writerow([r["name"], " ".join(r["via"]), " ".join(r["addresses"]),
+                        " ".join(map(str, r["ports"])), r["connections"], outcome_text(r["outcomes"]),
+                        {True: "true", False: "false", None: ""}[r["allowed"]],
+                        iso(r["first_seen"]), iso(r["last_seen"]), " ".join(r["alpn"]),
+                        " ".join(r["ja4"]), " ".join(r["tls_versions"]), str(r["ech"]).lower(),
+                        " ".join(r["resolved"])])
+        return buf.getvalue()
+    cols = ["host", "via", "addresses", "ports", "conns", "outcomes", "verdict"]
+    table = [[r["name"], ",".join(r["via"]) or "-", _short_list(r["addresses"] or r["resolved"]),
+              ",".join(map(str, r["ports"])) or "-", str(r["connections"]),
+              outcome_text(r["outcomes"]), status_text(r)] for r in rows]
+    if fmt == "markdown":
+        lines = []
+        if meta.get("title"):
+            lines += [f"# {meta['title']}", ""]
+        for k in ("source", "allowlist", "generated"):
+            if meta.get(k):
+                lines.append(f"- {k}: {meta[k]}")
+        if len(lines) > 0:
+            lines.append("")
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|" + "|".join("---" for _ in cols) + "|")
+        for t in table:
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in t) + " |")
+        return "\n".join(lines) + "\n"
+    if fmt == "table":
+        if not table:
+            return "no hosts found\n"
+        widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+        fmt_line = "  ".join("{:<%d}" % w for w in widths)
+        lines = [fmt_line.format(*cols).rstrip(), fmt_line.format(*("-" * w for w in widths))]
+        lines += [fmt_line.format(*t).rstrip() for t in table]
+        return "\n".join(lines) + "\n"
+    raise ValueError(f"unknown format {fmt}")
+
+
+def _short_list(items: list[str], n: int = 2) -> str:
+    if not items:
+        return "-"
+    return ",".join(items[:n]) + (f" +{len(items) - n}" if len(items) > n else "")
+
+
+def _json_row(r: dict) -> dict:
+    d = dict(r)
+    d["first_seen"] = iso(r["first_seen"])
+    d["last_seen"] = iso(r["last_seen"])
+    return d
+
+
+def meta_for(source: str, engine: Engine, allowlist: Allowlist) -> dict:
+    return {
+        "source": source,
+        "packets": engine.packets,
+        "capture_start": iso(engine.first_ts),
+        "capture_end": iso(engine.last_ts),
+        "allowlist": ", ".join(allowlist.sources) if allowlist else None,
+        "generated": iso(time.time()),
+    }
