@@ -65,6 +65,9 @@ def parse_entry(text: str, source: str = "", comment: str = "") -> Entry:
     s = text.strip().lower()
     if not s:
         raise AllowlistError("empty entry")
+    if "://" in s:
+        bare = s.split("://", 1)[1].split("/", 1)[0]
+        raise AllowlistError(f"'{text}' is a URL, not a host name: write just '{bare}'")
     port = None
     host = s
     if s.startswith("["):
