@@ -9,14 +9,15 @@ capture and the TUI; imports nothing from the screen.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 
 from . import dns as dnsmod
 from . import quic, tls
 from .hosts import NAMED_ADDRESS, NAMED_DNS, NAMED_HTTP, NAMED_SNI, Conn, Host, addr_text
 from .packet import (PROTO_TCP, PROTO_UDP, PROTO_UNREACH, SUPPORTED_LINKTYPES, TCP_ACK, TCP_FIN,
-                     TCP_RST, TCP_SYN, LINKTYPE_NAMES, decode)
-from .pcapfile import PcapError, open_capture
+                     TCP_RST, TCP_SYN, LINKTYPE_NAMES, decode_at)
+from .pcapfile import PcapError, is_classic_pcap, open_records, read_pcap_blocks
 
 # A ClientHello is at most a few KB (about 1.9 KB with a post-quantum key share); one
 # TLS record holds 16 KB. Past this many bytes a stream is not going to tell us more.
@@ -25,6 +26,9 @@ HTTP_HEAD_LIMIT = 8192
 PENDING_LIMIT = 64           # out-of-order segments held per stream
 DNS_TCP_LIMIT = 65536 + 2
 DEFAULT_MAX_FLOWS = 200_000
+# A ClientHello or request head takes a handful of segments; a stream still waiting for
+# its first bytes after this many client packets lost them (capture started late).
+STREAM_GIVE_UP = 64
 
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ", b"TRACE ")
@@ -93,6 +97,8 @@ class Engine:
     def __init__(self, max_flows: int = DEFAULT_MAX_FLOWS):
         self.max_flows = max_flows
         self.flows: dict[tuple, Conn] = {}
+        # raw "src dst sport dport" header bytes -> (conn, from_client), see feed_records
+        self.fast: dict[bytes, tuple[Conn, bool]] = {}
         self.hosts: dict[str, Host] = {}
         # address -> name it was most recently looked up as (the name the client asked
         # for, not the CNAME target), and every name each address answered for.
@@ -110,12 +116,93 @@ class Engine:
     # -- input -------------------------------------------------------------------------
 
     def feed_frames(self, frames: Iterable[tuple[int, float, bytes]]) -> None:
-        feed = self.feed
+        feed = self.feed_at
         for linktype, ts, frame in frames:
-            feed(linktype, ts, frame)
+            feed(linktype, ts, frame, 0, len(frame))
+
+    def feed_records(self, records: Iterable[tuple[int, float, bytes, int, int]]) -> None:
+        """Frames as (linktype, ts, buffer, start, end), see pcapfile.read_records."""
+        fast = self._fast_path
+        feed = self.feed_at
+        for linktype, ts, buf, start, end in records:
+            if not fast(linktype, ts, buf, start, end):
+                feed(linktype, ts, buf, start, end)
+
+    def feed_pcap_blocks(self, blocks) -> None:
+        """The fastest path, for classic pcap: see pcapfile.read_pcap_blocks."""
+        fast = self._fast_path
+        feed = self.feed_at
+        for linktype, scale, endian, buf, pos, stop in blocks:
+            header = struct.Struct(endian + "III").unpack_from
+            while pos < stop:
+                sec, frac, caplen = header(buf, pos)
+                start = pos + 16
+                pos = start + caplen
+                ts = sec + frac * scale
+                if not fast(linktype, ts, buf, start, pos):
+                    feed(linktype, ts, buf, start, pos)
+
+    def _fast_path(self, linktype: int, ts: float, buf: bytes, start: int, end: int) -> bool:
+        """Account a packet of a connection that has nothing more to tell; False if not one.
+
+        Most packets of a capture are bulk data on connections whose handshake is done and
+        whose ClientHello was read. They are recognised from a few fixed header bytes and
+        one dict lookup, without decoding them. FIN/RST/SYN always take the full path.
+        """
+        if linktype == 1:
+            if buf[start + 12] not in (8, 0x86):  # VLAN tags and the rest: full decode
+                return False
+            ip = start + 14
+        elif linktype == 276:
+            ip = start + 20
+        elif linktype == 113:
+            ip = start + 16
+        elif linktype == 101:
+            ip = start
+        else:
+            return False
+        if end - ip < 60:
+            return False
+        b0 = buf[ip]
+        if b0 == 0x45:
+            if buf[ip + 9] != 6 or buf[ip + 6] & 0x3F or buf[ip + 7]:
+                return False
+            hit = self.fast.get(buf[ip + 12:ip + 24])
+            if hit is None or buf[ip + 33] & 0x07:
+                return False
+            n = ((buf[ip + 2] << 8) | buf[ip + 3]) - 20 - (buf[ip + 32] >> 4) * 4
+        elif b0 >> 4 == 6 and buf[ip + 6] == 6:
+            hit = self.fast.get(buf[ip + 8:ip + 44])
+            if hit is None or buf[ip + 53] & 0x07:
+                return False
+            n = ((buf[ip + 4] << 8) | buf[ip + 5]) - (buf[ip + 52] >> 4) * 4
+        else:
+            return False
+        c = hit[0]
+        c.last = ts
+        if hit[1]:
+            c.pkts_out += 1
+            c.bytes_out += n
+        else:
+            c.pkts_in += 1
+            c.bytes_in += n
+        self.packets += 1
+        self.last_ts = ts
+        return True
+
+    def _go_fast(self, c: Conn) -> None:
+        """The connection has nothing left to learn but FIN/RST: let feed_records skip it."""
+        c.fast = True
+        ports = c.cport.to_bytes(2, "big") + c.sport.to_bytes(2, "big")
+        self.fast[c.client + c.server + ports] = (c, True)
+        self.fast[c.server + c.client + ports[2:] + ports[:2]] = (c, False)
 
     def feed(self, linktype: int, ts: float, frame: bytes) -> None:
         """Process one link-layer frame."""
+        self.feed_at(linktype, ts, frame, 0, len(frame))
+
+    def feed_at(self, linktype: int, ts: float, buf: bytes, start: int, end: int) -> None:
+        """Process the frame buf[start:end] without copying it."""
         if linktype not in self.linktypes:
             if linktype not in SUPPORTED_LINKTYPES:
                 raise PcapError(f"link type {linktype} is not supported; egress-tui reads "
@@ -125,15 +212,15 @@ class Engine:
         if not self.first_ts:
             self.first_ts = ts
         self.last_ts = ts
-        d = decode(linktype, frame)
+        d = decode_at(linktype, buf, start, end)
         if d is None:
             self.ignored += 1
             return
-        src, dst, proto, sport, dport, flags, seq, ack, payload = d
+        src, dst, proto, sport, dport, flags, seq, poff, pend = d
         if proto == PROTO_TCP:
-            self._tcp(ts, src, dst, sport, dport, flags, seq, payload)
+            self._tcp(ts, src, dst, sport, dport, flags, seq, buf, poff, pend)
         elif proto == PROTO_UDP:
-            self._udp(ts, src, dst, sport, dport, payload)
+            self._udp(ts, src, dst, sport, dport, buf[poff:pend])
         else:
             self._unreachable(ts, src, dst, sport, dport, flags)
 
@@ -145,7 +232,11 @@ class Engine:
         if len(flows) >= self.max_flows:
             # Oldest first: a flow table is a window, the hosts keep what was learned.
             for _ in range(max(1, self.max_flows // 64)):
-                del flows[next(iter(flows))]
+                old = flows.pop(next(iter(flows)))
+                if old.fast:
+                    ports = old.cport.to_bytes(2, "big") + old.sport.to_bytes(2, "big")
+                    self.fast.pop(old.client + old.server + ports, None)
+                    self.fast.pop(old.server + old.client + ports[2:] + ports[:2], None)
                 self.evicted += 1
         c = Conn(proto, client, cport, server, sport, ts)
         flows[key] = c
@@ -179,7 +270,7 @@ class Engine:
         self._host(name).add_conn(c)
         self.dirty.add(name)
 
-    def _tcp(self, ts, src, dst, sport, dport, flags, seq, payload) -> None:
+    def _tcp(self, ts, src, dst, sport, dport, flags, seq, buf, poff, pend) -> None:
         flows = self.flows
         key = (PROTO_TCP, src, sport, dst, dport)
         c = flows.get(key)
@@ -200,9 +291,6 @@ class Engine:
                     from_client = False
                     c = self._new_conn((PROTO_TCP, dst, dport, src, sport), PROTO_TCP, dst, dport, src, sport, ts)
         c.last = ts
-        host = c.host
-        if host is not None and ts > host.last:
-            host.last = ts
         if from_client:
             c.pkts_out += 1
             if flags & TCP_SYN:
@@ -213,13 +301,15 @@ class Engine:
             elif flags & TCP_ACK and c.synack and not c.established:
                 c.established = True
                 self.dirty.add(c.name)
-            if payload:
-                c.bytes_out += len(payload)
+            if pend > poff:
+                c.bytes_out += pend - poff
                 if c.syns == 0 and c.stream is None and not c.app and c.pkts_out == 1:
                     c.stream = Stream(seq)  # capture began mid-connection: best effort
                 if c.stream is not None:
-                    if c.stream.add(seq, payload):
+                    if c.stream.add(seq, buf[poff:pend]):
                         self._inspect(c)
+                    elif c.pkts_out > STREAM_GIVE_UP and c.stream is not None and c.sport != 53:
+                        c.stream = None  # a hole that never fills: the start was not captured
             if flags & (TCP_FIN | TCP_RST):
                 if flags & TCP_RST:
                     c.rst = True
@@ -241,16 +331,19 @@ class Engine:
                     c.rst = True
                 self.dirty.add(c.name)
             else:
-                if not c.established and flags & TCP_ACK and (payload or c.synack):
+                if not c.established and flags & TCP_ACK and (pend > poff or c.synack):
                     c.established = True
                     self.dirty.add(c.name)
                 if flags & TCP_FIN:
                     c.fin = True
                     self.dirty.add(c.name)
-            if payload:
-                c.bytes_in += len(payload)
-                if c.rstream is not None and c.rstream.add(seq, payload):
+            if pend > poff:
+                c.bytes_in += pend - poff
+                if c.rstream is not None and c.rstream.add(seq, buf[poff:pend]):
                     self._dns_tcp(c, c.rstream, ts)
+        if c.established and c.stream is None and c.rstream is None and not c.fast:
+            self._go_fast(c)
+
 
     def _inspect(self, c: Conn) -> None:
         """Look at the contiguous start of the client's stream: TLS, HTTP or DNS."""
@@ -326,8 +419,6 @@ class Engine:
             else:
                 from_client = False
         c.last = ts
-        if c.host is not None and ts > c.host.last:
-            c.host.last = ts
         if from_client:
             c.pkts_out += 1
             c.bytes_out += len(payload)
@@ -474,5 +565,9 @@ def _strip_port(authority: str) -> str:
 def analyze_file(path: str, engine: Engine | None = None) -> Engine:
     """Read a whole capture file into an engine. Raises PcapError with a one-line reason."""
     engine = engine or Engine()
-    engine.feed_frames(open_capture(path))
+    if is_classic_pcap(path):
+        with open(path, "rb") as f:
+            engine.feed_pcap_blocks(read_pcap_blocks(f))
+    else:
+        engine.feed_records(open_records(path))
     return engine

@@ -39,7 +39,7 @@ class Conn:
         "proto", "client", "cport", "server", "sport", "first", "last",
         "syns", "synack", "established", "refused", "fin", "rst",
         "pkts_out", "pkts_in", "bytes_out", "bytes_in",
-        "name", "named_by", "app", "hello", "http_host", "stream", "rstream", "crypto", "host",
+        "name", "named_by", "app", "hello", "http_host", "stream", "rstream", "crypto", "host", "fast",
     )
 
     def __init__(self, proto: int, client: bytes, cport: int, server: bytes, sport: int, ts: float):
@@ -69,6 +69,7 @@ class Conn:
         self.rstream = None    # server side, only for DNS over TCP
         self.crypto = None     # QUIC CRYPTO frame assembler
         self.host: Host | None = None
+        self.fast = False      # registered in the engine's fast path
 
     @property
     def outcome(self) -> str:
@@ -114,6 +115,14 @@ class Host:
     conns: deque = field(default_factory=lambda: deque(maxlen=CONNS_KEPT))
     old_outcomes: dict[str, int] = field(default_factory=dict)
     old_count: int = 0
+
+    def last_seen(self) -> float:
+        """Connections update their own last time on every packet; the host's is the latest."""
+        last = self.last
+        for c in self.conns:
+            if c.last > last:
+                last = c.last
+        return last
 
     def touch(self, ts: float) -> None:
         if not self.first or ts < self.first:
@@ -175,7 +184,7 @@ class Host:
             "outcomes": {k: v for k, v in sorted(self.outcomes().items())},
             "blocked": self.blocked,
             "first_seen": self.first,
-            "last_seen": self.last,
+            "last_seen": self.last_seen(),
             "dns_queries": self.queries,
             "dns_rcodes": sorted(self.rcodes),
             "cnames": list(self.cnames),

@@ -61,7 +61,15 @@ class _Buffered:
 
 
 def read_frames(f: BinaryIO, *, strict: bool = True) -> Iterator[tuple[int, float, bytes]]:
-    """Yield (linktype, timestamp, frame) for each packet of a pcap or pcapng stream.
+    """Yield (linktype, timestamp, frame) for each packet of a pcap or pcapng stream."""
+    for linktype, ts, buf, start, end in read_records(f, strict=strict):
+        yield linktype, ts, buf[start:end]
+
+
+def read_records(f: BinaryIO, *, strict: bool = True) -> Iterator[tuple[int, float, bytes, int, int]]:
+    """Yield (linktype, timestamp, buffer, start, end): the frame is buffer[start:end].
+
+    The fast path: no per-packet copy. The buffer is only valid until the next item.
 
     With ``strict`` a record cut short at the end of the file raises PcapError (a file
     that was still being written); without it the partial record is dropped silently,
@@ -85,7 +93,51 @@ def _truncated(r: _Buffered, count: int, strict: bool) -> None:
                         f"(byte {r.offset}); was it still being written?")
 
 
-def _read_pcap(r: _Buffered, strict: bool) -> Iterator[tuple[int, float, bytes]]:
+def read_pcap_blocks(f: BinaryIO, *, strict: bool = True) -> Iterator[tuple[int, float, str, bytes, int, int]]:
+    """Classic pcap only, for the fastest readers: yield (linktype, seconds per tick,
+    endian, buffer, start, stop) where buffer[start:stop] holds whole records.
+
+    The caller walks the 16-byte record headers itself, which saves a generator step per
+    packet. Raises PcapError if the stream is not a classic pcap (see is_classic_pcap).
+    """
+    r = _Buffered(f)
+    if not r.need(24) or r.buf[:4] not in PCAP_MAGICS:
+        raise PcapError("not a classic pcap file")
+    endian, scale = PCAP_MAGICS[r.buf[:4]]
+    linktype = struct.unpack_from(endian + "I", r.buf, 20)[0] & 0x0FFFFFFF
+    r.pos = 24
+    caplen_at = struct.Struct(endian + "I").unpack_from
+    count = 0
+    while True:
+        buf, pos = r.buf, r.pos
+        n = len(buf)
+        start = pos
+        while pos + 16 <= n:
+            caplen = caplen_at(buf, pos + 8)[0]
+            if caplen > 0x4000000:
+                raise PcapError(f"corrupt pcap record after packet {count}: length {caplen}")
+            if pos + 16 + caplen > n:
+                break
+            pos += 16 + caplen
+            count += 1
+        if pos > start:
+            r.pos = pos
+            yield linktype, scale, endian, buf, start, pos
+            continue
+        # not one whole record left in the buffer: refill
+        want = 16 + caplen_at(buf, pos + 8)[0] if n - pos >= 16 else 16
+        if not r.need(want):
+            if len(r.buf) - r.pos:
+                _truncated(r, count, strict)
+            return
+
+
+def is_classic_pcap(path: str) -> bool:
+    with _open(path) as f:
+        return f.read(4) in PCAP_MAGICS
+
+
+def _read_pcap(r: _Buffered, strict: bool) -> Iterator[tuple[int, float, bytes, int, int]]:
     if not r.need(24):
         raise PcapError("capture is truncated: pcap header is shorter than 24 bytes")
     endian, scale = PCAP_MAGICS[r.buf[r.pos:r.pos + 4]]
@@ -115,10 +167,10 @@ def _read_pcap(r: _Buffered, strict: bool) -> Iterator[tuple[int, float, bytes]]
             end = pos + 16 + caplen
         r.pos = end
         count += 1
-        yield linktype, sec + frac * scale, buf[pos + 16:end]
+        yield linktype, sec + frac * scale, buf, pos + 16, end
 
 
-def _read_pcapng(r: _Buffered, strict: bool) -> Iterator[tuple[int, float, bytes]]:
+def _read_pcapng(r: _Buffered, strict: bool) -> Iterator[tuple[int, float, bytes, int, int]]:
     endian = "<"
     interfaces: list[tuple[int, float]] = []  # (linktype, seconds per tick)
     count = 0
@@ -158,14 +210,14 @@ def _read_pcapng(r: _Buffered, strict: bool) -> Iterator[tuple[int, float, bytes
                 raise PcapError(f"corrupt pcapng: packet {count + 1} is longer than its block")
             linktype, tick = interfaces[if_id]
             count += 1
-            yield linktype, ((ts_hi << 32) | ts_lo) * tick, buf[pos + 28:pos + 28 + caplen]
+            yield linktype, ((ts_hi << 32) | ts_lo) * tick, buf, pos + 28, pos + 28 + caplen
         elif btype_n == 3:  # Simple Packet Block: no timestamp, interface 0
             if not interfaces:
                 raise PcapError("corrupt pcapng: packet before any interface description")
             wirelen = struct.unpack_from(endian + "I", buf, pos + 8)[0]
             caplen = min(wirelen, blen - 16)
             count += 1
-            yield interfaces[0][0], 0.0, buf[pos + 12:pos + 12 + caplen]
+            yield interfaces[0][0], 0.0, buf, pos + 12, pos + 12 + caplen
 
 
 def _if_tsresol(buf: bytes, pos: int, blen: int, endian: str) -> float:
@@ -185,9 +237,18 @@ def _if_tsresol(buf: bytes, pos: int, blen: int, endian: str) -> float:
 
 def open_capture(path: str, *, strict: bool = True) -> Iterator[tuple[int, float, bytes]]:
     """Read frames from a capture file; raises PcapError with a readable message."""
+    with _open(path) as f:
+        yield from read_frames(f, strict=strict)
+
+
+def open_records(path: str, *, strict: bool = True) -> Iterator[tuple[int, float, bytes, int, int]]:
+    """Like open_capture, yielding read_records' zero-copy (buffer, start, end) items."""
+    with _open(path) as f:
+        yield from read_records(f, strict=strict)
+
+
+def _open(path: str) -> BinaryIO:
     try:
-        f = open(path, "rb")
+        return open(path, "rb")
     except OSError as e:
         raise PcapError(f"cannot read {path}: {e.strerror}") from None
-    with f:
-        yield from read_frames(f, strict=strict)

@@ -116,7 +116,7 @@ def _parse(msg: bytes, transport: str) -> ClientHello | None:
     p += 2
     if p + cs_len > end or cs_len % 2:
         return None
-    ciphers = [(msg[i] << 8) | msg[i + 1] for i in range(p, p + cs_len, 2)]
+    ciphers = list(struct.unpack_from("!%dH" % (cs_len // 2), msg, p))
     p += cs_len
     comp_len = msg[p]
     p += 1 + comp_len
@@ -149,11 +149,9 @@ def _parse(msg: bytes, transport: str) -> ClientHello | None:
                 n = body[0]
                 versions = [_u16(body, 1 + i) for i in range(0, n - n % 2, 2)]
             elif etype == EXT_SIGNATURE_ALGORITHMS and len(body) >= 2:
-                n = _u16(body, 0)
-                sigalgs = [_u16(body, 2 + i) for i in range(0, n - n % 2, 2)]
+                sigalgs = _u16_list(body)
             elif etype == EXT_SUPPORTED_GROUPS and len(body) >= 2:
-                n = _u16(body, 0)
-                groups = [_u16(body, 2 + i) for i in range(0, n - n % 2, 2)]
+                groups = _u16_list(body)
             elif etype == EXT_ECH:
                 ech = True
     offered = [v for v in versions if not is_grease(v)] or [legacy_version]
@@ -165,6 +163,12 @@ def _parse(msg: bytes, transport: str) -> ClientHello | None:
         ja4=ja4(transport, legacy_version, versions, sni is not None, ciphers, exts, alpn, sigalgs),
         groups=[g for g in groups if not is_grease(g)],
     )
+
+
+def _u16_list(body: bytes) -> list[int]:
+    """A u16-length-prefixed list of u16 values, clipped to the bytes present."""
+    n = min(_u16(body, 0), len(body) - 2) // 2
+    return list(struct.unpack_from("!%dH" % n, body, 2))
 
 
 def _sni(body: bytes) -> str | None:
