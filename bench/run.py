@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""Benchmark `egress-tui report` against the tshark one-liner it replaces.
+
+Usage: python bench/run.py [--runs 5] [--strict] [--regen] [--pcap FILE]
+                           [--egress-tui PATH] [--timeout SEC]
+
+Generates .cache/bench/bench.pcap with bench/gen_pcap.py (again only when the
+generator's source changed), then runs each tool once to warm up and --runs
+times measured, alternating the two.  For each tool it prints the median wall
+time, the peak RSS of the child process (ru_maxrss from os.wait4, which covers
+the child and any children it waited for) and how many of the planted SNI names
+it reported.  Targets: egress-tui >= 8x faster than the one-liner, peak RSS
+under 100 MiB, every planted TLS and QUIC SNI found.  Exits 0 whatever the
+outcome unless --strict is given; then 1 if any target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+GEN = HERE / "gen_pcap.py"
+CACHE = ROOT / ".cache" / "bench"
+PCAP = CACHE / "bench.pcap"
+SEED = 1
+
+SPEEDUP_TARGET = 8.0
+RSS_TARGET_KB = 100 * 1024  # 100 MiB; ru_maxrss is in KiB on Linux
+
+TSHARK_FILTER = "tls.handshake.extensions_server_name"
+
+
+# --------------------------------------------------------------------------- capture
+
+def truth_path(pcap: Path) -> Path:
+    return pcap.with_suffix(".truth.json") if pcap.suffix == ".pcap" else Path(str(pcap) + ".truth.json")
+
+
+def source_hash() -> str:
+    return hashlib.sha256(GEN.read_bytes() + f"\nseed={SEED}".encode()).hexdigest()
+
+
+def ensure_capture(force: bool) -> tuple[Path, dict, str]:
+    """Return (pcap, truth, how) generating into .cache/bench if missing or stale."""
+    stamp = PCAP.with_name(PCAP.name + ".source-sha256")
+    want = source_hash()
+    tp = truth_path(PCAP)
+    if (not force and PCAP.exists() and tp.exists() and stamp.exists()
+            and stamp.read_text().strip() == want):
+        return PCAP, json.loads(tp.read_text()), "cached"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)  # a generation cut short leaves no valid stamp
+    spec = importlib.util.spec_from_file_location("bench_gen_pcap", GEN)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t0 = time.perf_counter()
+    truth = mod.generate(PCAP, seed=SEED)
+    dt = time.perf_counter() - t0
+    stamp.write_text(want + "\n")
+    return PCAP, truth, f"generated in {dt:.1f} s"
+
+
+# --------------------------------------------------------------------------- measuring
+
+@dataclass
+class Run:
+    wall: float
+    maxrss_kb: int
+    rc: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+
+
+def run_child(argv: list[str], timeout: float) -> Run:
+    """Run argv (no shell), wait with os.wait4 to get the child's own rusage."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        lock = threading.Lock()
+        state = {"done": False, "timed_out": False}
+
+        def kill() -> None:
+            with lock:
+                if not state["done"]:
+                    state["timed_out"] = True
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.daemon = True
+        timer.start()
+        try:
+            while True:
+                try:
+                    _, status, ru = os.wait4(proc.pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+        finally:
+            with lock:
+                state["done"] = True
+            timer.cancel()
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, tell Popen
+        out.seek(0)
+        err.seek(0)
+        return Run(wall, ru.ru_maxrss, proc.returncode, out.read(), err.read(), state["timed_out"])
+
+
+@dataclass
+class Tool:
+    label: str
+    argv: list[str]
+    parse: object  # callable(bytes) -> dict[str, set[str]]
+    runs: list[Run] = field(default_factory=list)
+    error: str | None = None
+    found: dict[str, set[str]] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.runs)
+
+    def median(self) -> float:
+        return statistics.median(r.wall for r in self.runs)
+
+    def peak_rss(self) -> int:
+        return max(r.maxrss_kb for r in self.runs)
+
+
+def _norm(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+def parse_egress(stdout: bytes) -> dict[str, set[str]]:
+    doc = json.loads(stdout)
+    hosts = doc.get("hosts") if isinstance(doc, dict) else None
+    if not isinstance(hosts, list):
+        raise ValueError('JSON has no "hosts" list')
+    found: dict[str, set[str]] = {"tls": set(), "quic": set(), "dns": set(), "http": set(), "all": set()}
+    for h in hosts:
+        if not isinstance(h, dict) or not isinstance(h.get("name"), str):
+            continue
+        name = _norm(h["name"])
+        found["all"].add(name)
+        ports = h.get("ports")
+        if isinstance(ports, list):
+            found.setdefault("ports:" + name, set()).update(p for p in ports if isinstance(p, int))
+        if isinstance(h.get("connections"), int):
+            found["conns:" + name] = {h["connections"]}
+        via = h.get("via") or []
+        if isinstance(via, str):
+            via = [via]
+        for v in via:
+            v = str(v).lower()
+            if v in found:
+                found[v].add(name)
+    return found
+
+
+def parse_tshark(stdout: bytes) -> dict[str, set[str]]:
+    names = set()
+    for line in stdout.decode("utf-8", "replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2:
+            continue
+        for n in parts[1].split(","):
+            if n.strip():
+                names.add(_norm(n))
+    return {"all": names}
+
+
+def measure(tool: Tool, timeout: float, first: bool) -> None:
+    """Warm-up (first=True) or one measured run; sets tool.error on failure."""
+    if tool.error is not None:
+        return
+    try:
+        r = run_child(tool.argv, timeout)
+    except OSError as e:
+        tool.error = f"could not start: {e}"
+        return
+    if r.timed_out:
+        tool.error = f"killed after {timeout:.0f} s timeout"
+        return
+    if r.rc != 0:
+        tail = r.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
+        tool.error = f"exit status {r.rc}: " + " | ".join(tail)
+        return
+    if tool.found is None:
+        try:
+            tool.found = tool.parse(r.stdout)
+        except (ValueError, UnicodeDecodeError) as e:
+            tool.error = f"unreadable output: {e}"
+            return
+    if not first:
+        r.stdout = b""  # keep memory flat across runs
+        tool.runs.append(r)
+
+
+def find_egress(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit if (os.path.isfile(explicit) or shutil.which(explicit)) else None
+    for cand in (Path(sys.executable).parent / "egress-tui", ROOT / ".venv" / "bin" / "egress-tui"):
+        if cand.is_file() and os.access(cand, os.X_OK):
+            return str(cand)
+    return shutil.which("egress-tui")
+
+
+# --------------------------------------------------------------------------- report
+
+def fmt_mib(kb: int) -> str:
+    return f"{kb / 1024:.1f}"
+
+
+def breakdown(missing: set[str], truth: dict) -> str:
+    detail = truth.get("split_detail", {})
+    cats = [("out_of_order_names", "out-of-order split hello"),
+            ("tiny_first_segment_names", "hello whose first segment has only 1-9 bytes"),
+            ("sni_after_first_segment_names", "SNI only in a later segment")]
+    parts = []
+    rest = set(missing)
+    for key, label in cats:
+        hit = rest & set(detail.get(key, []))
+        if hit:
+            parts.append(f"{len(hit)} {label}")
+            rest -= hit
+    if rest:
+        parts.append(f"{len(rest)} other")
+    return ", ".join(parts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="egress-tui vs tshark one-liner benchmark")
+    ap.add_argument("--runs", type=int, default=5, help="measured runs per tool (default 5)")
+    ap.add_argument("--strict", action="store_true", help="exit 1 if any target is missed")
+    ap.add_argument("--regen", action="store_true", help="regenerate the capture even if cached")
+    ap.add_argument("--pcap", type=Path, help="use this capture (needs FILE.truth.json beside it)")
+    ap.add_argument("--egress-tui", dest="egress", help="path of the egress-tui executable")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds before a run is killed")
+    args = ap.parse_args(argv)
+    runs = max(1, args.runs)
+
+    if args.pcap:
+        pcap = args.pcap.resolve()
+        truth = json.loads(truth_path(pcap).read_text())
+        how = "given"
+    else:
+        pcap, truth, how = ensure_capture(args.regen)
+    planted_tls = set(truth["tls"])
+    planted_quic = set(truth.get("quic", []))
+    size_mb = pcap.stat().st_size / 1e6
+    print(f"capture : {pcap} ({how}; {truth['packets']} packets, {size_mb:.0f} MB)")
+    print(f"planted : {len(planted_tls)} TLS SNIs ({truth.get('split_hellos', '?')} split ClientHellos), "
+          f"{len(planted_quic)} QUIC SNIs, {len(truth.get('dns', []))} DNS names")
+    print(f"machine : {platform.python_implementation()} {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, {platform.machine()}")
+
+    tools: list[Tool] = []
+    egress_path = find_egress(args.egress)
+    egress = Tool("egress-tui report", [egress_path or "egress-tui", "report", "--pcap", str(pcap),
+                                        "--format", "json"], parse_egress)
+    if egress_path is None:
+        egress.error = "egress-tui executable not found"
+    tools.append(egress)
+
+    tshark_path = shutil.which("tshark")
+    tshark = Tool("tshark one-liner", [tshark_path or "tshark", "-r", str(pcap), "-Y", TSHARK_FILTER,
+                                       "-T", "fields", "-e", "tcp.dstport", "-e", TSHARK_FILTER],
+                  parse_tshark)
+    if tshark_path is None:
+        tshark.error = "tshark not installed (apt-get install tshark); showing egress-tui only"
+    else:
+        try:
+            ver = subprocess.run([tshark_path, "--version"], capture_output=True, text=True,
+                                 timeout=60).stdout.splitlines()
+            print(f"tshark  : {ver[0] if ver else '?'}")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    tools.append(tshark)
+    print(f"runs    : 1 warm-up + {runs} measured per tool, alternating\n")
+
+    for tool in tools:
+        measure(tool, args.timeout, first=True)
+    for _ in range(runs):
+        for tool in tools:
+            measure(tool, args.timeout, first=False)
+            sys.stdout.write(".")
+            sys.stdout.flush()
+    print("\n")
+
+    # ---- table
+    hdr = f"{'tool':<20} {'median s':>9} {'min s':>8} {'max s':>8} {'peak RSS MiB':>13} {'TLS SNIs':>11} {'QUIC SNIs':>10}"
+    print(hdr)
+    print("-" * len(hdr))
+    for tool in tools:
+        if not tool.ok:
+            print(f"{tool.label:<20} {'-- ' + (tool.error or 'no runs')}")
+            continue
+        walls = [r.wall for r in tool.runs]
+        f_all = tool.found["all"]
+        f_tls = tool.found.get("tls", f_all)
+        f_quic = tool.found.get("quic", f_all)
+        tls_s = f"{len(planted_tls & f_tls)}/{len(planted_tls)}"
+        quic_s = f"{len(planted_quic & f_quic)}/{len(planted_quic)}" if planted_quic else "-"
+        print(f"{tool.label:<20} {tool.median():>9.3f} {min(walls):>8.3f} {max(walls):>8.3f} "
+              f"{fmt_mib(tool.peak_rss()):>13} {tls_s:>11} {quic_s:>10}")
+    ratio = None
+    if egress.ok and tshark.ok and egress.median() > 0:
+        ratio = tshark.median() / egress.median()
+        print(f"\nspeed-up (tshark median / egress-tui median): {ratio:.1f}x")
+
+    # ---- details
+    if egress.ok:
+        f = egress.found
+        miss = planted_tls - f["tls"]
+        extra = f["tls"] - planted_tls
+        print(f"\negress-tui: {len(planted_tls) - len(miss)}/{len(planted_tls)} planted TLS SNIs via tls"
+              + (f"; missing {len(miss)} ({breakdown(miss, truth)}), e.g. {sorted(miss)[:5]}" if miss else ""))
+        if extra:
+            print(f"  {len(extra)} tls names that were not planted, e.g. {sorted(extra)[:5]}")
+        if planted_quic:
+            qmiss = planted_quic - f["quic"]
+            print(f"  QUIC: {len(planted_quic) - len(qmiss)}/{len(planted_quic)} planted names via quic"
+                  + (f", e.g. missing {sorted(qmiss)[:5]}" if qmiss else ""))
+        got = planted_tls & f["tls"]
+        if got and "tls_ports" in truth:
+            same = sum(f.get("ports:" + n) == set(truth["tls_ports"][n]) for n in got)
+            print(f"  info: ports equal the planted ones for {same}/{len(got)} found TLS names")
+        if got and "tls_connections_per_name" in truth:
+            same = sum(f.get("conns:" + n) == {truth["tls_connections_per_name"][n]} for n in got)
+            print(f"  info: connection counts equal the planted ones for {same}/{len(got)} found TLS names")
+        for key in ("dns", "http"):
+            planted = set(truth.get(key, []))
+            if planted:
+                print(f"  info: {len(planted & f[key])}/{len(planted)} planted {key.upper()} names via {key}")
+        print(f"  hosts reported: {len(f['all'])}")
+    if tshark.ok:
+        names = tshark.found["all"]
+        miss = planted_tls - names
+        print(f"\ntshark one-liner: {len(planted_tls) - len(miss)}/{len(planted_tls)} planted TLS SNIs"
+              + (f" and {len(planted_quic & names)}/{len(planted_quic)} QUIC SNIs" if planted_quic else "")
+              + " (it reassembles in-order TCP segments by default)")
+        if miss:
+            print(f"  misses {len(miss)}: {breakdown(miss, truth)}")
+            print("  (tshark does not reassemble out-of-order segments by default, and on ports it does not"
+                  " map to TLS it finds TLS heuristically only when a segment starts with a record header)")
+
+    # ---- targets
+    results: list[tuple[str, str]] = []
+
+    def target(desc: str, ok: bool | None) -> None:
+        results.append((desc, "n/a" if ok is None else ("MET" if ok else "MISSED")))
+
+    if tshark.ok:
+        target(f"egress-tui >= {SPEEDUP_TARGET:.0f}x faster than the tshark one-liner"
+               + (f" (is {ratio:.1f}x)" if ratio else ""), ratio is not None and ratio >= SPEEDUP_TARGET)
+    else:
+        target(f"egress-tui >= {SPEEDUP_TARGET:.0f}x faster than the tshark one-liner (no tshark figure)", None)
+    target(f"egress-tui peak RSS < {RSS_TARGET_KB // 1024} MiB"
+           + (f" (is {fmt_mib(egress.peak_rss())} MiB)" if egress.ok else ""),
+           egress.ok and egress.peak_rss() < RSS_TARGET_KB)
+    target("egress-tui finds every planted TLS SNI",
+           egress.ok and planted_tls <= egress.found["tls"])
+    if planted_quic:
+        target("egress-tui finds every planted QUIC SNI",
+               egress.ok and planted_quic <= egress.found["quic"])
+    print("\ntargets:")
+    for desc, verdict in results:
+        print(f"  [{verdict:>6}] {desc}")
+    missed = [d for d, v in results if v == "MISSED"]
+    if args.strict and missed:
+        print(f"\n--strict: {len(missed)} target(s) missed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
