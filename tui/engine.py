@@ -106,6 +106,7 @@ class Engine:
         self.addr_names: dict[str, set[str]] = {}
         self.dns_ttl: dict[tuple[str, str], tuple[float, int]] = {}  # (name, addr) -> (seen, ttl)
         self.dirty: set[str] = set()
+        self.resolvers: dict[str, int] = {}   # resolver address -> DNS queries sent to it
         self.packets = 0
         self.ignored = 0
         self.evicted = 0
@@ -241,6 +242,12 @@ class Engine:
         c = Conn(proto, client, cport, server, sport, ts)
         flows[key] = c
         srv = addr_text(server)
+        if sport == 53:
+            # DNS over TCP: the resolver is not a destination of its own; the names
+            # looked up through it are the hosts.
+            c.name, c.app = srv, "dns"
+            self.resolvers[srv] = self.resolvers.get(srv, 0) + 1
+            return c
         name = self.addr_name.get(srv)
         if name:
             c.name, c.named_by = name, NAMED_DNS
@@ -468,6 +475,9 @@ class Engine:
             msg = dnsmod.parse(payload)
         except (dnsmod.DnsError, IndexError, ValueError):
             return
+        if not msg.response and dport == 53:
+            srv = addr_text(dst)
+            self.resolvers[srv] = self.resolvers.get(srv, 0) + 1
         self._dns_message(msg, ts)
 
     def _dns_tcp(self, c: Conn, s: Stream, ts: float) -> None:

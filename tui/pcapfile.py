@@ -29,10 +29,11 @@ class PcapError(Exception):
 class _Buffered:
     """A forward-only window over a binary stream, refilled in large blocks."""
 
-    __slots__ = ("f", "buf", "pos", "consumed")
+    __slots__ = ("read", "buf", "pos", "consumed")
 
     def __init__(self, f: BinaryIO):
-        self.f = f
+        # read1: return what is there (a live pipe) rather than wait for a whole block
+        self.read = getattr(f, "read1", None) or f.read
         self.buf = b""
         self.pos = 0
         self.consumed = 0  # bytes of the file before buf[0]
@@ -46,7 +47,7 @@ class _Buffered:
         chunks = [rest]
         have = len(rest)
         while have < n:
-            chunk = self.f.read(max(BLOCK, n - have))
+            chunk = self.read(max(BLOCK, n - have))
             if not chunk:
                 break
             chunks.append(chunk)

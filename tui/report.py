@@ -123,5 +123,6 @@ def meta_for(source: str, engine: Engine, allowlist: Allowlist) -> dict:
         "capture_start": iso(engine.first_ts),
         "capture_end": iso(engine.last_ts),
         "allowlist": ", ".join(allowlist.sources) if allowlist else None,
+        "resolvers": sorted(engine.resolvers),
         "generated": iso(time.time()),
     }
