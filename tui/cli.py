@@ -55,15 +55,42 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+SUBCOMMANDS = ("report", "presets")
+
+
+def _tui_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="egress-tui",
+        usage="egress-tui [CONTAINER] [options]\n       egress-tui {report,presets} ...",
+        description="Watch, live, every host a Docker container talks to, colored by an allowlist. "
+                    "With no CONTAINER, pick one from the running containers. "
+                    "Headless commands: egress-tui report --help, egress-tui presets.")
+    p.add_argument("container", nargs="?", help="container name or id (prefix)")
+    p.add_argument("--version", action="version", version=f"egress-tui {__version__}")
+    p.add_argument("--pcap", metavar="FILE", help="replay a capture file instead of attaching")
+    p.add_argument("--demo", action="store_true", help="replay the demo capture shipped with egress-tui")
+    p.add_argument("--speed", type=float, default=1.0, metavar="N",
+                   help="replay N times faster than recorded (0: as fast as possible)")
+    p.add_argument("--allow", metavar="FILE", action="append", default=[], help="allowlist file (repeatable)")
+    p.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[],
+                   help="allowlist preset, e.g. anthropic, bedrock:ap-northeast-1 (repeatable)")
+    p.add_argument("--method", choices=("auto", "netns", "helper"), default="auto",
+                   help="capture from the host in the container's namespace (netns, needs root), "
+                        "or through a helper container (helper); default: netns when possible")
+    p.add_argument("--helper-image", metavar="IMAGE",
+                   help="image with tcpdump for --method helper (default: nicolaka/netshoot)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        if args.command == "report":
-            return cmd_report(args)
-        if args.command == "presets":
+        if argv and argv[0] in SUBCOMMANDS:
+            args = _parser().parse_args(argv)
+            if args.command == "report":
+                return cmd_report(args)
             return cmd_presets()
-        _parser().print_help()
-        return 0
+        return cmd_tui(_tui_parser().parse_args(argv))
     except (UserError, PcapError, AllowlistError) as e:
         print(f"egress-tui: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -110,6 +137,42 @@ def cmd_report(args) -> int:
               + ", ".join(denied[:10]) + (" ..." if len(denied) > 10 else ""), file=sys.stderr)
         return EXIT_DENIED
     return 0
+
+
+def cmd_tui(args) -> int:
+    """The live inspector. Everything that can fail is checked before the screen is drawn."""
+    from .allowlist import build as build_allowlist
+    if args.speed < 0:
+        raise UserError("--speed must be 0 (as fast as possible) or a positive factor")
+    pcap = demo_capture() if args.demo else args.pcap
+    if pcap and args.container:
+        raise UserError("give a CONTAINER or --pcap/--demo, not both")
+    if pcap:
+        from .pcapfile import open_capture
+        if os.path.isdir(pcap):
+            raise UserError(f"{pcap} is a directory, not a capture file")
+        next(iter(open_capture(pcap)), None)  # unreadable or not a capture: fail now, in one line
+    build_allowlist(args.allow, args.preset)
+    if not sys.stdout.isatty() and not os.environ.get("EGRESS_TUI_FORCE_TTY"):
+        raise UserError("the live inspector needs a terminal; for files use egress-tui report")
+    docker_client = None
+    if not pcap:
+        from .containers import DockerError, client, find_container
+        try:
+            docker_client = client()
+            if args.container:
+                find_container(docker_client, args.container)
+        except DockerError as e:
+            raise UserError(str(e)) from None
+        if args.method == "netns" and os.geteuid() != 0:
+            raise UserError("--method netns needs root (it enters the container's network namespace); "
+                            "run with sudo, or use --method helper")
+    from .app import AppConfig, create_app  # Textual is imported only for the screen
+    app = create_app(AppConfig(container=args.container, pcap=pcap, speed=args.speed,
+                               allow_files=args.allow, presets=args.preset, method=args.method,
+                               helper_image=args.helper_image, docker_client=docker_client))
+    app.run()
+    return app.return_code or 0
 
 
 def cmd_presets() -> int:

@@ -1,0 +1,188 @@
+"""The TUI driven like a user drives it (Textual pilot), on the shipped demo capture replayed
+through the real capture thread and engine."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tui.app import AppConfig, create_app
+from tui.cli import demo_capture
+from tui.containers import ContainerInfo
+from tui.screens.picker import PickerScreen
+
+os.environ["TZ"] = "UTC"
+time.tzset()
+
+SIZE = (150, 44)
+
+
+async def wait_replay(app, pilot, timeout=20.0):
+    t0 = time.monotonic()
+    while app.state != "replay finished":
+        assert time.monotonic() - t0 < timeout, f"replay did not finish: state={app.state!r}"
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, as plain text (from Textual's own SVG screenshot)."""
+    import html
+    import re
+    svg = app.export_screenshot()
+    return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
+
+
+def demo_app(**kw):
+    return create_app(AppConfig(pcap=demo_capture(), speed=0, **kw))
+
+
+def cell(app, host, column):
+    v = app.main.table.get_cell(host, column)
+    return getattr(v, "plain", v)
+
+
+@pytest.mark.asyncio
+async def test_replay_fills_the_table_in_place():
+    app = demo_app(presets=["bedrock:ap-northeast-1"])
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_replay(app, pilot)
+        t = app.main.table
+        for host in ("api.anthropic.com", "bedrock-runtime.ap-northeast-1.amazonaws.com",
+                     "bedrock.ap-northeast-1.amazonaws.com", "claude.ai", "example.com"):
+            assert host in {k.value for k in t.rows}
+        assert cell(app, "bedrock-runtime.ap-northeast-1.amazonaws.com", "verdict") == "allowed"
+        assert cell(app, "api.anthropic.com", "verdict") == "denied"
+        assert cell(app, "example.com", "verdict") == "denied, blocked"
+        assert cell(app, "claude.ai", "via") == "dns,quic"
+        assert cell(app, "example.com", "outcomes") == "unanswered:2"
+
+
+@pytest.mark.asyncio
+async def test_allow_remove_and_save(tmp_path):
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_replay(app, pilot)
+        t = app.main.table
+        t.move_cursor(row=t.get_row_index("api.anthropic.com"))
+        await pilot.pause()
+        assert cell(app, "api.anthropic.com", "verdict") == "-"
+        await pilot.press("a")
+        await pilot.pause()
+        await pilot.press("down", "enter")        # the second choice: *.anthropic.com
+        await pilot.pause()
+        assert cell(app, "api.anthropic.com", "verdict") == "allowed"
+        assert cell(app, "statsig.anthropic.com", "verdict") == "allowed"
+        assert cell(app, "example.com", "verdict") == "denied, blocked"
+        await pilot.press("d")
+        await pilot.pause()
+        assert cell(app, "api.anthropic.com", "verdict") == "denied"
+        await pilot.press("a", "enter")           # the host itself this time
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        out = tmp_path / "allow.txt"
+        inp = app.screen.query_one("Input")
+        inp.value = str(out)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert out.read_text().splitlines()[1:] == ["api.anthropic.com"]
+        assert "allow.txt" in app.session.allowlist_label()
+
+
+@pytest.mark.asyncio
+async def test_preset_from_the_screen():
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_replay(app, pilot)
+        await pilot.press("p")
+        await pilot.pause()
+        await pilot.press("down", "enter")        # bedrock: asks for a region
+        await pilot.pause()
+        app.screen.query_one("Input").value = "ap-northeast-1"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert cell(app, "bedrock.ap-northeast-1.amazonaws.com", "verdict") == "allowed"
+        assert cell(app, "claude.ai", "verdict") == "denied"
+
+
+@pytest.mark.asyncio
+async def test_filter_sort_pause_clear_help():
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_replay(app, pilot)
+        t = app.main.table
+        total = t.row_count
+        await pilot.press("slash", *"bedrock")
+        await pilot.pause()
+        assert t.row_count == 2
+        await pilot.press("escape")
+        await pilot.pause()
+        assert t.row_count == total
+        app.main.table.sort_by("conns", app.session.rows)
+        await pilot.pause()
+        first = t.coordinate_to_cell_key((0, 0)).row_key.value
+        assert app.session.rows[first]["connections"] == max(r["connections"] for r in app.session.rows.values())
+        await pilot.press("space")
+        await pilot.pause()
+        assert app.paused
+        await pilot.press("space", "c")
+        await pilot.pause()
+        assert t.row_count == 0 and not app.session.rows
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        keys = dict(app.screen.pairs)
+        for key in ("space", "c", "?", "q", "/", "a", "d", "ctrl+s", "p", "e", "s"):
+            assert key in keys, f"help does not list {key}"
+
+
+@pytest.mark.asyncio
+async def test_detail_pane_lists_flows():
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_replay(app, pilot)
+        t = app.main.table
+        t.move_cursor(row=t.get_row_index("example.com"))
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "example.com  denied" not in text  # no allowlist: no verdict word
+        assert "2 connection(s)" in text
+        assert text.count("unanswered") >= 3      # the table cell and both flows
+        conns, _ = app.host_connections("example.com")
+        assert [c["outcome"] for c in conns] == ["unanswered", "unanswered"]
+
+
+@pytest.mark.asyncio
+async def test_exports(tmp_path):
+    import json
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_replay(app, pilot)
+        app.export("json", str(tmp_path / "r.json"))
+        app.export("pcap", str(tmp_path / "p.pcap"))
+        await pilot.pause()
+    hosts = {h["name"] for h in json.loads((tmp_path / "r.json").read_text())["hosts"]}
+    assert "api.anthropic.com" in hosts
+    assert (tmp_path / "p.pcap").read_bytes() == open(demo_capture(), "rb").read()
+
+
+@pytest.mark.asyncio
+async def test_picker_lists_and_filters():
+    items = [ContainerInfo("a" * 64, "claude-dev", "egress-tui-test/claude", "running", ["lab"], 1, []),
+             ContainerInfo("b" * 64, "postgres", "postgres:16", "running", ["bridge"], 2, [])]
+    app = create_app(AppConfig(start_capture=False))
+    chosen = []
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(PickerScreen(lambda: items), chosen.append)
+        await pilot.pause()
+        table = app.screen.query_one("#picker-table")
+        assert table.row_count == 2
+        await pilot.press("slash", *"claude", "enter")
+        await pilot.pause()
+        assert table.row_count == 1
+        await pilot.press("enter")
+        await pilot.pause()
+    assert chosen == ["a" * 64]

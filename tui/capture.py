@@ -1,0 +1,414 @@
+"""Live packet sources and the capture thread that feeds the engine.
+
+A source yields lists of frames ``(linktype, ts, bytes)``; the ``Capturer`` thread owns
+the engine, feeds it, and every few hundred milliseconds hands one ``Batch`` (the rows
+that changed, plus counters) to a callback. The TUI's callback only posts a message;
+the headless CLI's prints. Nothing here imports Textual.
+
+Sources:
+- ``ReplaySource``: a capture file at its recorded pace (or N times faster).
+- ``NetnsSource``: enter a network namespace (a container's, from its PID) in the
+  capture thread and listen on its interfaces with scapy's L2 listen socket and a
+  kernel BPF filter, so bulk traffic never reaches Python.
+- ``tcpdump_stream_frames``: a pcap byte stream (a helper container's tcpdump) parsed
+  as it arrives.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+from .engine import Engine
+from .pcapfile import PcapError, open_capture, read_frames
+
+Frame = tuple[int, float, bytes]
+
+CLONE_NEWNET = 0x40000000
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+ARPHRD_TO_LINKTYPE = {1: 1, 772: 1, 0xFFFE: 101, 65534: 101, 519: 101, 776: 101, 778: 101}
+
+
+class CaptureError(Exception):
+    """A capture cannot start or went away; the message says what to do."""
+
+
+class Source(Protocol):
+    description: str
+    kernel_drops: int
+    errors: int
+
+    def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
+        """Yield lists of frames until the source ends or ``stop`` is set."""
+        ...
+
+
+# -- BPF ----------------------------------------------------------------------------------
+
+def capture_filter(own_addresses: list[str]) -> str:
+    """A BPF filter that lets through what the engine needs and little else.
+
+    Everything the container sends (its ClientHellos, on any port, and its DNS queries),
+    but of what it receives only connection control (SYN/FIN/RST), DNS answers, QUIC
+    long-header packets (handshake replies) and ICMP errors. Bulk downloads, the bulk
+    of any capture, stay in the kernel.
+    """
+    parts = []
+    if own_addresses:
+        parts.append(" or ".join(f"src host {a}" for a in own_addresses))
+    parts += [
+        "udp port 53", "tcp port 53",
+        "(ip and tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0)",
+        "(ip6 and ip6[6] == 6 and ip6[53] & 0x07 != 0)",
+        "(ip and udp and udp[8] & 0x80 != 0)",
+        "(ip6 and ip6[6] == 17 and ip6[48] & 0x80 != 0)",
+        "icmp", "icmp6",
+    ]
+    return " or ".join(f"({p})" if " or " in p else p for p in parts)
+
+
+# -- network namespaces -------------------------------------------------------------------
+
+_libc = None
+
+
+def setns_net(pid: int) -> None:
+    """Move the calling thread into the network namespace of process ``pid``.
+
+    Only this thread moves (setns is per thread): the rest of the process stays in the
+    host's namespace. Sockets opened afterwards stay bound to the container's namespace.
+    """
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    path = f"/proc/{pid}/ns/net"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise CaptureError(f"process {pid} is gone (the container stopped?)") from None
+    except PermissionError:
+        raise CaptureError(f"cannot open {path}: run egress-tui as root, or use a helper container "
+                           "(--helper-image)") from None
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            if e == errno.EPERM:
+                raise CaptureError("entering the container's network namespace needs root "
+                                   "(CAP_SYS_ADMIN); run with sudo or use a helper container")
+            raise CaptureError(f"setns into {path} failed: {os.strerror(e)}")
+    finally:
+        os.close(fd)
+
+
+def namespace_addresses() -> list[str]:
+    """The addresses of the current thread's network namespace (call after setns_net)."""
+    import fcntl
+    out: list[str] = []
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _idx, name in socket.if_nameindex():
+            try:
+                req = struct.pack("256s", name.encode()[:15])
+                res = fcntl.ioctl(s.fileno(), 0x8915, req)  # SIOCGIFADDR
+                out.append(socket.inet_ntoa(res[20:24]))
+            except OSError:
+                pass
+    finally:
+        s.close()
+    try:
+        with open("/proc/self/task/%d/net/if_inet6" % threading.get_native_id()) as f:
+            for line in f:
+                h = line.split()[0]
+                out.append(socket.inet_ntop(socket.AF_INET6, bytes.fromhex(h)))
+    except OSError:
+        pass
+    return [a for a in out if not a.startswith("127.") and a != "::1"]
+
+
+def _packet_drops(sock: socket.socket) -> int:
+    """Kernel drops since the last call (reading PACKET_STATISTICS resets it)."""
+    try:
+        raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+    except OSError:
+        return 0
+    return struct.unpack("II", raw)[1]
+
+
+class NetnsSource:
+    """Listen inside a network namespace, on all of its interfaces (lo included: Docker's
+    embedded DNS answers there)."""
+
+    def __init__(self, pid: int, label: str = "", interfaces: list[str] | None = None,
+                 bpf: str | None = None):
+        self.pid = pid
+        self.label = label or f"pid {pid}"
+        self.interfaces = interfaces
+        self.bpf = bpf
+        self.description = f"netns of {self.label}"
+        self.kernel_drops = 0
+        self.errors = 0
+        self.packets = 0
+
+    def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
+        # Must run in the thread that will read: setns moves only this thread.
+        setns_net(self.pid)
+        from scapy.arch.linux import L2ListenSocket  # not scapy.all: slow, and sets globals
+        names = self.interfaces or [n for _i, n in socket.if_nameindex()]
+        bpf = self.bpf if self.bpf is not None else capture_filter(namespace_addresses())
+        socks = []
+        try:
+            for name in names:
+                try:
+                    s = L2ListenSocket(iface=name, promisc=False, filter=bpf or None)
+                except OSError as e:
+                    if e.errno == errno.ENODEV:
+                        continue  # the interface went away between listing and opening
+                    raise CaptureError(f"cannot listen on {name} in {self.label}: {e.strerror}") from None
+                except Exception as e:  # scapy raises its own types for filter errors
+                    raise CaptureError(f"cannot listen on {name} in {self.label}: {e}") from None
+                lt = ARPHRD_TO_LINKTYPE.get(s.ins.getsockname()[3], 1)
+                socks.append((s, lt))
+            if not socks:
+                raise CaptureError(f"no interface to listen on in {self.label}")
+            self.description = f"netns of {self.label} ({', '.join(names)}), BPF in kernel"
+            by_fd = {s.ins.fileno(): (s, lt) for s, lt in socks}
+            last_stats = time.monotonic()
+            while not stop.is_set():
+                try:
+                    ready, _, _ = select.select(list(by_fd), [], [], 0.1)
+                except (OSError, ValueError):
+                    return
+                batch: list[Frame] = []
+                for fd in ready:
+                    s, lt = by_fd[fd]
+                    # Drain what is queued on this socket without blocking.
+                    for _ in range(512):
+                        try:
+                            _cls, pkt, ts = s.recv_raw(65535)
+                        except BlockingIOError:
+                            break
+                        except OSError as e:
+                            if e.errno in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV):
+                                return  # the namespace is being torn down
+                            self.errors += 1
+                            break
+                        if pkt is not None:
+                            batch.append((lt, ts or time.time(), pkt))
+                        r, _, _ = select.select([fd], [], [], 0)
+                        if not r:
+                            break
+                if batch:
+                    self.packets += len(batch)
+                    yield batch
+                now = time.monotonic()
+                if now - last_stats > 0.5:
+                    last_stats = now
+                    for s, _lt in socks:
+                        self.kernel_drops += _packet_drops(s.ins)
+                    if not os.path.exists(f"/proc/{self.pid}"):
+                        return
+        finally:
+            for s, _lt in socks:
+                try:
+                    s.close()
+                except Exception:
+                    pass
+
+
+class ReplaySource:
+    """A capture file, replayed at its recorded pace times ``speed`` (0: as fast as possible)."""
+
+    def __init__(self, path: str, speed: float = 1.0):
+        self.path = path
+        self.speed = speed
+        pace = "as fast as possible" if not speed else (f"{speed:g}x" if speed != 1 else "recorded pace")
+        self.description = f"replay of {os.path.basename(path)} at {pace}"
+        self.kernel_drops = 0
+        self.errors = 0
+        self.done = False
+
+    def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
+        start_wall = time.monotonic()
+        start_ts = None
+        batch: list[Frame] = []
+        last_yield = time.monotonic()
+        for frame in open_capture(self.path, strict=False):
+            if stop.is_set():
+                return
+            ts = frame[1]
+            if start_ts is None:
+                start_ts = ts
+            if self.speed:
+                due = start_wall + (ts - start_ts) / self.speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    if batch:
+                        yield batch
+                        batch = []
+                    if stop.wait(min(delay, 5.0)):
+                        return
+                    # long silences in a recording are shortened to 5 s
+                    if delay > 5.0:
+                        start_wall -= delay - 5.0
+            batch.append(frame)
+            if len(batch) >= 2048 or time.monotonic() - last_yield > 0.05:
+                yield batch
+                batch = []
+                last_yield = time.monotonic()
+        if batch:
+            yield batch
+        self.done = True
+
+
+def stream_frames(stream: BinaryIO, stop: threading.Event, chunk: int = 256) -> Iterator[list[Frame]]:
+    """Frames of a pcap byte stream as it arrives (a tcpdump -w - pipe), in small lists."""
+    batch: list[Frame] = []
+    last = time.monotonic()
+    try:
+        for frame in read_frames(stream, strict=False):
+            batch.append(frame)
+            if len(batch) >= chunk or time.monotonic() - last > 0.05:
+                yield batch
+                batch = []
+                last = time.monotonic()
+            if stop.is_set():
+                break
+    except PcapError:
+        pass
+    if batch:
+        yield batch
+
+
+# -- the capture thread -------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    """What changed since the last batch: the UI applies it in one go."""
+
+    rows: list[dict] = field(default_factory=list)        # Host.to_dict() of changed hosts
+    packets: int = 0                                       # packets seen in total
+    rate: float = 0.0                                      # packets per second lately
+    kernel_drops: int = 0
+    errors: int = 0
+    status: str = ""                                       # e.g. "container stopped"
+    ended: bool = False
+    cleared: bool = False
+
+
+class Capturer(threading.Thread):
+    """Owns the engine; reads a source and hands a Batch to ``on_batch`` a few times a second.
+
+    ``on_batch`` runs in this thread: it must only hand the batch over (post a message,
+    put it on a queue). Readers elsewhere take ``lock`` before touching ``engine``.
+    """
+
+    def __init__(self, source: Source, on_batch: Callable[[Batch], None], engine: Engine | None = None,
+                 interval: float = 0.2, record: BinaryIO | None = None):
+        super().__init__(name="egress-capture", daemon=True)
+        self.source = source
+        self.on_batch = on_batch
+        self.engine = engine or Engine()
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.status = ""
+        self.error: str | None = None
+        self.frames: list[Frame] | None = None
+        self.record = record
+        self._rate_window: list[tuple[float, int]] = []
+        self._cleared = False
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def clear(self) -> None:
+        """Forget every host; capture goes on."""
+        with self.lock:
+            self.engine = Engine(self.engine.max_flows)
+            self._cleared = True
+
+    def set_status(self, text: str) -> None:
+        self.status = text
+        self._emit(force=True)
+
+    def run(self) -> None:
+        last = time.monotonic()
+        try:
+            for frames in self.source.batches(self.stop_event):
+                with self.lock:
+                    feed = self.engine.feed
+                    for lt, ts, data in frames:
+                        feed(lt, ts, data)
+                    if self.record is not None:
+                        self.record.add(frames)
+                now = time.monotonic()
+                if now - last >= self.interval:
+                    last = now
+                    self._emit()
+                if self.stop_event.is_set():
+                    break
+        except (CaptureError, PcapError) as e:
+            self.error = str(e)
+        except Exception as e:  # a capture thread must report, never die silently
+            self.error = f"capture failed: {type(e).__name__}: {e}"
+        self._emit(ended=True)
+
+    def _emit(self, ended: bool = False, force: bool = False) -> None:
+        with self.lock:
+            eng = self.engine
+            names = eng.take_dirty()
+            rows = [eng.hosts[n].to_dict() for n in names]
+            packets = eng.packets
+            cleared, self._cleared = self._cleared, False
+        now = time.monotonic()
+        win = self._rate_window
+        win.append((now, packets))
+        while len(win) > 2 and now - win[0][0] > 2.0:
+            win.pop(0)
+        rate = (win[-1][1] - win[0][1]) / (win[-1][0] - win[0][0]) if len(win) > 1 and win[-1][0] > win[0][0] else 0.0
+        self.on_batch(Batch(rows=rows, packets=packets, rate=0.0 if ended else max(rate, 0.0),
+                            kernel_drops=getattr(self.source, "kernel_drops", 0),
+                            errors=getattr(self.source, "errors", 0),
+                            status=self.error or self.status, ended=ended, cleared=cleared))
+
+
+class PcapRecorder:
+    """Keeps the captured frames in a pcap file (for "export packets"), bounded in size."""
+
+    def __init__(self, path: str, max_bytes: int = 512 << 20):
+        self.path = path
+        self.max_bytes = max_bytes
+        self.written = 0
+        self.truncated = False
+        self._f = open(path, "wb")
+        self._linktype: int | None = None
+
+    def add(self, frames: list[Frame]) -> None:
+        for lt, ts, data in frames:
+            if self._linktype is None:
+                self._linktype = lt
+                self._f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, lt))
+            if lt != self._linktype or self.written > self.max_bytes:
+                self.truncated = True
+                continue
+            sec = int(ts)
+            self._f.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(data), len(data)))
+            self._f.write(data)
+            self.written += 16 + len(data)
+        self._f.flush()
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()

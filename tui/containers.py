@@ -1,0 +1,239 @@
+"""Docker plumbing: find containers, follow them across restarts, capture their traffic.
+
+Through the docker SDK (so ``DOCKER_HOST`` is honoured). Capture prefers entering the
+container's network namespace from the host (no change to the image, nothing runs in
+the container); where the host cannot (not root, Docker Desktop, a remote engine), a
+helper container shares the target's namespace and streams tcpdump's pcap output back
+through the Docker API. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .capture import CaptureError, Frame, NetnsSource, stream_frames
+
+DEFAULT_HELPER_IMAGE = "nicolaka/netshoot"  # public image with tcpdump; see README
+
+
+class DockerError(Exception):
+    """Docker is unreachable or a container cannot be found; one line, says what to do."""
+
+
+@dataclass
+class ContainerInfo:
+    id: str
+    name: str
+    image: str
+    status: str
+    networks: list[str]
+    pid: int
+    addresses: list[str]
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+def client():
+    """A docker client from the environment, or a DockerError saying why not."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:  # pragma: no cover - a dependency
+        raise DockerError("the docker Python package is missing: pip install docker") from None
+    try:
+        c = docker.from_env(timeout=10)
+        c.ping()
+        return c
+    except DockerException as e:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        reason = str(e).split("(")[0].strip() or type(e).__name__
+        if "Permission denied" in str(e):
+            raise DockerError(f"no permission to talk to Docker at {where}: run as root or join "
+                              "the docker group") from None
+        raise DockerError(f"Docker is not reachable at {where} ({reason}); is dockerd running?") from None
+
+
+def _info(c) -> ContainerInfo:
+    attrs = c.attrs
+    state = attrs.get("State", {})
+    nets = attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
+    addrs = []
+    for n in nets.values():
+        for k in ("IPAddress", "GlobalIPv6Address"):
+            if n.get(k):
+                addrs.append(n[k])
+    image = attrs.get("Config", {}).get("Image", "") or (c.image.tags[0] if c.image and c.image.tags else "")
+    return ContainerInfo(c.id, c.name, image, state.get("Status", c.status), sorted(nets),
+                         int(state.get("Pid") or 0), addrs)
+
+
+def list_containers(dc, all: bool = False) -> list[ContainerInfo]:
+    from docker.errors import DockerException, NotFound
+    out = []
+    try:
+        items = dc.containers.list(all=all)
+    except DockerException as e:
+        raise DockerError(f"cannot list containers: {e}") from None
+    for c in items:
+        try:
+            out.append(_info(c))
+        except NotFound:
+            continue  # removed while we listed
+    return sorted(out, key=lambda i: i.name)
+
+
+def find_container(dc, ref: str) -> ContainerInfo:
+    """A container by name, id, or unique id prefix."""
+    from docker.errors import DockerException, NotFound
+    try:
+        return _info(dc.containers.get(ref))
+    except NotFound:
+        pass
+    except DockerException as e:
+        raise DockerError(f"cannot look up container {ref}: {e}") from None
+    matches = [c for c in list_containers(dc, all=True) if c.id.startswith(ref) or c.name == ref]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise DockerError(f"'{ref}' matches {len(matches)} containers; give more of the id")
+    running = ", ".join(c.name for c in list_containers(dc)[:8]) or "none running"
+    raise DockerError(f"no container named or with id '{ref}' (running: {running})")
+
+
+def can_enter_namespaces() -> bool:
+    """True when this process can setns into other processes' network namespaces."""
+    return os.geteuid() == 0 and os.path.exists("/proc/1/ns/net")
+
+
+class ContainerSource:
+    """Capture a container from the host by entering its network namespace, following it
+    across stops and restarts (a restart gives it a new process and a new namespace)."""
+
+    def __init__(self, dc, ref: str, bpf: str | None = None):
+        self.dc = dc
+        self.ref = ref
+        self.bpf = bpf
+        self.info = find_container(dc, ref)
+        self.description = f"netns of {self.info.name}"
+        self.method = "netns (host)"
+        self.kernel_drops = 0
+        self.errors = 0
+        self.state = "starting"
+        self.on_state = None  # callable(str), set by the Capturer's owner
+
+    def _say(self, state: str) -> None:
+        self.state = state
+        if self.on_state:
+            self.on_state(state)
+
+    def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
+        from docker.errors import DockerException, NotFound
+        while not stop.is_set():
+            try:
+                info = _info(self.dc.containers.get(self.info.id))
+            except NotFound:
+                self._say(f"container {self.info.name} was removed")
+                return
+            except DockerException as e:
+                self._say(f"Docker unreachable: {e}")
+                if stop.wait(2.0):
+                    return
+                continue
+            if info.status != "running" or not info.pid:
+                self._say(f"container {info.name} is {info.status}; waiting for it to start")
+                if stop.wait(1.0):
+                    return
+                continue
+            self.info = info
+            inner = NetnsSource(info.pid, info.name, bpf=self.bpf)
+            self._say(f"capturing {info.name}")
+            try:
+                for batch in inner.batches(stop):
+                    self.kernel_drops = self._drops_base + inner.kernel_drops
+                    yield batch
+            except CaptureError as e:
+                if os.path.exists(f"/proc/{info.pid}"):
+                    raise
+                # the process went away while we entered: it is restarting
+            self._drops_base = self.kernel_drops
+            self.description = inner.description
+            if not stop.is_set():
+                self._say(f"container {info.name} stopped; waiting for it to come back")
+                time.sleep(0.2)
+
+    _drops_base = 0
+
+
+class HelperSource:
+    """Capture through a helper container that shares the target's network namespace and
+    runs tcpdump, streaming pcap through the Docker API (for when the host cannot setns)."""
+
+    def __init__(self, dc, ref: str, image: str = DEFAULT_HELPER_IMAGE, bpf: str | None = None):
+        self.dc = dc
+        self.info = find_container(dc, ref)
+        self.image = image
+        self.bpf = bpf
+        self.description = f"helper container ({image}) in {self.info.name}'s namespace"
+        self.method = f"helper {image}"
+        self.kernel_drops = 0
+        self.errors = 0
+        self.helper = None
+
+    def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
+        from docker.errors import DockerException, ImageNotFound
+        from .capture import capture_filter
+        bpf = self.bpf if self.bpf is not None else capture_filter(self.info.addresses)
+        argv = ["-i", "any", "-U", "-s", "0", "-w", "-", *([bpf] if bpf else [])]
+        try:
+            self.helper = self.dc.containers.run(
+                self.image, argv, detach=True, remove=False, network_mode=f"container:{self.info.id}",
+                cap_add=["NET_RAW", "NET_ADMIN"], labels={"egress-tui.helper": self.info.id},
+                entrypoint=["tcpdump"], stdout=True, stderr=False)
+        except ImageNotFound:
+            raise CaptureError(f"helper image {self.image} not found: docker pull it, or pass "
+                               "--helper-image with an image that has tcpdump") from None
+        except DockerException as e:
+            raise CaptureError(f"cannot start the helper container: {e}") from None
+        try:
+            raw = self.helper.attach(stdout=True, stderr=False, stream=True, logs=True)
+            yield from stream_frames(_ChunkReader(raw, stop), stop)
+        finally:
+            try:
+                self.helper.remove(force=True)
+            except DockerException:
+                pass
+
+
+class _ChunkReader:
+    """A file-like reader over an iterator of byte chunks (the Docker attach stream)."""
+
+    def __init__(self, chunks, stop: threading.Event):
+        self.it = iter(chunks)
+        self.buf = b""
+        self.stop = stop
+
+    def read1(self, n: int = -1) -> bytes:
+        """Whatever has arrived (at least one chunk unless the stream ended), up to n bytes."""
+        if not self.buf and not self.stop.is_set():
+            self.buf = next(self.it, b"")
+        out, self.buf = (self.buf, b"") if n < 0 else (self.buf[:n], self.buf[n:])
+        return out
+
+    def read(self, n: int = -1) -> bytes:
+        while (n < 0 or len(self.buf) < n) and not self.stop.is_set():
+            try:
+                chunk = next(self.it)
+            except StopIteration:
+                break
+            self.buf += chunk
+        if n < 0:
+            out, self.buf = self.buf, b""
+        else:
+            out, self.buf = self.buf[:n], self.buf[n:]
+        return out

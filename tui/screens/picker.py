@@ -1,0 +1,75 @@
+"""Pick a running container: name, image, status, networks, with a filter."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Label
+
+from ..containers import ContainerInfo
+
+
+class PickerScreen(Screen[str]):
+    """Dismisses with the chosen container's id."""
+
+    BINDINGS = [
+        Binding("enter", "choose", "Attach", id="picker.attach"),
+        Binding("slash", "focus_filter", "Filter", id="picker.filter"),
+        Binding("r", "refresh", "Refresh", id="picker.refresh"),
+        Binding("q", "app.quit", "Quit", id="picker.quit"),
+    ]
+
+    def __init__(self, lister):
+        super().__init__()
+        self.lister = lister  # () -> list[ContainerInfo]
+        self.items: list[ContainerInfo] = []
+
+    def compose(self) -> ComposeResult:
+        yield Label("Pick a running container to watch", id="picker-title")
+        yield Input(placeholder="filter by name, image or network", id="picker-filter")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="picker-table")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        t = self.query_one(DataTable)
+        for key in ("name", "image", "status", "networks", "id"):
+            t.add_column(key.title(), key=key)
+        self.action_refresh()
+        t.focus()
+
+    def action_refresh(self) -> None:
+        self.items = self.lister()
+        self._fill()
+
+    def _fill(self) -> None:
+        t = self.query_one(DataTable)
+        f = self.query_one(Input).value.lower().split()
+        t.clear()
+        for c in self.items:
+            hay = f"{c.name} {c.image} {' '.join(c.networks)} {c.short_id}".lower()
+            if all(p in hay for p in f):
+                t.add_row(c.name, c.image, c.status, ", ".join(c.networks), c.short_id, key=c.id)
+        if not t.row_count:
+            self.query_one("#picker-title", Label).update(
+                "No running containers match." if self.items else
+                "No running containers. Start one (docker run ...) and press r.")
+        else:
+            self.query_one("#picker-title", Label).update("Pick a running container to watch (enter)")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._fill()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one(DataTable).focus()
+
+    def action_focus_filter(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.dismiss(event.row_key.value)
+
+    def action_choose(self) -> None:
+        t = self.query_one(DataTable)
+        if t.row_count:
+            self.dismiss(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)

@@ -1,0 +1,124 @@
+"""The state behind one inspection session, independent of any screen.
+
+Holds the latest row of every host (as the capture thread reported it), the allowlist
+being edited and where it is saved, and knows how to export. The TUI displays it; the
+headless CLI could drive it the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .allowlist import Allowlist, AllowlistError, Entry, parse_entry
+from .report import render
+
+ALLOWED = "allowed"
+DENIED = "denied"
+UNLISTED = "unlisted"
+
+
+def parent_wildcard(name: str) -> str | None:
+    """``*.anthropic.com`` for ``api.anthropic.com``; None when there is no sensible parent."""
+    labels = name.split(".")
+    if len(labels) < 3 or all(p.isdigit() for p in labels):
+        return None
+    return "*." + ".".join(labels[1:])
+
+
+@dataclass
+class Session:
+    allowlist: Allowlist = field(default_factory=Allowlist)
+    allowlist_path: str | None = None
+    rows: dict[str, dict] = field(default_factory=dict)
+    dirty_allowlist: bool = False
+    source: str = ""
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def update(self, rows: list[dict]) -> list[dict]:
+        """Take changed rows from a batch; returns them with their verdicts filled in."""
+        for r in rows:
+            r["allowed"] = self.verdict(r)
+            self.rows[r["name"]] = r
+        return rows
+
+    def clear(self) -> None:
+        self.rows.clear()
+
+    def verdict(self, row: dict) -> bool | None:
+        return self.allowlist.verdict(row["name"], row["ports"] or None, row["addresses"] or None)
+
+    def refresh_verdicts(self) -> list[dict]:
+        """After an allowlist change: every row whose verdict changed."""
+        changed = []
+        for r in self.rows.values():
+            v = self.verdict(r)
+            if v != r.get("allowed"):
+                r["allowed"] = v
+                changed.append(r)
+        return changed
+
+    @staticmethod
+    def status(row: dict) -> str:
+        """allowed / denied / unlisted: the color of a row."""
+        v = row.get("allowed")
+        return ALLOWED if v is True else DENIED if v is False else UNLISTED
+
+    # -- allowlist editing -----------------------------------------------------------------
+
+    def allow(self, pattern: str) -> Entry:
+        entry = parse_entry(pattern, "added on screen")
+        if not self.allowlist.sources:
+            self.allowlist.sources.append("edited on screen")
+        self.allowlist.add(entry)
+        self.dirty_allowlist = True
+        return entry
+
+    def disallow(self, name: str) -> list[str]:
+        """Remove every entry that allows this host; returns what was removed."""
+        removed = [e.text() for e in self.allowlist.entries if e.matches_name(name)]
+        for text in removed:
+            self.allowlist.entries = [e for e in self.allowlist.entries if e.text() != text]
+        if removed:
+            self.dirty_allowlist = True
+        return removed
+
+    def add_preset(self, spec: str) -> int:
+        before = len(self.allowlist.entries)
+        self.allowlist.add_preset(spec)
+        self.dirty_allowlist = True
+        return len(self.allowlist.entries) - before
+
+    def save_allowlist(self, path: str | None = None) -> str:
+        path = path or self.allowlist_path
+        if not path:
+            raise AllowlistError("no allowlist file yet: give a path to save to")
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(self.allowlist.to_text())
+        except OSError as e:
+            raise AllowlistError(f"cannot write {path}: {e.strerror}") from None
+        self.allowlist_path = path
+        self.allowlist.sources = [path]  # the file now holds every entry, presets included
+        self.dirty_allowlist = False
+        return path
+
+    def allowlist_label(self) -> str:
+        if not self.allowlist:
+            return "no allowlist"
+        label = ", ".join(os.path.basename(s) if os.sep in s else s for s in self.allowlist.sources)
+        return label + (" (modified)" if self.dirty_allowlist else "")
+
+    # -- export ----------------------------------------------------------------------------
+
+    def export(self, fmt: str, path: str, meta: dict | None = None) -> str:
+        rows = sorted(self.rows.values(), key=lambda r: (r["first_seen"], r["name"]))
+        text = render(rows, fmt, meta or {"source": self.source,
+                                          "allowlist": ", ".join(self.allowlist.sources) or None})
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            raise AllowlistError(f"cannot write {path}: {e.strerror}") from None
+        return path

@@ -1,0 +1,162 @@
+"""The live host table: keyed by host name, updated in place, sortable and filterable."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import DataTable
+
+from ..report import outcome_text
+from ..session import ALLOWED, DENIED
+
+COLUMNS = [
+    ("host", "Host"), ("via", "Via"), ("addresses", "Addresses"), ("ports", "Ports"),
+    ("conns", "Conns"), ("outcomes", "Outcomes"), ("first", "First"), ("last", "Last"),
+    ("verdict", "Verdict"),
+]
+SORT_KEYS = {
+    "host": lambda r: r["name"], "via": lambda r: ",".join(r["via"]),
+    "addresses": lambda r: ",".join(r["addresses"] or r["resolved"]), "ports": lambda r: r["ports"],
+    "conns": lambda r: r["connections"], "outcomes": lambda r: outcome_text(r["outcomes"]),
+    "first": lambda r: r["first_seen"], "last": lambda r: r["last_seen"],
+    "verdict": lambda r: (str(r.get("allowed")), r["blocked"]),
+}
+STYLES = {ALLOWED: "green", DENIED: "bold red", "unlisted": ""}
+BLOCKED_STYLE = "bold dark_orange"
+BLOCKED_MARK = "⊘ "  # every attempt dropped or refused: visible without color too
+
+
+def clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def verdict_text(row: dict) -> Text:
+    v = row.get("allowed")
+    word = "allowed" if v is True else "denied" if v is False else "-"
+    if row["blocked"]:
+        return Text(f"{word}, blocked" if v is not None else "blocked", style=BLOCKED_STYLE)
+    return Text(word, style=STYLES[ALLOWED if v is True else DENIED if v is False else "unlisted"])
+
+
+def address_cell(row: dict) -> Text:
+    """Addresses connected to; for a name only looked up, its DNS answers, dimmed."""
+    addrs = row["addresses"] or row["resolved"]
+    if not addrs:
+        return Text("-")
+    text = addrs[0] + (f" +{len(addrs) - 1}" if len(addrs) > 1 else "")
+    return Text(text, style="" if row["addresses"] else "dim italic")
+
+
+def row_cells(row: dict) -> list:
+    style = BLOCKED_STYLE if row["blocked"] else STYLES[
+        ALLOWED if row.get("allowed") is True else DENIED if row.get("allowed") is False else "unlisted"]
+    return [
+        Text((BLOCKED_MARK if row["blocked"] else "") + row["name"], style=style),
+        ",".join(row["via"]) or "-",
+        address_cell(row),
+        ",".join(map(str, row["ports"][:4])) + ("…" if len(row["ports"]) > 4 else "") or "-",
+        str(row["connections"]),
+        outcome_text(row["outcomes"]),
+        clock(row["first_seen"]),
+        clock(row["last_seen"]),
+        verdict_text(row),
+    ]
+
+
+class HostTable(DataTable):
+    """One row per host. ``apply`` adds new rows and updates changed cells; it never
+    clears and refills, so the cursor and scroll position stay put while traffic flows."""
+
+    class Selected(Message):
+        """The highlighted host changed (None when the table is empty)."""
+
+        def __init__(self, name: str | None) -> None:
+            self.name = name
+            super().__init__()
+
+    def __init__(self, **kw):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kw)
+        self.filter_text = ""
+        self.sort_column: str | None = "first"
+        self.sort_reverse = False
+        self._shown: dict[str, list] = {}   # host -> cells currently displayed
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def matches(self, row: dict) -> bool:
+        f = self.filter_text.lower()
+        if not f:
+            return True
+        hay = " ".join([row["name"], *row["via"], *row["addresses"], *row["resolved"],
+                        *map(str, row["ports"]), verdict_text(row).plain])
+        return all(part in hay.lower() for part in f.split())
+
+    def apply(self, rows: list[dict], all_rows: dict[str, dict]) -> None:
+        """Show the changed rows: add, update in place, or hide if filtered out."""
+        added = False
+        for row in rows:
+            name = row["name"]
+            if not self.matches(row):
+                if name in self._shown:
+                    self.remove_row(name)
+                    del self._shown[name]
+                continue
+            cells = row_cells(row)
+            old = self._shown.get(name)
+            if old is None:
+                self.add_row(*cells, key=name)
+                added = True
+            else:
+                for (key, _label), new, was in zip(COLUMNS, cells, old):
+                    if new != was:
+                        self.update_cell(name, key, new, update_width=True)
+            self._shown[name] = cells
+        if rows and self.sort_column and (added or self.sort_column not in ("host", "first")):
+            self.resort(all_rows)
+
+    def refilter(self, all_rows: dict[str, dict]) -> None:
+        for name in list(self._shown):
+            row = all_rows.get(name)
+            if row is None or not self.matches(row):
+                self.remove_row(name)
+                del self._shown[name]
+        self.apply([r for n, r in all_rows.items() if n not in self._shown], all_rows)
+        self.resort(all_rows)
+
+    def reset(self) -> None:
+        self.clear()
+        self._shown.clear()
+
+    def resort(self, all_rows: dict[str, dict]) -> None:
+        if not self.sort_column or not self._shown:
+            return
+        keyfn = SORT_KEYS[self.sort_column]
+        highlighted = self.highlighted_host
+        order = {n: i for i, n in enumerate(sorted(self._shown, key=lambda n: keyfn(all_rows[n]),
+                                                  reverse=self.sort_reverse))}
+        self.sort("host", key=lambda cell: order.get((cell.plain if isinstance(cell, Text) else str(cell)).removeprefix(BLOCKED_MARK), 0))
+        if highlighted in self._shown:
+            self.move_cursor(row=self.get_row_index(highlighted))
+
+    def sort_by(self, column: str, all_rows: dict[str, dict]) -> None:
+        if self.sort_column == column:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_column, self.sort_reverse = column, column in ("conns", "last")
+        self.resort(all_rows)
+
+    @property
+    def highlighted_host(self) -> str | None:
+        if not self.row_count:
+            return None
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.post_message(self.Selected(event.row_key.value if event.row_key else None))
