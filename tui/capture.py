@@ -58,23 +58,32 @@ class Source(Protocol):
 def capture_filter(own_addresses: list[str]) -> str:
     """A BPF filter that lets through what the engine needs and little else.
 
-    Everything the container sends (its ClientHellos, on any port, and its DNS queries),
-    but of what it receives only connection control (SYN/FIN/RST), DNS answers, QUIC
-    long-header packets (handshake replies) and ICMP errors. Bulk downloads, the bulk
-    of any capture, stay in the kernel.
+    What the container sends, except pure ACKs (its ClientHellos on any port, requests,
+    DNS queries); of what it receives, only connection control (SYN/FIN/RST), DNS
+    answers, QUIC long-header packets (handshake replies) and ICMP errors. A bulk
+    download, most of any capture, stays in the kernel: neither its data nor the
+    ACKs the container sends back reach Python.
     """
-    parts = []
-    if own_addresses:
-        parts.append(" or ".join(f"src host {a}" for a in own_addresses))
-    parts += [
+    v4 = [a for a in own_addresses if ":" not in a]
+    v6 = [a for a in own_addresses if ":" in a]
+    sent = []
+    if v4:
+        src = " or ".join(f"src host {a}" for a in v4)
+        sent.append(f"(ip and ({src}) and (not tcp or tcp[13] & 0x07 != 0 or "
+                    "ip[2:2] - ((ip[0] & 0x0f) << 2) - ((tcp[12] & 0xf0) >> 2) > 0))")
+    if v6:
+        src = " or ".join(f"src host {a}" for a in v6)
+        sent.append(f"(ip6 and ({src}) and (ip6[6] != 6 or ip6[53] & 0x07 != 0 or "
+                    "ip6[4:2] - ((ip6[52] & 0xf0) >> 2) > 0))")
+    received = [
         "udp port 53", "tcp port 53",
-        "(ip and tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0)",
+        "(ip and tcp and tcp[13] & 0x07 != 0)",
         "(ip6 and ip6[6] == 6 and ip6[53] & 0x07 != 0)",
         "(ip and udp and udp[8] & 0x80 != 0)",
         "(ip6 and ip6[6] == 17 and ip6[48] & 0x80 != 0)",
         "icmp", "icmp6",
     ]
-    return " or ".join(f"({p})" if " or " in p else p for p in parts)
+    return " or ".join(sent + received)
 
 
 # -- network namespaces -------------------------------------------------------------------
@@ -158,10 +167,14 @@ class NetnsSource:
         self.kernel_drops = 0
         self.errors = 0
         self.packets = 0
+        self.ready = threading.Event()   # set once every socket listens (tests wait on it)
+        self.filter_used = ""
 
     def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
         # Must run in the thread that will read: setns moves only this thread.
         setns_net(self.pid)
+        import logging
+        logging.getLogger("scapy").setLevel(logging.ERROR)  # its warnings would scribble on the screen
         from scapy.arch.linux import L2ListenSocket  # not scapy.all: slow, and sets globals
         names = self.interfaces or [n for _i, n in socket.if_nameindex()]
         bpf = self.bpf if self.bpf is not None else capture_filter(namespace_addresses())
@@ -181,6 +194,8 @@ class NetnsSource:
             if not socks:
                 raise CaptureError(f"no interface to listen on in {self.label}")
             self.description = f"netns of {self.label} ({', '.join(names)}), BPF in kernel"
+            self.filter_used = bpf
+            self.ready.set()
             by_fd = {s.ins.fileno(): (s, lt) for s, lt in socks}
             last_stats = time.monotonic()
             while not stop.is_set():
