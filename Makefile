@@ -9,7 +9,7 @@ DEB_PACKAGES := python3-venv tcpdump tshark ethtool iproute2 iptables openssl cu
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv demo report test test-fast bench demo-capture lint clean
+.PHONY: help deps venv demo report-demo test test-fast bench demo-capture screenshots clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,7 +30,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with egress-tui and its test tools
 
-demo: $(STAMP) ## the main job on the shipped capture: which hosts, and are they allowed
+demo: $(STAMP) ## the live inspector replaying the shipped capture (no root, no Docker needed)
+	$(VENV)/bin/egress-tui --demo --preset bedrock:ap-northeast-1
+
+report-demo: $(STAMP) ## the same capture as a headless report: which hosts, and are they allowed
 	$(VENV)/bin/egress-tui report --demo --preset anthropic --preset bedrock:ap-northeast-1
 
 test: deps $(STAMP) ## install everything from nothing, then run every test (root ones included)
@@ -45,6 +48,9 @@ bench: deps $(STAMP) ## egress-tui report vs the tshark one-liner on a 200k-pack
 
 demo-capture: deps $(STAMP) ## re-record tui/data/demo.pcap in the network-namespace lab
 	$(PY) -m tests.lab.record_demo
+
+screenshots: $(STAMP) ## regenerate screenshots/*.svg from the real app on the demo capture
+	$(PY) scripts/screenshots.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis

@@ -28,7 +28,7 @@ class DetailPane(Static):
             ("addresses", ", ".join(row["addresses"]) or "-"),
             ("DNS answers", ", ".join(row["resolved"]) or "-"),
             ("CNAMEs", " → ".join(row["cnames"]) or "-"),
-            ("DNS", f"{row['dns_queries']} queries" + (f", {', '.join(row['dns_rcodes'])}" if row["dns_rcodes"] else "")),
+            ("DNS", f"{row['dns_queries']} quer{'y' if row['dns_queries'] == 1 else 'ies'}" + (f", {', '.join(row['dns_rcodes'])}" if row["dns_rcodes"] else "")),
             ("ALPN", ", ".join(row["alpn"]) or "-"),
             ("TLS versions", ", ".join(row["tls_versions"]) or "-"),
             ("ECH", "extension offered (real or GREASE: the SNI seen is the outer name)"
