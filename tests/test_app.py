@@ -51,12 +51,12 @@ async def test_replay_fills_the_table_in_place():
         await wait_replay(app, pilot)
         t = app.main.table
         for host in ("api.anthropic.com", "bedrock-runtime.ap-northeast-1.amazonaws.com",
-                     "bedrock.ap-northeast-1.amazonaws.com", "claude.ai", "example.com"):
+                     "bedrock.ap-northeast-1.amazonaws.com", "quic.example.net", "example.com"):
             assert host in {k.value for k in t.rows}
         assert cell(app, "bedrock-runtime.ap-northeast-1.amazonaws.com", "verdict") == "allowed"
         assert cell(app, "api.anthropic.com", "verdict") == "denied"
         assert cell(app, "example.com", "verdict") == "denied, blocked"
-        assert cell(app, "claude.ai", "via") == "dns,quic"
+        assert cell(app, "quic.example.net", "via") == "dns,quic"
         assert cell(app, "example.com", "outcomes") == "unanswered:2"
 
 
@@ -66,19 +66,22 @@ async def test_allow_remove_and_save(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await wait_replay(app, pilot)
         t = app.main.table
-        t.move_cursor(row=t.get_row_index("api.anthropic.com"))
+        runtime = "bedrock-runtime.ap-northeast-1.amazonaws.com"
+        t.move_cursor(row=t.get_row_index(runtime))
         await pilot.pause()
-        assert cell(app, "api.anthropic.com", "verdict") == "-"
+        assert cell(app, runtime, "verdict") == "-"
         await pilot.press("a")
         await pilot.pause()
-        await pilot.press("down", "enter")        # the second choice: *.anthropic.com
+        await pilot.press("down", "enter")        # the second choice: *.ap-northeast-1.amazonaws.com
         await pilot.pause()
-        assert cell(app, "api.anthropic.com", "verdict") == "allowed"
-        assert cell(app, "statsig.anthropic.com", "verdict") == "allowed"
+        assert cell(app, runtime, "verdict") == "allowed"
+        assert cell(app, "bedrock.ap-northeast-1.amazonaws.com", "verdict") == "allowed"
+        assert cell(app, "api.anthropic.com", "verdict") == "denied"
         assert cell(app, "example.com", "verdict") == "denied, blocked"
         await pilot.press("d")
         await pilot.pause()
-        assert cell(app, "api.anthropic.com", "verdict") == "denied"
+        assert cell(app, runtime, "verdict") == "denied"
+        assert cell(app, "bedrock.ap-northeast-1.amazonaws.com", "verdict") == "denied"
         await pilot.press("a", "enter")           # the host itself this time
         await pilot.pause()
         await pilot.press("ctrl+s")
@@ -88,7 +91,7 @@ async def test_allow_remove_and_save(tmp_path):
         inp.value = str(out)
         await pilot.press("enter")
         await pilot.pause()
-        assert out.read_text().splitlines()[1:] == ["api.anthropic.com"]
+        assert out.read_text().splitlines()[1:] == [runtime]
         assert "allow.txt" in app.session.allowlist_label()
 
 
@@ -105,7 +108,7 @@ async def test_preset_from_the_screen():
         await pilot.press("enter")
         await pilot.pause()
         assert cell(app, "bedrock.ap-northeast-1.amazonaws.com", "verdict") == "allowed"
-        assert cell(app, "claude.ai", "verdict") == "denied"
+        assert cell(app, "quic.example.net", "verdict") == "denied"
 
 
 @pytest.mark.asyncio

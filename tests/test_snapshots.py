@@ -44,7 +44,7 @@ def test_main_table_with_allowlist_colors(snap_compare):
 
 def test_no_allowlist(snap_compare):
     async def run_before(pilot):
-        await finish_replay(pilot, "claude.ai")
+        await finish_replay(pilot, "quic.example.net")
     assert snap_compare(demo(), terminal_size=SIZE, run_before=run_before)
 
 

@@ -101,27 +101,15 @@ class EgressApp(App):
 
     def attach(self, ref: str) -> None:
         from .capture import CaptureError
-        from .containers import ContainerSource, DockerError, HelperSource, can_enter_namespaces
+        from .cli import capture_source
+        from .containers import DockerError
         try:
-            dc = self.docker()
-            method = self.config.method
-            local = dc.api.base_url.startswith("http+docker://localhost") or "unix" in dc.api.base_url
-            if method == "auto":
-                method = "netns" if can_enter_namespaces() and local else "helper"
-            if method == "netns":
-                if not can_enter_namespaces():
-                    raise CaptureError("capturing from the host needs root; run with sudo, or use "
-                                       "--method helper")
-                src = ContainerSource(dc, ref)
-                src.on_state = lambda text: self.post_message(CaptureState(text))
-                label = "netns (host)"
-            else:
-                from .containers import DEFAULT_HELPER_IMAGE
-                src = HelperSource(dc, ref, self.config.helper_image or DEFAULT_HELPER_IMAGE)
-                label = f"helper {src.image}"
+            src, label = capture_source(self.docker(), ref, self.config.method, self.config.helper_image)
         except (DockerError, CaptureError) as e:
             self.exit(message=str(e), return_code=2)
             return
+        if hasattr(src, "on_state"):
+            src.on_state = lambda text: self.post_message(CaptureState(text))
         self.start_source(src, src.info.name, label)
 
     def start_source(self, source, target: str, method: str) -> None:

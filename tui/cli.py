@@ -14,6 +14,8 @@ from importlib import resources
 from . import __version__
 from .allowlist import PRESETS, PRESET_EXAMPLES, AllowlistError, build, preset_entries
 from .engine import analyze_file
+from .capture import CaptureError
+from .containers import DockerError
 from .pcapfile import PcapError
 from .report import FORMATS, host_rows, meta_for, render
 
@@ -42,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     src = r.add_mutually_exclusive_group()
     src.add_argument("--pcap", metavar="FILE", help="capture file (pcap or pcapng; - for stdin)")
     src.add_argument("--demo", action="store_true", help="use the demo capture shipped with egress-tui")
+    src.add_argument("--container", metavar="NAME", help="capture a running container live instead")
+    r.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="with --container: stop after this long (default: until Ctrl-C)")
+    r.add_argument("--method", choices=("auto", "netns", "helper"), default="auto",
+                   help="with --container: how to capture (see egress-tui --help)")
+    r.add_argument("--helper-image", metavar="IMAGE", help="with --method helper: image with tcpdump")
+    r.add_argument("--save-pcap", metavar="FILE",
+                   help="with --container: also write the captured packets to FILE")
     r.add_argument("--allow", metavar="FILE", action="append", default=[],
                    help="allowlist file (repeatable)")
     r.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[],
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_report(args)
             return cmd_presets()
         return cmd_tui(_tui_parser().parse_args(argv))
-    except (UserError, PcapError, AllowlistError) as e:
+    except (UserError, PcapError, AllowlistError, DockerError, CaptureError) as e:
         print(f"egress-tui: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -103,14 +113,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_report(args) -> int:
-    if args.demo:
+    allowlist = build(args.allow, args.preset)
+    if args.container:
+        engine, path = live_capture(args), f"container {args.container}"
+    elif args.demo:
         path = demo_capture()
     elif args.pcap:
         path = args.pcap
     else:
-        raise UserError("report needs a capture: --pcap FILE (or --demo for the shipped one)")
-    allowlist = build(args.allow, args.preset)
-    if path == "-":
+        raise UserError("report needs a capture: --pcap FILE, --container NAME, or --demo")
+    if args.container:
+        pass
+    elif path == "-":
         from .pcapfile import read_frames
         from .engine import Engine
         engine = Engine()
@@ -173,6 +187,53 @@ def cmd_tui(args) -> int:
                                helper_image=args.helper_image, docker_client=docker_client))
     app.run()
     return app.return_code or 0
+
+
+def capture_source(dc, ref: str, method: str, helper_image: str | None):
+    """The live source for a container: from the host when possible, else a helper."""
+    from .capture import CaptureError
+    from .containers import (DEFAULT_HELPER_IMAGE, ContainerSource, HelperSource, can_enter_namespaces,
+                             is_local)
+    if method == "auto":
+        method = "netns" if can_enter_namespaces() and is_local(dc) else "helper"
+    if method == "netns":
+        if not can_enter_namespaces():
+            raise CaptureError("capturing from the host needs root; run with sudo, or use --method helper")
+        return ContainerSource(dc, ref), "netns (host)"
+    src = HelperSource(dc, ref, helper_image or DEFAULT_HELPER_IMAGE)
+    return src, f"helper {src.image}"
+
+
+def live_capture(args):
+    """Capture a container until --duration elapses or Ctrl-C; returns the engine."""
+    import time as _time
+    from .capture import CaptureError, Capturer, PcapRecorder
+    from .containers import DockerError, client
+    if args.duration is not None and args.duration <= 0:
+        raise UserError("--duration must be a positive number of seconds")
+    try:
+        dc = client()
+        source, method = capture_source(dc, args.container, args.method, args.helper_image)
+    except (DockerError, CaptureError) as e:
+        raise UserError(str(e)) from None
+    recorder = PcapRecorder(args.save_pcap) if args.save_pcap else None
+    cap = Capturer(source, lambda batch: None, record=recorder)
+    print(f"egress-tui: capturing {args.container} ({method})"
+          + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C to stop"), file=sys.stderr)
+    cap.start()
+    deadline = _time.monotonic() + args.duration if args.duration else None
+    try:
+        while cap.is_alive() and (deadline is None or _time.monotonic() < deadline):
+            cap.join(0.2)
+    except KeyboardInterrupt:
+        pass
+    cap.stop()
+    cap.join(5)
+    if recorder:
+        recorder.close()
+    if cap.error:
+        raise UserError(cap.error)
+    return cap.engine
 
 
 def cmd_presets() -> int:

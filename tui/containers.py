@@ -106,6 +106,12 @@ def find_container(dc, ref: str) -> ContainerInfo:
     raise DockerError(f"no container named or with id '{ref}' (running: {running})")
 
 
+def is_local(dc) -> bool:
+    """True when the engine runs on this machine (its containers' PIDs are ours to enter)."""
+    url = dc.api.base_url
+    return url.startswith("http+docker://localhost") or url.startswith("http+docker://localunixsocket")
+
+
 def can_enter_namespaces() -> bool:
     """True when this process can setns into other processes' network namespaces."""
     return os.geteuid() == 0 and os.path.exists("/proc/1/ns/net")
@@ -191,17 +197,19 @@ class HelperSource:
         bpf = self.bpf if self.bpf is not None else capture_filter(self.info.addresses)
         argv = ["-i", "any", "-U", "-s", "0", "-w", "-", *([bpf] if bpf else [])]
         try:
-            self.helper = self.dc.containers.run(
-                self.image, argv, detach=True, remove=False, network_mode=f"container:{self.info.id}",
+            # create + start, never run: run() would pull a missing image behind the user's back
+            self.helper = self.dc.containers.create(
+                self.image, argv, network_mode=f"container:{self.info.id}",
                 cap_add=["NET_RAW", "NET_ADMIN"], labels={"egress-tui.helper": self.info.id},
-                entrypoint=["tcpdump"], stdout=True, stderr=False)
+                entrypoint=["tcpdump"])
+            raw = self.helper.attach(stdout=True, stderr=False, stream=True, logs=True)
+            self.helper.start()
         except ImageNotFound:
-            raise CaptureError(f"helper image {self.image} not found: docker pull it, or pass "
-                               "--helper-image with an image that has tcpdump") from None
+            raise CaptureError(f"helper image {self.image} is not on this Docker host: docker pull it, "
+                               "or pass --helper-image with a local image that has tcpdump") from None
         except DockerException as e:
             raise CaptureError(f"cannot start the helper container: {e}") from None
         try:
-            raw = self.helper.attach(stdout=True, stderr=False, stream=True, logs=True)
             yield from stream_frames(_ChunkReader(raw, stop), stop)
         finally:
             try:

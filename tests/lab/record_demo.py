@@ -1,24 +1,27 @@
-"""Record ``tui/data/demo.pcap``: what a Claude Code-like session looks like on the wire.
+"""Record ``tui/data/demo.pcap``: real Claude Code sessions, plus a few probes.
 
-Everything happens inside the lab (tests/lab/netlab.py): the names below are
-answered by the lab's sinkhole DNS with lab addresses (198.18.64.0/18,
-fd65:6774:0:1::/64) and served by the lab's sinks, so no packet leaves the
-machine.  Run as root from the project root::
+Everything happens inside the lab (tests/lab/netlab.py): every name is answered by
+the lab's sinkhole DNS with lab addresses (198.18.64.0/18, fd65:6774:0:1::/64) and
+served by the lab's sinks, so no packet leaves the machine. Run as root from the
+project root::
 
     .venv/bin/python -m tests.lab.record_demo [--output tui/data/demo.pcap]
 
 What ends up in the capture:
-    api.anthropic.com                  TLS, browser-sized ClientHello split over 2 TCP segments, + a 2nd connection
-    statsig.anthropic.com              TLS (Python ssl, http/1.1) over IPv6; the rest prefers IPv4
-    bedrock-runtime.ap-northeast-1...  TLS (curl, h2)
-    bedrock.ap-northeast-1...          TLS (openssl s_client, ALPN h2)
-    raw.githubusercontent.com          TLS, reached through a CNAME
-    claude.ai                          QUIC (aioquic)
-    ocsp.digicert.com                  plain HTTP
-    sentry.io                          DNS lookup only, no connection
-    metadata.google.internal           NXDOMAIN
-    example.com                        blocked probe: SYNs go unanswered
-    ssh.github.com:22                  refused (RST)
+    Claude Code (npm, native binary), `claude -p hello`, bounded by a timeout:
+      Anthropic mode (ANTHROPIC_API_KEY set)      -> api.anthropic.com
+      Bedrock mode (CLAUDE_CODE_USE_BEDROCK=1,
+        AWS_REGION=ap-northeast-1, dummy keys)    -> bedrock-runtime / bedrock .ap-northeast-1.amazonaws.com
+      (the sink's certificate is not trusted, so Claude Code retries: several connections)
+    Probes with neutral names, to show what the engine reads:
+      www.example.org        curl_cffi as Chrome: ~1.9 KB ClientHello split over 2 segments
+      cdn.example.net        TLS through a CNAME chain, over IPv6
+      quic.example.net       QUIC (aioquic)
+      http.example.net       plain HTTP
+      lookup.example.net     DNS lookup only, no connection
+      nxdomain.example.net   NXDOMAIN
+      example.com            the seed's firewall check: SYNs go unanswered (blocked)
+      ssh.example.net:22     refused (RST)
 """
 
 from __future__ import annotations
@@ -37,11 +40,26 @@ from . import dnsd
 from .netlab import PROJECT_ROOT, Lab
 
 DEMO_DNS = dnsd.DnsConfig(
-    cnames={"raw.githubusercontent.com": "github.map.fastly.net"},
-    nxdomain={"metadata.google.internal"},
+    cnames={"cdn.example.net": "edge.cdn-provider.example"},
+    nxdomain={"nxdomain.example.net"},
     blackholed={"example.com"},
     https=set(),
 )
+CLAUDE_TIMEOUT = 12  # Claude Code retries an untrusted endpoint for minutes
+
+
+def claude_binary() -> str:
+    """The native Claude Code binary from npm (installed under .cache/ on first use)."""
+    from tests.dockerlab.images import ensure_claude_code
+    path, _version = ensure_claude_code()
+    return str(path)
+
+
+def claude_env(home: str, **extra: str) -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home,
+           "DISABLE_AUTOUPDATER": "1", "TERM": "dumb"}
+    env.update(extra)
+    return env
 
 _CONNECT = r"""
 import socket, sys
@@ -59,25 +77,27 @@ def record(output: Path) -> dict[str, subprocess.CompletedProcess]:
         raw = Path(tmp) / "demo.pcap"
         with Lab(DEMO_DNS, prefer_ipv4=True) as lab:
             with lab.capture(raw):
+                claude = claude_binary()
+                home = tempfile.mkdtemp(prefix="claude-home-", dir=tmp)
+                anthropic = claude_env(home, ANTHROPIC_API_KEY="sk-ant-demo-not-a-real-key")
+                bedrock = claude_env(home, CLAUDE_CODE_USE_BEDROCK="1", AWS_REGION="ap-northeast-1",
+                                     AWS_ACCESS_KEY_ID="AKIADEMONOTAREALKEY", AWS_SECRET_ACCESS_KEY="demo")
                 steps = [
-                    ("api.anthropic.com", lambda: lab.curl_cffi_get("https://api.anthropic.com/v1/messages")),
-                    ("statsig.anthropic.com", lambda: lab.py_tls("statsig.anthropic.com", family=socket.AF_INET6)),
-                    ("bedrock-runtime", lambda: lab.curl(
-                        "-k", "-o", "/dev/null", "-w", "%{http_code}",
-                        "https://bedrock-runtime.ap-northeast-1.amazonaws.com/model/invoke")),
-                    ("sentry.io", lambda: lab.resolve("sentry.io")),
-                    ("bedrock", lambda: lab.openssl_s_client("bedrock.ap-northeast-1.amazonaws.com", 443, alpn="h2")),
-                    ("raw.githubusercontent.com", lambda: lab.curl(
-                        "-k", "-o", "/dev/null", "-w", "%{http_code}",
-                        "https://raw.githubusercontent.com/anthropics/claude-code/main/README.md")),
-                    ("claude.ai", lambda: lab.quic_connect("claude.ai")),
-                    ("ocsp.digicert.com", lambda: lab.curl("-o", "/dev/null", "-w", "%{http_code}",
-                                                           "http://ocsp.digicert.com/")),
-                    ("metadata.google.internal", lambda: lab.resolve("metadata.google.internal")),
+                    ("claude (anthropic)", lambda: lab.run_client(
+                        ["timeout", str(CLAUDE_TIMEOUT), claude, "-p", "hello"], env=anthropic,
+                        timeout=CLAUDE_TIMEOUT + 10)),
+                    ("claude (bedrock)", lambda: lab.run_client(
+                        ["timeout", str(CLAUDE_TIMEOUT), claude, "-p", "hello"], env=bedrock,
+                        timeout=CLAUDE_TIMEOUT + 10)),
+                    ("www.example.org", lambda: lab.curl_cffi_get("https://www.example.org/")),
+                    ("cdn.example.net", lambda: lab.py_tls("cdn.example.net", family=socket.AF_INET6)),
+                    ("quic.example.net", lambda: lab.quic_connect("quic.example.net")),
+                    ("http.example.net", lambda: lab.curl("-o", "/dev/null", "-w", "%{http_code}",
+                                                          "http://http.example.net/")),
+                    ("lookup.example.net", lambda: lab.resolve("lookup.example.net")),
+                    ("nxdomain.example.net", lambda: lab.resolve("nxdomain.example.net")),
                     ("example.com", lambda: lab.curl("-k", "--connect-timeout", "2", "https://example.com/")),
-                    ("ssh.github.com", lambda: lab.py(_CONNECT, "ssh.github.com", "22")),
-                    ("api.anthropic.com#2", lambda: lab.curl(
-                        "-k", "-o", "/dev/null", "-w", "%{http_code}", "https://api.anthropic.com/v1/messages")),
+                    ("ssh.example.net", lambda: lab.py(_CONNECT, "ssh.example.net", "22")),
                 ]
                 for key, step in steps:
                     out[key] = step()
