@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import io
 import json
 import subprocess
@@ -128,3 +129,16 @@ def test_report_never_imports_textual(capture):
             "assert 'scapy' not in sys.modules, 'scapy imported'" % capture)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_docker_unreachable_is_one_line(tmp_path):
+    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    for argv in (["report", "--container", "claude"], ["claude"]):
+        r = subprocess.run([sys.executable, "-m", "tui", *argv], capture_output=True, text=True,
+                           env=env, timeout=60)
+        _one_line_error(r, "Docker is not reachable at unix://", "is dockerd running?")
+
+
+def test_live_inspector_needs_a_terminal(capture):
+    r = egress("--pcap", capture)
+    _one_line_error(r, "needs a terminal", "egress-tui report")

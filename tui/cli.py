@@ -167,20 +167,17 @@ def cmd_tui(args) -> int:
             raise UserError(f"{pcap} is a directory, not a capture file")
         next(iter(open_capture(pcap)), None)  # unreadable or not a capture: fail now, in one line
     build_allowlist(args.allow, args.preset)
-    if not sys.stdout.isatty() and not os.environ.get("EGRESS_TUI_FORCE_TTY"):
-        raise UserError("the live inspector needs a terminal; for files use egress-tui report")
     docker_client = None
     if not pcap:
-        from .containers import DockerError, client, find_container
-        try:
-            docker_client = client()
-            if args.container:
-                find_container(docker_client, args.container)
-        except DockerError as e:
-            raise UserError(str(e)) from None
+        from .containers import client, find_container
+        docker_client = client()
+        if args.container:
+            find_container(docker_client, args.container)
         if args.method == "netns" and os.geteuid() != 0:
             raise UserError("--method netns needs root (it enters the container's network namespace); "
                             "run with sudo, or use --method helper")
+    if not sys.stdout.isatty():
+        raise UserError("the live inspector needs a terminal; without one use egress-tui report")
     from .app import AppConfig, create_app  # Textual is imported only for the screen
     app = create_app(AppConfig(container=args.container, pcap=pcap, speed=args.speed,
                                allow_files=args.allow, presets=args.preset, method=args.method,

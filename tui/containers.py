@@ -114,7 +114,7 @@ def is_local(dc) -> bool:
 
 def can_enter_namespaces() -> bool:
     """True when this process can setns into other processes' network namespaces."""
-    return os.geteuid() == 0 and os.path.exists("/proc/1/ns/net")
+    return os.geteuid() == 0 and os.path.exists("/proc/self/ns/net")
 
 
 class ContainerSource:

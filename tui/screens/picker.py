@@ -61,7 +61,11 @@ class PickerScreen(Screen[str]):
         self._fill()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(DataTable).focus()
+        t = self.query_one(DataTable)
+        if t.row_count == 1:  # the filter found it: attach right away
+            self.action_choose()
+        else:
+            t.focus()
 
     def action_focus_filter(self) -> None:
         self.query_one(Input).focus()

@@ -1,0 +1,198 @@
+"""The live inspector against a real container in the Docker lab: attach by name and by the
+picker, read the rows off a real terminal (tmux), follow a stop/restart, and the helper-container
+path; plus the headless `report --container` twin."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.dockerlab.fixtures import docker_client, docker_lab, lab_images  # noqa: F401
+from tests.dockerlab.images import BASE_TAG, SINK_TAG
+from tests.lab.netlab import _QUIC
+
+pytestmark = [pytest.mark.docker, pytest.mark.root]
+
+ROOT = Path(__file__).resolve().parents[1]
+EGRESS = str(Path(sys.executable).with_name("egress-tui"))
+
+# Python's ssl with a long ALPN list: a ~1.9 KB ClientHello, two TCP segments once the
+# container's offloads are off (what a post-quantum key share does to browsers).
+BIG_HELLO = r"""
+import socket, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"] + ["x-padding-protocol-%02d-%s" % (i, "p" * 20) for i in range(36)])
+with socket.create_connection((sys.argv[1], 443), timeout=5) as s:
+    with ctx.wrap_socket(s, server_hostname=sys.argv[1]) as t:
+        print(t.version())
+"""
+
+
+def traffic(lab, ctr, tag: str) -> dict:
+    """Names are unique per call (tag) so each test sees its own rows."""
+    run = lambda argv, t=20: lab.exec(argv, container=ctr, timeout=t)  # noqa: E731
+    return {
+        "split": run(["python3", "-c", BIG_HELLO, f"split-{tag}.test"]),
+        "tls": run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", f"https://alpha-{tag}.test/"]),
+        "http": run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://plain-{tag}.test/"]),
+        "quic": run(["python3", "-c", _QUIC, f"quic-{tag}.test", "443", f"quic-{tag}.test", "h3"]),
+        "blocked": run(["curl", "-sk", "--max-time", "2", f"https://{tag}.blackholed.test/"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def client_ctr(docker_lab):
+    """A container with curl, python3 and aioquic on the lab network, confined like the target."""
+    ctr = docker_lab.add_container(SINK_TAG, "client")
+    pid = ctr.attrs["State"]["Pid"]
+    docker_lab.nsenter(["ethtool", "-K", "eth0", "tso", "off", "gso", "off"], pid=pid)
+    return ctr
+
+
+def report_container(ctr, lab, tag: str, *extra: str) -> tuple[dict, dict]:
+    p = subprocess.Popen([EGRESS, "report", "--container", ctr.name, "--duration", "14",
+                          "--format", "json", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    time.sleep(3)
+    done = traffic(lab, ctr, tag)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    return {h["name"]: h for h in json.loads(out)["hosts"]}, done
+
+
+def check_hosts(hosts: dict, tag: str) -> None:
+    assert "tls" in hosts[f"split-{tag}.test"]["via"]
+    assert "tls" in hosts[f"alpha-{tag}.test"]["via"]
+    assert "http" in hosts[f"plain-{tag}.test"]["via"]
+    assert "quic" in hosts[f"quic-{tag}.test"]["via"]
+    blocked = hosts[f"{tag}.blackholed.test"]     # named from its DNS lookup: no ClientHello
+    assert blocked["blocked"] and blocked["outcomes"].get("unanswered"), blocked
+
+
+def test_report_container_from_the_host(docker_lab, client_ctr):
+    hosts, done = report_container(client_ctr, docker_lab, "netns")
+    assert done["split"].stdout.strip() == "TLSv1.3", done["split"]
+    check_hosts(hosts, "netns")
+
+
+def test_report_container_through_a_helper_container(docker_lab, client_ctr, docker_client):
+    # the base image has tcpdump; it is local, so nothing is pulled
+    hosts, _ = report_container(client_ctr, docker_lab, "helper", "--method", "helper",
+                                "--helper-image", BASE_TAG)
+    check_hosts(hosts, "helper")
+    assert not docker_client.containers.list(all=True, filters={"label": "egress-tui.helper"})
+
+
+def test_missing_helper_image_is_one_line(client_ctr):
+    r = subprocess.run([EGRESS, "report", "--container", client_ctr.name, "--method", "helper",
+                        "--helper-image", "egress-tui-test/no-such-image:1", "--duration", "2"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "is not on this Docker host" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_container_is_one_line():
+    for argv in ([EGRESS, "no-such-container-x"], [EGRESS, "report", "--container", "no-such-container-x"]):
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()]
+        assert "no container named or with id 'no-such-container-x'" in r.stderr
+
+
+# -- the screen, in a real terminal ------------------------------------------------------
+
+class Tmux:
+    def __init__(self, argv: list[str], name: str):
+        self.name = name
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        cmd = " ".join(shlex.quote(a) for a in argv)
+        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50",
+                        f"TERM=xterm-256color {cmd}; sleep 600"], check=True)
+
+    def text(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True,
+                              text=True).stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def wait_for(self, *needles: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.text()
+            if all(n in screen for n in needles):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"screen never showed {needles}:\n{screen}")
+            time.sleep(0.3)
+
+    def close(self) -> None:
+        self.keys("q")
+        time.sleep(0.5)
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+@pytest.fixture
+def tmux_session(request):
+    sessions = []
+
+    def start(argv):
+        t = Tmux(argv, f"egt-{os.getpid()}-{len(sessions)}")
+        sessions.append(t)
+        return t
+    yield start
+    for t in sessions:
+        t.close()
+
+
+def test_tui_attached_by_name_shows_hosts(docker_lab, client_ctr, tmux_session):
+    t = tmux_session([EGRESS, client_ctr.name, "--preset", "anthropic"])
+    t.wait_for(client_ctr.name, "netns (host)", "capturing")
+    traffic(docker_lab, client_ctr, "tui")
+    screen = t.wait_for("split-tui.test", "alpha-tui.test", "plain-tui.test", "quic-tui.test",
+                        "⊘ tui.blackholed.test")
+    line = next(ln for ln in screen.splitlines() if "quic-tui.test" in ln)
+    assert "dns,quic" in line and "denied" in line
+    line = next(ln for ln in screen.splitlines() if "tui.blackholed.test" in ln)
+    assert "unanswered" in line and "blocked" in line
+
+
+def test_tui_picker_then_stop_and_restart(docker_lab, client_ctr, tmux_session):
+    t = tmux_session([EGRESS])
+    t.wait_for("Pick a running container", client_ctr.name)
+    t.keys("/")
+    for ch in "-client":
+        t.keys(ch)
+    t.keys("Enter")                 # one match left: enter attaches
+    t.wait_for("netns (host)", "capturing")
+    traffic(docker_lab, client_ctr, "pick")
+    t.wait_for("alpha-pick.test")
+    client_ctr.stop(timeout=1)
+    t.wait_for("stopped", timeout=20)
+    client_ctr.start()
+    client_ctr.reload()
+    docker_lab._confine(client_ctr.attrs["State"]["Pid"])   # a new namespace: routes again
+    docker_lab.nsenter(["ethtool", "-K", "eth0", "tso", "off", "gso", "off"], pid=client_ctr.attrs["State"]["Pid"])
+    t.wait_for(f"capturing {client_ctr.name}", timeout=20)
+    time.sleep(1.5)
+    done = docker_lab.exec(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "https://after-restart.test/"],
+                           container=client_ctr)
+    assert done.stdout == "200", done
+    screen = t.wait_for("after-restart.test", "alpha-pick.test")
+    assert "drops 0" in screen
+
+
+def test_not_root_gets_a_clear_message(client_ctr, tmp_path):
+    """As an ordinary user: no Docker socket access, and no namespace to enter."""
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    r = subprocess.run([*drop, EGRESS, "report", "--container", client_ctr.name, "--duration", "1"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2, r
+    assert "no permission to talk to Docker" in r.stderr and "Traceback" not in r.stderr
