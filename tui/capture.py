@@ -349,7 +349,9 @@ class Capturer(threading.Thread):
     def clear(self) -> None:
         """Forget every host; capture goes on."""
         with self.lock:
+            hook = self.engine.on_dns_answer
             self.engine = Engine(self.engine.max_flows)
+            self.engine.on_dns_answer = hook
             self._cleared = True
 
     def set_status(self, text: str) -> None:

@@ -16,6 +16,7 @@ from .allowlist import PRESETS, PRESET_EXAMPLES, AllowlistError, build, preset_e
 from .engine import analyze_file
 from .capture import CaptureError
 from .containers import DockerError
+from .firewall import FirewallError
 from .pcapfile import PcapError
 from .report import FORMATS, host_rows, meta_for, render
 
@@ -62,10 +63,27 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"exit {EXIT_DENIED} if any host outside the allowlist was contacted")
 
     sub.add_parser("presets", help="list the allowlist presets and their hosts")
+
+    fw = sub.add_parser("firewall", help="apply, remove or show a container's egress firewall",
+                        description="An iptables + ipset egress firewall (IPv4 and IPv6) applied from the "
+                                    "host into the container's network namespace. Needs root.")
+    fsub = fw.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ap = fsub.add_parser("apply", help="allow only the allowlist; drop (or reject) everything else")
+    ap.add_argument("container", help="container name or id")
+    ap.add_argument("--allow", metavar="FILE", action="append", default=[], help="allowlist file (repeatable)")
+    ap.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[],
+                    help="allowlist preset (repeatable)")
+    ap.add_argument("--reject", action="store_true", help="reject instead of drop, so clients fail fast")
+    ap.add_argument("--no-verify", action="store_true", help="skip the reachability checks after apply")
+    rm = fsub.add_parser("remove", help="remove what egress-tui added, and only that")
+    rm.add_argument("container")
+    st = fsub.add_parser("status", help="is it on, with which allowlist, how many packets dropped")
+    st.add_argument("container")
+    st.add_argument("--format", choices=("text", "json"), default="text")
     return p
 
 
-SUBCOMMANDS = ("report", "presets")
+SUBCOMMANDS = ("report", "presets", "firewall")
 
 
 def _tui_parser() -> argparse.ArgumentParser:
@@ -99,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             args = _parser().parse_args(argv)
             if args.command == "report":
                 return cmd_report(args)
+            if args.command == "firewall":
+                return cmd_firewall(args)
             return cmd_presets()
         return cmd_tui(_tui_parser().parse_args(argv))
-    except (UserError, PcapError, AllowlistError, DockerError, CaptureError) as e:
+    except (UserError, PcapError, AllowlistError, DockerError, CaptureError, FirewallError) as e:
         print(f"egress-tui: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -231,6 +251,65 @@ def live_capture(args):
     if cap.error:
         raise UserError(cap.error)
     return cap.engine
+
+
+def container_firewall(ref: str):
+    """(Firewall, ContainerInfo, resolvers) for a running container; one-line errors."""
+    from .containers import client, docker_dns, find_container
+    from .firewall import Firewall, NamespaceRunner, resolvers_of
+    dc = client()
+    info = find_container(dc, ref)
+    if info.status != "running" or not info.pid:
+        raise UserError(f"container {info.name} is {info.status}: start it first")
+    if os.geteuid() != 0:
+        raise UserError("the firewall is applied from the host into the container's namespace: run as root")
+    resolvers = resolvers_of(info.pid, docker_dns(dc, info))
+    return Firewall(NamespaceRunner(info.pid), info.id), info, resolvers
+
+
+def cmd_firewall(args) -> int:
+    from .firewall import plan_for, verify
+    if args.action == "apply":
+        allowlist = build(args.allow, args.preset)
+        if not allowlist.entries:
+            raise UserError("firewall apply needs an allowlist: --allow FILE and/or --preset NAME")
+    fw, info, resolvers = container_firewall(args.container)
+    if args.action == "remove":
+        removed = fw.remove()
+        print(f"firewall removed from {info.name}" if removed else f"no egress-tui firewall on {info.name}")
+        return 0
+    if args.action == "status":
+        st = fw.status()
+        if args.format == "json":
+            import json as _json
+            print(_json.dumps({"container": info.name, "on": st.on, "partial": st.partial,
+                               "allowlist": st.allowlist, "dropped_packets": st.dropped_packets,
+                               "set_entries": st.set_entries, "applied_at": st.applied_at}, indent=2))
+            return 0
+        state = "ON" if st.on else ("PARTIAL (run firewall remove)" if st.partial else "off")
+        print(f"firewall on {info.name}: {state}")
+        if st.on:
+            print(f"  allowlist: {', '.join(st.allowlist) or '-'}")
+            print(f"  addresses in sets: IPv4 {st.set_entries[4]}, IPv6 {st.set_entries[6]}")
+            print(f"  dropped: IPv4 {st.dropped_packets[4]} packets, IPv6 {st.dropped_packets[6]} packets")
+        return 0
+    plan = plan_for(info.pid, allowlist, resolvers, args.reject)
+    fw.apply(plan)
+    print(f"firewall applied to {info.name}: {len(plan.allowlist)} entries, "
+          f"{len(plan.nets[4]) + len(plan.ports[4]) // 2} IPv4 and {len(plan.nets[6]) + len(plan.ports[6]) // 2} "
+          f"IPv6 addresses; DNS only to {', '.join(resolvers) or 'no resolver'}")
+    for name in plan.unresolved:
+        print(f"  warning: {name} did not resolve; it stays blocked until egress-tui sees it resolve",
+              file=sys.stderr)
+    for w in plan.wildcards:
+        print(f"  note: {w} is enforced from DNS answers seen while egress-tui captures", file=sys.stderr)
+    if not args.no_verify:
+        for c in verify(info.pid, plan, resolvers):
+            mark = "ok" if c.ok else "FAILED"
+            print(f"  check {c.what:7} {c.name} {c.address}:{c.port}: {c.result} [{mark}]")
+            if not c.ok:
+                return EXIT_ERROR
+    return 0
 
 
 def cmd_presets() -> int:

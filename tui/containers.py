@@ -73,6 +73,15 @@ def _info(c) -> ContainerInfo:
                          int(state.get("Pid") or 0), addrs)
 
 
+def docker_dns(dc, info: ContainerInfo) -> list[str]:
+    """Upstream servers of Docker's embedded resolver for this container (--dns), if set."""
+    try:
+        c = dc.containers.get(info.id)
+    except Exception:
+        return []
+    return list(c.attrs.get("HostConfig", {}).get("Dns") or [])
+
+
 def list_containers(dc, all: bool = False) -> list[ContainerInfo]:
     from docker.errors import DockerException, NotFound
     out = []

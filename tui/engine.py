@@ -107,6 +107,9 @@ class Engine:
         self.dns_ttl: dict[tuple[str, str], tuple[float, int]] = {}  # (name, addr) -> (seen, ttl)
         self.dirty: set[str] = set()
         self.resolvers: dict[str, int] = {}   # resolver address -> DNS queries sent to it
+        # called with (name asked for, address, ttl) for every address a DNS answer gives;
+        # the firewall uses it to keep its sets current with rotating addresses
+        self.on_dns_answer = None
         self.packets = 0
         self.ignored = 0
         self.evicted = 0
@@ -536,6 +539,8 @@ class Engine:
                 self.addr_names.setdefault(addr, set()).add(root)
                 self.dns_ttl[(root, addr)] = (ts, a.ttl)
                 h.resolved.add(addr)
+                if self.on_dns_answer is not None:
+                    self.on_dns_answer(root, addr, a.ttl)
                 self._adopt(addr, root)
 
     def _adopt(self, addr: str, name: str) -> None:
