@@ -179,6 +179,7 @@ class NetnsSource:
         names = self.interfaces or [n for _i, n in socket.if_nameindex()]
         bpf = self.bpf if self.bpf is not None else capture_filter(namespace_addresses())
         socks = []
+        nflog = None
         try:
             for name in names:
                 try:
@@ -193,10 +194,19 @@ class NetnsSource:
                 socks.append((s, lt))
             if not socks:
                 raise CaptureError(f"no interface to listen on in {self.label}")
+            # what a firewall in this namespace drops never reaches an interface: egress-tui's
+            # rules copy it to NFLOG, read here (kernels without nfnetlink_log: skipped)
+            try:
+                from .nflog import NflogReader
+                nflog = NflogReader()
+            except OSError:
+                nflog = None
             self.description = f"netns of {self.label} ({', '.join(names)}), BPF in kernel"
             self.filter_used = bpf
             self.ready.set()
             by_fd = {s.ins.fileno(): (s, lt) for s, lt in socks}
+            if nflog is not None:
+                by_fd[nflog.fileno()] = (nflog, 101)
             last_stats = time.monotonic()
             while not stop.is_set():
                 try:
@@ -206,6 +216,9 @@ class NetnsSource:
                 batch: list[Frame] = []
                 for fd in ready:
                     s, lt = by_fd[fd]
+                    if s is nflog:
+                        batch.extend(nflog.read())
+                        continue
                     # Drain what is queued on this socket without blocking.
                     for _ in range(512):
                         try:
@@ -238,6 +251,8 @@ class NetnsSource:
                     s.close()
                 except Exception:
                     pass
+            if nflog is not None:
+                nflog.close()
 
 
 class ReplaySource:

@@ -80,10 +80,30 @@ def _parser() -> argparse.ArgumentParser:
     st = fsub.add_parser("status", help="is it on, with which allowlist, how many packets dropped")
     st.add_argument("container")
     st.add_argument("--format", choices=("text", "json"), default="text")
+
+    ln = sub.add_parser("learn", help="run a command in a container while capturing; list what it reached",
+                        description="Run CMD (default: claude -p hello) inside CONTAINER while capturing "
+                                    "its traffic, then list the hosts the run reached.",
+                        usage="egress-tui learn CONTAINER [options] [-- CMD...]")
+    ln.add_argument("container")
+    ln.add_argument("--provider", choices=("anthropic", "bedrock", "vertex", "none"), default="anthropic",
+                    help="environment preset for Claude Code (credentials pass through from yours)")
+    ln.add_argument("--region", help="AWS/Google region for bedrock/vertex (default ap-northeast-1/us-east5)")
+    ln.add_argument("--model", help="ANTHROPIC_MODEL for the run")
+    ln.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for the command (repeatable)")
+    ln.add_argument("--timeout", type=float, default=120.0, help="stop the command after this long (s)")
+    ln.add_argument("--allow", metavar="FILE", action="append", default=[], help="allowlist file for verdicts")
+    ln.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[], help="allowlist preset")
+    ln.add_argument("--write-allowlist", metavar="FILE",
+                    help="write the minimal allowlist: every host the run connected to or tried to")
+    ln.add_argument("--format", choices=FORMATS, default="table")
+    ln.add_argument("--quiet", action="store_true", help="do not echo the command's output")
+    ln.add_argument("cmd", nargs="*", help="the command (after --)")
     return p
 
 
-SUBCOMMANDS = ("report", "presets", "firewall")
+SUBCOMMANDS = ("report", "presets", "firewall", "learn")
 
 
 def _tui_parser() -> argparse.ArgumentParser:
@@ -119,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_report(args)
             if args.command == "firewall":
                 return cmd_firewall(args)
+            if args.command == "learn":
+                return cmd_learn(args)
             return cmd_presets()
         return cmd_tui(_tui_parser().parse_args(argv))
     except (UserError, PcapError, AllowlistError, DockerError, CaptureError, FirewallError) as e:
@@ -309,6 +331,76 @@ def cmd_firewall(args) -> int:
             print(f"  check {c.what:7} {c.name} {c.address}:{c.port}: {c.result} [{mark}]")
             if not c.ok:
                 return EXIT_ERROR
+    return 0
+
+
+def cmd_learn(args) -> int:
+    """Capture while a command runs in the container; print the hosts the run reached."""
+    import time as _time
+    from .capture import Capturer
+    from .containers import client, find_container
+    from .runs import RunError, RunRecord, RunSpec, hosts_during, provider_env, run_in_container
+    allowlist = build(args.allow, args.preset)
+    env = provider_env(args.provider, args.region, args.model)
+    for kv in args.env:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise UserError(f"--env wants KEY=VALUE, got '{kv}'")
+        env[k] = v
+    if args.timeout <= 0:
+        raise UserError("--timeout must be a positive number of seconds")
+    spec = RunSpec(command=args.cmd or ["claude", "-p", "hello"], provider=args.provider,
+                   region=args.region or "", env=env, timeout=args.timeout)
+    dc = client()
+    info = find_container(dc, args.container)
+    source, method = capture_source(dc, info.id, "auto", None)
+    cap = Capturer(source, lambda batch: None)
+    cap.start()
+    ready = getattr(source, "ready", None)
+    _time.sleep(1.0)  # let the capture sockets open before the command's first packet
+    record = RunRecord(1, spec, info.name, firewall=False, started=_time.time())
+    echo = (lambda line: None) if args.quiet else (lambda line: print(f"  | {line}", file=sys.stderr))
+    print(f"egress-tui: running {spec.describe()} in {info.name} ({method}), up to {spec.timeout:g} s",
+          file=sys.stderr)
+    try:
+        record.exit_code, record.timed_out = run_in_container(dc, info.id, spec, echo)
+    except RunError as e:
+        cap.stop()
+        raise UserError(str(e)) from None
+    finally:
+        record.ended = _time.time()
+    _time.sleep(1.0)  # the last packets (FIN, late SYN retries) still count
+    cap.stop()
+    cap.join(5)
+    del ready
+    if cap.error:
+        raise UserError(cap.error)
+    with cap.lock:
+        record.hosts = hosts_during(cap.engine, record.started, record.ended + 1.0)
+        rows = [h.to_dict() for h in cap.engine.host_list() if h.name in record.hosts]
+    for r in rows:
+        r["allowed"] = allowlist.verdict(r["name"], r["ports"] or None, r["addresses"] or None)
+    rows.sort(key=lambda r: (r["first_seen"], r["name"]))
+    print(f"egress-tui: {record.status}; {len(rows)} host(s)", file=sys.stderr)
+    sys.stdout.write(render(rows, args.format, {"source": f"learn {info.name}: {spec.describe()}"}))
+    if args.write_allowlist:
+        from .allowlist import Allowlist, parse_entry
+        minimal = Allowlist()
+        for name, h in record.hosts.items():
+            if not h["connections"]:
+                continue
+            try:
+                entry = parse_entry(name, "learn", f"{'reached' if h['reached'] else 'tried, blocked'} "
+                                                   f"by {' '.join(spec.command)} [{spec.provider}]")
+            except AllowlistError:
+                continue  # a bare address or an odd name: left for a human to decide
+            minimal.add(entry)
+        try:
+            with open(args.write_allowlist, "w", encoding="utf-8") as f:
+                f.write(minimal.to_text())
+        except OSError as e:
+            raise UserError(f"cannot write {args.write_allowlist}: {e.strerror}") from None
+        print(f"egress-tui: wrote {len(minimal.entries)} entries to {args.write_allowlist}", file=sys.stderr)
     return 0
 
 

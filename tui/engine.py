@@ -29,6 +29,9 @@ DEFAULT_MAX_FLOWS = 200_000
 # A ClientHello or request head takes a handful of segments; a stream still waiting for
 # its first bytes after this many client packets lost them (capture started late).
 STREAM_GIVE_UP = 64
+# Docker's embedded resolver. Its NAT rules move queries to a random port on loopback
+# before a capture sees them, so port 53 alone does not identify them.
+DOCKER_DNS = bytes((127, 0, 0, 11))
 
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ", b"TRACE ")
@@ -245,7 +248,7 @@ class Engine:
         c = Conn(proto, client, cport, server, sport, ts)
         flows[key] = c
         srv = addr_text(server)
-        if sport == 53:
+        if sport == 53 or server == DOCKER_DNS:
             # DNS over TCP: the resolver is not a destination of its own; the names
             # looked up through it are the hosts.
             c.name, c.app = srv, "dns"
@@ -332,7 +335,7 @@ class Engine:
                 if not c.synack:
                     c.synack = True
                     self.dirty.add(c.name)
-                if c.sport == 53 and c.rstream is None:
+                if c.app == "dns" and c.rstream is None:
                     c.rstream = Stream((seq + 1) & 0xFFFFFFFF, DNS_TCP_LIMIT)
             elif flags & TCP_RST:
                 if not c.synack and not c.established:
@@ -359,7 +362,7 @@ class Engine:
         """Look at the contiguous start of the client's stream: TLS, HTTP or DNS."""
         s = c.stream
         data = s.data
-        if c.sport == 53 or c.cport == 53:
+        if c.app == "dns" or c.sport == 53 or c.cport == 53:
             self._dns_tcp(c, s, c.last)
             return
         b0 = data[0]
@@ -415,7 +418,7 @@ class Engine:
         self.dirty.add(c.name)
 
     def _udp(self, ts, src, dst, sport, dport, payload) -> None:
-        if sport == 53 or dport == 53:
+        if sport == 53 or dport == 53 or dst == DOCKER_DNS or src == DOCKER_DNS:
             self._dns_udp(ts, src, dst, sport, dport, payload)
             return
         flows = self.flows
@@ -478,7 +481,7 @@ class Engine:
             msg = dnsmod.parse(payload)
         except (dnsmod.DnsError, IndexError, ValueError):
             return
-        if not msg.response and dport == 53:
+        if not msg.response and (dport == 53 or dst == DOCKER_DNS):
             srv = addr_text(dst)
             self.resolvers[srv] = self.resolvers.get(srv, 0) + 1
         self._dns_message(msg, ts)

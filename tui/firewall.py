@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import dns as dnsmod
 from .allowlist import Allowlist
+from .nflog import GROUP as NFLOG_GROUP
 
 CHAIN = "EGRESS-TUI"
 SETS = {4: ("egress-tui-v4", "egress-tui-v4-port"), 6: ("egress-tui-v6", "egress-tui-v6-port")}
@@ -238,6 +239,9 @@ class Plan:
                     rules.append(f'-A {CHAIN} -d {r} -p {proto} --dport 53 -m comment --comment "egress-tui resolver" -j ACCEPT')
         rules.append(f"-A {CHAIN} -m set --match-set {plain} dst {c} -j ACCEPT")
         rules.append(f"-A {CHAIN} -m set --match-set {with_port} dst,dst {c} -j ACCEPT")
+        # a dropped packet never reaches the device, so no capture would see it: copy it
+        # to the capture first (see nflog.py), so blocked connections show up as such
+        rules.append(f"-A {CHAIN} {c} -j NFLOG --nflog-group {NFLOG_GROUP} --nflog-prefix egress-tui-drop")
         if self.reject:
             rules.append(f"-A {CHAIN} -p tcp {c} -j REJECT --reject-with tcp-reset")
             rules.append(f"-A {CHAIN} {c} -j REJECT")
