@@ -32,6 +32,29 @@ class CaptureState(Message):
         super().__init__()
 
 
+class FirewallDone(Message):
+    """The firewall worker finished: applied, removed, or failed (``error``)."""
+
+    def __init__(self, on: bool, text: str, error: str = "", checks: list | None = None) -> None:
+        self.on = on
+        self.text = text
+        self.error = error
+        self.checks = checks or []
+        super().__init__()
+
+
+class RunLine(Message):
+    def __init__(self, line: str) -> None:
+        self.line = line
+        super().__init__()
+
+
+class RunDone(Message):
+    def __init__(self, record) -> None:
+        self.record = record
+        super().__init__()
+
+
 @dataclass
 class AppConfig:
     """Everything the app needs, decided by the CLI (or a test) before it starts."""
@@ -64,6 +87,12 @@ class EgressApp(App):
         self.last_batch = Batch()
         self._record_path: str | None = None
         self._recorder: PcapRecorder | None = None
+        self.guard = None            # firewall.Guard, when attached to a container from the host
+        self.firewall_text = ""       # shown in the status bar when a container is attached
+        self.container = None        # containers.ContainerInfo
+        self.runs: list = []         # runs.RunRecord
+        self.last_spec = None
+        self.run_active = False
 
     # -- start ----------------------------------------------------------------------------
 
@@ -110,7 +139,19 @@ class EgressApp(App):
             return
         if hasattr(src, "on_state"):
             src.on_state = lambda text: self.post_message(CaptureState(text))
+        self.container = src.info
         self.start_source(src, src.info.name, label)
+        if label.startswith("netns"):
+            from .containers import docker_dns
+            from .firewall import Firewall, Guard, NamespaceRunner, resolvers_of
+            info = src.info
+            self.guard = Guard(Firewall(NamespaceRunner(info.pid), info.id), info.pid,
+                               resolvers_of(info.pid, docker_dns(self.docker(), info)))
+            self.capturer.engine.on_dns_answer = self.guard.on_dns_answer
+            self.firewall_text = "firewall off"
+        else:
+            self.firewall_text = "firewall: needs capture from the host (root)"
+        self.refresh_status()
 
     def start_source(self, source, target: str, method: str) -> None:
         self.target = target
@@ -134,6 +175,8 @@ class EgressApp(App):
             self.state = b.status
             if b.ended and self.capturer and self.capturer.error:
                 self.notify(b.status, severity="error", timeout=10)
+        if b.shared:
+            self.session.shared = b.shared
         rows = self.session.update(b.rows)
         if self.paused:
             self.pending.extend(rows)
@@ -145,6 +188,16 @@ class EgressApp(App):
 
     def on_capture_state(self, message: CaptureState) -> None:
         self.state = message.text
+        src = self.capturer.source if self.capturer else None
+        info = getattr(src, "info", None)
+        if self.guard and info and info.pid and info.pid != self.guard.pid:
+            # restarted: a new namespace, without our rules; put them back if they were on
+            self.guard.pid = info.pid
+            self.guard.firewall.runner.pid = info.pid
+            if self.guard.on:
+                self.guard.plan = None
+                self.notify("container restarted: re-applying the firewall", timeout=4)
+                self.toggle_firewall()
         self.refresh_status()
 
     def feed_rows(self, rows: list[dict], status: Batch | None = None) -> None:
@@ -163,7 +216,8 @@ class EgressApp(App):
             return
         status.show(target=self.target, method=self.method, rate=b.rate, packets=b.packets,
                     drops=b.kernel_drops, errors=b.errors, allowlist=self.session.allowlist_label(),
-                    paused=self.paused, state=self.state, hosts=len(self.session.rows))
+                    paused=self.paused, state=self.state, hosts=len(self.session.rows),
+                    firewall=self.firewall_text)
 
     def host_connections(self, name: str) -> tuple[list[dict], dict[str, set[str]]]:
         """Flows of one host, read from the engine under the capture lock."""
@@ -195,6 +249,7 @@ class EgressApp(App):
         self.refresh_status()
 
     def _verdicts_changed(self) -> None:
+        self.session.firewall_addresses = self.firewall_addresses()
         changed = self.session.refresh_verdicts()
         if changed:
             self.main.apply_rows(changed)
@@ -237,6 +292,23 @@ class EgressApp(App):
 
     def export(self, fmt: str, path: str) -> None:
         try:
+            if fmt in ("session-md", "session-json"):
+                from .evidence import write_session
+                write_session(path, self.session_data())
+                self.notify(f"session report saved to {path}", timeout=3)
+                return
+            if fmt == "allowlist":
+                self.save_allowlist(path)
+                return
+            if fmt == "init-script":
+                from .firewall_script import render_init_script
+                resolvers = self.guard.resolvers if self.guard else None
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(render_init_script(self.session.allowlist, resolvers=resolvers,
+                                               generated_by=f"egress-tui for {self.target}"))
+                os.chmod(path, 0o755)
+                self.notify(f"firewall script saved to {path}", timeout=3)
+                return
             if fmt == "pcap":
                 src = self.config.pcap or self._record_path
                 if not src:
@@ -256,6 +328,184 @@ class EgressApp(App):
             return
         self.notify(f"table saved to {path}", timeout=3)
 
+    # -- firewall -------------------------------------------------------------------------
+
+    def toggle_firewall(self) -> None:
+        if self.guard is None:
+            self.notify("the firewall needs a live container captured from the host (as root)",
+                        severity="warning")
+            return
+        if not self.guard.on and not self.session.allowlist.entries:
+            self.notify("the allowlist is empty: allow hosts (a) or add a preset (p) first", severity="warning")
+            return
+        self.firewall_text = "firewall: removing…" if self.guard.on else "firewall: applying…"
+        self.refresh_status()
+        self.run_worker(self._firewall_work, thread=True, exclusive=True, group="firewall",
+                        exit_on_error=False)
+
+    def _firewall_work(self) -> None:
+        from .firewall import FirewallError
+        guard = self.guard
+        try:
+            if guard.on:
+                guard.remove()
+                self.post_message(FirewallDone(False, "firewall removed"))
+            else:
+                plan, checks = guard.apply(self.session.allowlist)
+                notes = []
+                if plan.unresolved:
+                    notes.append("not resolved: " + ", ".join(plan.unresolved))
+                if plan.wildcards:
+                    notes.append("from DNS as seen: " + ", ".join(plan.wildcards))
+                self.post_message(FirewallDone(True, "; ".join(notes), checks=checks))
+        except FirewallError as e:
+            self.post_message(FirewallDone(guard.on, "", error=str(e)))
+
+    def on_firewall_done(self, message: FirewallDone) -> None:
+        if message.error:
+            self.notify(f"firewall unchanged: {message.error}", severity="error", timeout=10)
+        elif message.on:
+            checks = "  ".join(f"{c.what} {c.name}: {c.result}{'' if c.ok else ' (FAILED)'}"
+                               for c in message.checks)
+            self.notify(f"firewall ON. {checks} {message.text}".strip(),
+                        severity="information" if all(c.ok for c in message.checks) else "error", timeout=8)
+        else:
+            self.notify(message.text, timeout=3)
+        self.update_firewall_text()
+        self._verdicts_changed()
+
+    def update_firewall_text(self) -> None:
+        g = self.guard
+        if g is None:
+            return
+        if not g.on:
+            self.firewall_text = "firewall off"
+        else:
+            n = len(g.plan.nets[4]) + len(g.plan.nets[6]) + (len(g.plan.ports[4]) + len(g.plan.ports[6])) // 2
+            self.firewall_text = f"FIREWALL ON ({len(g.plan.allowlist)} entries, {n + g.learned} addresses)"
+        self.refresh_status()
+
+    def firewall_addresses(self) -> set[str] | None:
+        """Addresses the firewall lets through now; None when it is off."""
+        g = self.guard
+        if g is None or not g.on:
+            return None
+        addrs = set(g.plan.nets[4]) | set(g.plan.nets[6])
+        addrs |= {k.split(",")[0] for k in list(g.plan.ports[4]) + list(g.plan.ports[6])}
+        addrs |= {k.split(",")[0] for k in g.updater.added}
+        return addrs
+
+    # -- reruns -----------------------------------------------------------------------------
+
+    def ask_run(self) -> None:
+        if self.container is None or self.capturer is None:
+            self.notify("reruns need a live container (not a replay)", severity="warning")
+            return
+        if self.run_active:
+            self.notify("a run is still going; wait for it to finish", severity="warning")
+            return
+        from .screens.run_dialog import RunDialog
+        self.push_screen(RunDialog(self.last_spec), lambda spec: spec and self.start_run(spec))
+
+    def start_run(self, spec) -> None:
+        import time as _time
+        from .runs import RunRecord
+        self.last_spec = spec
+        rec = RunRecord(len(self.runs) + 1, spec, self.container.name,
+                        firewall=bool(self.guard and self.guard.on), started=_time.time())
+        self.runs.append(rec)
+        self.run_active = True
+        self.main.show_log(f"run {rec.number}: {spec.describe()}  (firewall {'on' if rec.firewall else 'off'})")
+        self.run_worker(lambda: self._run_work(rec), thread=True, group="run", exit_on_error=False)
+
+    def _run_work(self, rec) -> None:
+        import time as _time
+        from .runs import RunError, hosts_during, run_in_container
+        tail: list[str] = []
+
+        def line(text: str) -> None:
+            tail.append(text)
+            del tail[:-200]
+            self.post_message(RunLine(text))
+
+        try:
+            rec.exit_code, rec.timed_out = run_in_container(self.docker(), self.container.id, rec.spec, line)
+        except RunError as e:
+            rec.error = str(e)
+        except Exception as e:  # Docker went away mid-run: recorded, not raised into the UI
+            rec.error = f"{type(e).__name__}: {e}"
+        rec.ended = _time.time()
+        _time.sleep(1.0)  # late packets (FIN, SYN retries) of the run still count
+        rec.output_tail = tail
+        with self.capturer.lock:
+            rec.hosts = hosts_during(self.capturer.engine, rec.started, rec.ended + 1.0)
+        self.post_message(RunDone(rec))
+
+    def on_run_line(self, message: RunLine) -> None:
+        self.main.log_line(message.line)
+
+    def on_run_done(self, message: RunDone) -> None:
+        rec = message.record
+        self.run_active = False
+        reached = sorted(n for n, h in rec.hosts.items() if h["reached"])
+        blocked = sorted(n for n, h in rec.hosts.items() if h["blocked"])
+        summary = (f"run {rec.number} {rec.status}: reached {', '.join(reached) or 'nothing'}"
+                   + (f"; blocked {', '.join(blocked)}" if blocked else ""))
+        if rec.error:
+            self.notify(rec.error, severity="error", timeout=12)
+            self.main.log_line(rec.error)
+        else:
+            self.notify(summary + "  (R: runs)", timeout=8)
+        self.main.log_line(summary)
+
+    def show_runs(self) -> None:
+        from .screens.runs import RunsScreen
+        self.push_screen(RunsScreen(self.runs))
+
+    # -- quitting ---------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if self.guard is not None and self.guard.on:
+            from .screens.dialogs import ChoiceDialog
+
+            def chosen(choice: str | None) -> None:
+                if choice == "leave":
+                    self.guard.updater.close()
+                    self.exit(message=f"egress-tui: the firewall stays on in {self.target}; remove it with "
+                                      f"egress-tui firewall remove {self.target}")
+                elif choice == "remove":
+                    try:
+                        self.guard.remove()
+                    except Exception as e:
+                        self.exit(message=f"egress-tui: could not remove the firewall: {e}", return_code=2)
+                        return
+                    self.exit()
+
+            self.push_screen(ChoiceDialog("The firewall is on. Quit and…", [
+                ("remove", "remove the firewall, then quit"),
+                ("leave", "leave it on (egress-tui firewall remove later), then quit"),
+                ("cancel", "don't quit")]), chosen)
+            return
+        self.exit()
+
+    # -- evidence ---------------------------------------------------------------------------
+
+    def session_data(self) -> dict:
+        from .evidence import session_data, tool_versions
+        fw = None
+        if self.guard is not None:
+            try:
+                st = self.guard.firewall.status()
+                fw = {"on": st.on, "allowlist": st.allowlist, "dropped_packets": st.dropped_packets}
+            except Exception as e:
+                fw = {"on": None, "error": str(e)}
+        c = self.container
+        container = {"name": c.name, "id": c.id, "image": c.image, "networks": c.networks} if c else None
+        rows = sorted(self.session.rows.values(), key=lambda r: (r["first_seen"], r["name"]))
+        return session_data(source=self.session.source, container=container, rows=rows, runs=self.runs,
+                            allowlist=[e.text() for e in self.session.allowlist.entries], firewall=fw,
+                            versions=tool_versions())
+
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
         for fmt in ("json", "csv", "markdown"):
@@ -264,6 +514,15 @@ class EgressApp(App):
                                 lambda f=fmt, e=ext: self.export(f, f"egress-report.{e}"))
         yield SystemCommand("Export packets (pcap)", "write egress-capture.pcap",
                             lambda: self.export("pcap", "egress-capture.pcap"))
+        yield SystemCommand("Export session report (Markdown)", "write egress-session.md",
+                            lambda: self.export("session-md", "egress-session.md"))
+        yield SystemCommand("Export session report (JSON)", "write egress-session.json",
+                            lambda: self.export("session-json", "egress-session.json"))
+        yield SystemCommand("Export init-firewall.sh", "a standalone script with the same rules",
+                            lambda: self.export("init-script", "init-firewall.sh"))
+        yield SystemCommand("Toggle the firewall", "apply or remove it in the container", self.toggle_firewall)
+        yield SystemCommand("Rerun a command in the container", "Claude Code by default", self.ask_run)
+        yield SystemCommand("Show runs", "history and differences", self.show_runs)
         for spec in ("anthropic", "bedrock:ap-northeast-1", "bedrock:us-east-1", "vertex:us-east5"):
             yield SystemCommand(f"Add preset {spec}", "to the allowlist", lambda s=spec: self.add_preset(s))
         yield SystemCommand("Clear the table", "forget every host seen so far", self.clear_hosts)

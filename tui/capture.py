@@ -331,6 +331,7 @@ class Batch:
     kernel_drops: int = 0
     errors: int = 0
     status: str = ""                                       # e.g. "container stopped"
+    shared: dict[str, set[str]] = field(default_factory=dict)  # address -> names (shared CDN)
     ended: bool = False
     cleared: bool = False
 
@@ -401,6 +402,7 @@ class Capturer(threading.Thread):
             names = eng.take_dirty()
             rows = [eng.hosts[n].to_dict() for n in names]
             packets = eng.packets
+            shared = eng.shared_addresses() if rows else None
             cleared, self._cleared = self._cleared, False
         now = time.monotonic()
         win = self._rate_window
@@ -411,7 +413,8 @@ class Capturer(threading.Thread):
         self.on_batch(Batch(rows=rows, packets=packets, rate=0.0 if ended else max(rate, 0.0),
                             kernel_drops=getattr(self.source, "kernel_drops", 0),
                             errors=getattr(self.source, "errors", 0),
-                            status=self.error or self.status, ended=ended, cleared=cleared))
+                            status=self.error or self.status, ended=ended, cleared=cleared,
+                            shared=shared if shared is not None else {}))
 
 
 class PcapRecorder:

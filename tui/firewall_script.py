@@ -566,7 +566,7 @@ verify() {
     return 0
   fi
   if [ -n "$FIRST_NAME" ]; then
-    if with_timeout 10 getent ahosts "$FIRST_NAME" >/dev/null 2>&1; then
+    if with_timeout 6 getent ahosts "$FIRST_NAME" >/dev/null 2>&1; then
       say "check: DNS still answers ($FIRST_NAME resolves)"
     else
       printf '%s: error: check: %s no longer resolves: DNS to %s is not enough (Docker? pass the upstream servers with --resolver)\n' \
@@ -574,7 +574,9 @@ verify() {
       bad=1
     fi
   fi
-  if [ -n "$DENY_CHECK_NAME" ]; then
+  if [ "$bad" = 1 ]; then
+    say "check: blocked-connection check skipped (no DNS)"
+  elif [ -n "$DENY_CHECK_NAME" ]; then
     a=$(lookup "$DENY_CHECK_NAME")
     a=${a%%$'\n'*}
     if [ -z "$a" ]; then

@@ -26,6 +26,24 @@ def parent_wildcard(name: str) -> str | None:
     return "*." + ".".join(labels[1:])
 
 
+def _covered(addr: str, allowed: set[str]) -> bool:
+    if addr in allowed:
+        return True
+    import ipaddress
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    for a in allowed:
+        if "/" in a:
+            try:
+                if ip in ipaddress.ip_network(a, strict=False):
+                    return True
+            except ValueError:
+                pass
+    return False
+
+
 @dataclass
 class Session:
     allowlist: Allowlist = field(default_factory=Allowlist)
@@ -33,6 +51,8 @@ class Session:
     rows: dict[str, dict] = field(default_factory=dict)
     dirty_allowlist: bool = False
     source: str = ""
+    firewall_addresses: set[str] | None = None     # what the firewall lets through; None when off
+    shared: dict[str, set[str]] = field(default_factory=dict)  # address -> names DNS gave it for
 
     # -- rows ------------------------------------------------------------------------------
 
@@ -40,8 +60,24 @@ class Session:
         """Take changed rows from a batch; returns them with their verdicts filled in."""
         for r in rows:
             r["allowed"] = self.verdict(r)
+            r["warning"] = self.warning(r)
             self.rows[r["name"]] = r
         return rows
+
+    def warning(self, row: dict) -> str:
+        """For an allowed host: its address is not in the firewall's sets (DNS moved it and
+        the firewall has not seen the new answer), or the address also serves a name the
+        allowlist denies (a shared CDN front end: allowing it allows them too)."""
+        if row.get("allowed") is not True:
+            return ""
+        fw = self.firewall_addresses
+        if fw is not None and any(not _covered(a, fw) for a in row["addresses"]):
+            return "not-in-firewall"
+        for a in row["addresses"]:
+            for other in self.shared.get(a, ()):
+                if other != row["name"] and self.allowlist.match(other) is None:
+                    return "shared-address"
+        return ""
 
     def clear(self) -> None:
         self.rows.clear()
@@ -57,6 +93,11 @@ class Session:
             if v != r.get("allowed"):
                 r["allowed"] = v
                 changed.append(r)
+            w = self.warning(r)
+            if w != r.get("warning"):
+                r["warning"] = w
+                if r not in changed:
+                    changed.append(r)
         return changed
 
     @staticmethod

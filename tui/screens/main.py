@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Footer, Input, RichLog
 
 from ..allowlist import PRESET_EXAMPLES, PRESETS, AllowlistError
 from ..report import FORMATS
@@ -20,6 +20,8 @@ from .help import HelpScreen
 
 class MainScreen(Screen):
     BINDINGS = [
+        Binding("f", "firewall", "Firewall", id="main.firewall"),
+        Binding("r", "rerun", "Rerun", id="main.rerun"),
         Binding("a", "allow", "Allow", id="main.allow"),
         Binding("d", "disallow", "Remove", id="main.disallow"),
         Binding("slash", "filter", "Filter", id="main.filter"),
@@ -32,6 +34,8 @@ class MainScreen(Screen):
         Binding("s", "sort", "Sort by next column", id="main.sort", show=False),
         Binding("S", "sort_reverse", "Reverse sort", id="main.sort_reverse", show=False),
         Binding("e", "export", "Export table or packets", id="main.export", show=False),
+        Binding("R", "runs", "Runs: history and differences", id="main.runs", show=False),
+        Binding("l", "toggle_log", "Show/hide the run log", id="main.log", show=False),
         Binding("escape", "clear_filter", "Clear filter", id="main.clear_filter", show=False),
     ]
 
@@ -43,10 +47,12 @@ class MainScreen(Screen):
             yield HostTable(id="hosts")
             with VerticalScroll(id="detail-scroll"):
                 yield DetailPane(id="detail")
+            yield RichLog(id="runlog", max_lines=2000, wrap=True, markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#filter").display = False
+        self.query_one("#runlog").display = False
         self.query_one(HostTable).focus()
         self.query_one(DetailPane).show(None, [])
 
@@ -104,6 +110,28 @@ class MainScreen(Screen):
         self.table.filter_text = ""
         self.table.refilter(self.app.session.rows)
         self.table.focus()
+
+    def action_firewall(self) -> None:
+        self.app.toggle_firewall()
+
+    def action_rerun(self) -> None:
+        self.app.ask_run()
+
+    def action_runs(self) -> None:
+        self.app.show_runs()
+
+    def action_toggle_log(self) -> None:
+        log = self.query_one("#runlog", RichLog)
+        log.display = not log.display
+
+    def show_log(self, title: str) -> None:
+        log = self.query_one("#runlog", RichLog)
+        log.display = True
+        from rich.text import Text
+        log.write(Text(f"── {title}", style="bold"))
+
+    def log_line(self, line: str) -> None:
+        self.query_one("#runlog", RichLog).write(line)
 
     def action_pause(self) -> None:
         self.app.toggle_pause()
@@ -173,13 +201,19 @@ class MainScreen(Screen):
                              lambda path: path and self.app.save_allowlist(path))
 
     def action_export(self) -> None:
-        choices = [(f, f"table as {f}") for f in FORMATS if f != "table"] + [("pcap", "captured packets (pcap)")]
+        choices = ([(f, f"table as {f}") for f in FORMATS if f != "table"]
+                   + [("pcap", "captured packets (pcap)"), ("allowlist", "the allowlist file"),
+                      ("init-script", "init-firewall.sh: the same firewall as a standalone script"),
+                      ("session-md", "session report (Markdown)"), ("session-json", "session report (JSON)")])
 
         def chosen(fmt: str | None) -> None:
             if not fmt:
                 return
-            ext = {"markdown": "md"}.get(fmt, fmt)
-            self.app.push_screen(InputDialog(f"Export {fmt} to", f"egress-report.{ext}"),
+            default = {"markdown": "egress-report.md", "allowlist": "allowlist.txt",
+                       "init-script": "init-firewall.sh", "session-md": "egress-session.md",
+                       "session-json": "egress-session.json", "pcap": "egress-capture.pcap"}.get(
+                fmt, f"egress-report.{fmt}")
+            self.app.push_screen(InputDialog(f"Export {fmt} to", default),
                                  lambda path: path and self.app.export(fmt, path))
 
         self.app.push_screen(ChoiceDialog("Export", choices), chosen)

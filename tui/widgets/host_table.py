@@ -32,9 +32,15 @@ def clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
+WARN_STYLE = "bold yellow"
+WARNINGS = {"not-in-firewall": "allowed, address not in firewall", "shared-address": "allowed, shared address"}
+
+
 def verdict_text(row: dict) -> Text:
     v = row.get("allowed")
     word = "allowed" if v is True else "denied" if v is False else "-"
+    if row.get("warning"):
+        return Text("⚠ " + WARNINGS[row["warning"]], style=WARN_STYLE)
     if row["blocked"]:
         return Text(f"{word}, blocked" if v is not None else "blocked", style=BLOCKED_STYLE)
     return Text(word, style=STYLES[ALLOWED if v is True else DENIED if v is False else "unlisted"])
@@ -50,7 +56,7 @@ def address_cell(row: dict) -> Text:
 
 
 def row_cells(row: dict) -> list:
-    style = BLOCKED_STYLE if row["blocked"] else STYLES[
+    style = WARN_STYLE if row.get("warning") else BLOCKED_STYLE if row["blocked"] else STYLES[
         ALLOWED if row.get("allowed") is True else DENIED if row.get("allowed") is False else "unlisted"]
     return [
         Text((BLOCKED_MARK if row["blocked"] else "") + row["name"], style=style),

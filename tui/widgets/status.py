@@ -8,7 +8,7 @@ from textual.widgets import Static
 
 class StatusBar(Static):
     def show(self, *, target: str, method: str, rate: float, packets: int, drops: int, errors: int,
-             allowlist: str, paused: bool, state: str, hosts: int) -> None:
+             allowlist: str, paused: bool, state: str, hosts: int, firewall: str = "") -> None:
         t = Text()
         t.append(f" {target} ", style="bold reverse")
         t.append(f" {method}  ")
@@ -17,6 +17,9 @@ class StatusBar(Static):
         t.append("  ")
         t.append(f"errors {errors}", style="bold red" if errors else "")
         t.append(f"  allowlist: {allowlist}")
+        if firewall:
+            t.append("  ")
+            t.append(firewall, style="bold reverse green" if firewall.startswith("FIREWALL ON") else "dim")
         if paused:
             t.append("  PAUSED (still capturing)", style="bold yellow")
         if state:

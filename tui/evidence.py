@@ -1,0 +1,114 @@
+"""The session report handed to a security team: what was watched, what ran, which hosts
+were reached or stopped, under which allowlist and firewall, with which tools.
+
+Markdown for people, JSON for machines, from the same data. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+
+from . import __version__
+from .report import VERDICT_TEXT, iso, outcome_text
+from .runs import RunRecord, diff_runs
+
+
+def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
+    v = {"egress-tui": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("textual", "scapy", "docker", "cryptography"):
+        try:
+            v[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    for tool in (["iptables", "--version"], ["ipset", "--version"]):
+        try:
+            out = subprocess.run(tool, capture_output=True, text=True, timeout=5).stdout.strip().splitlines()
+            if out:
+                v[tool[0]] = out[0]
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    v.update(extra or {})
+    return v
+
+
+def session_data(*, source: str, container: dict | None, rows: list[dict], runs: list[RunRecord],
+                 allowlist: list[str], firewall: dict | None, versions: dict[str, str]) -> dict:
+    return {
+        "generated": iso(time.time()),
+        "source": source,
+        "container": container,
+        "allowlist": allowlist,
+        "firewall": firewall,
+        "hosts": [dict(r, first_seen=iso(r["first_seen"]), last_seen=iso(r["last_seen"])) for r in rows],
+        "runs": [r.to_json() for r in runs],
+        "tools": versions,
+        "command_line": sys.argv,
+    }
+
+
+def session_markdown(data: dict) -> str:
+    L = ["# egress-tui session report", ""]
+    c = data.get("container") or {}
+    L.append(f"- generated: {data['generated']}")
+    L.append(f"- source: {data['source']}")
+    if c:
+        L.append(f"- container: `{c.get('name')}` (image `{c.get('image')}`, id {str(c.get('id', ''))[:12]})")
+    fw = data.get("firewall")
+    if fw:
+        L.append(f"- firewall: {'ON' if fw.get('on') else 'off'}"
+                 + (f", {fw.get('dropped_packets')} packets dropped" if fw.get("on") else ""))
+    L += ["", "## Allowlist", ""]
+    L += [f"- `{e}`" for e in data["allowlist"]] or ["(none)"]
+    L += ["", "## Hosts", "", "| host | via | ports | connections | outcomes | verdict |", "|---|---|---|---|---|---|"]
+    for h in data["hosts"]:
+        verdict = VERDICT_TEXT[h.get("allowed")]
+        if h.get("blocked"):
+            verdict = f"{verdict}, blocked" if verdict != "-" else "blocked"
+        L.append(f"| {h['name']} | {', '.join(h['via'])} | {', '.join(map(str, h['ports'])) or '-'} | "
+                 f"{h['connections']} | {outcome_text(h['outcomes'])} | {verdict} |")
+    runs = data["runs"]
+    if runs:
+        L += ["", "## Runs", ""]
+        for r in runs:
+            spec = r["spec"]
+            L.append(f"### Run {r['number']}: `{' '.join(spec['command'])}` ({spec['provider']}"
+                     f"{' ' + spec['region'] if spec['region'] else ''}), firewall "
+                     f"{'on' if r['firewall'] else 'off'}, {r['status']}")
+            L.append("")
+            for name, h in sorted(r["hosts"].items()):
+                if h["connections"]:
+                    L.append(f"- {'reached' if h['reached'] else '**blocked**'}: {name} "
+                             f"({outcome_text(h['outcomes'])})")
+            L.append("")
+        recs = [RunRecord(**{**r, "spec": _spec(r["spec"])}) for r in _plain(runs)]
+        for a, b in zip(recs, recs[1:]):
+            d = diff_runs(a, b)
+            L.append(f"Run {a.number} → run {b.number}: needed {', '.join(d.needed) or '-'}; "
+                     f"stopped {', '.join(d.stopped) or '-'}; appeared {', '.join(d.appeared) or '-'}")
+        L.append("")
+    L += ["## Tools", ""] + [f"- {k}: {v}" for k, v in data["tools"].items()]
+    return "\n".join(L) + "\n"
+
+
+def _plain(runs: list[dict]) -> list[dict]:
+    keep = {"number", "spec", "container", "firewall", "started", "ended", "exit_code", "timed_out", "error",
+            "output_tail", "hosts"}
+    return [{k: v for k, v in r.items() if k in keep} for r in runs]
+
+
+def _spec(d: dict):
+    from .runs import RunSpec
+    return RunSpec(**d)
+
+
+def write_session(path: str, data: dict) -> str:
+    """Write the report; Markdown for .md, JSON otherwise."""
+    text = session_markdown(data) if path.endswith((".md", ".markdown")) else json.dumps(data, indent=2) + "\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
