@@ -191,6 +191,14 @@ class NetnsSource:
                 except Exception as e:  # scapy raises its own types for filter errors
                     raise CaptureError(f"cannot listen on {name} in {self.label}: {e}") from None
                 lt = ARPHRD_TO_LINKTYPE.get(s.ins.getsockname()[3], 1)
+                # scapy leaves a small receive buffer: at 20k pkt/s a scheduling hiccup drops
+                # frames. FORCE lifts the rmem_max cap (we are root here).
+                for opt in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE, then the capped one
+                    try:
+                        s.ins.setsockopt(socket.SOL_SOCKET, opt, 8 << 20)
+                        break
+                    except OSError:
+                        continue
                 socks.append((s, lt))
             if not socks:
                 raise CaptureError(f"no interface to listen on in {self.label}")
@@ -210,9 +218,12 @@ class NetnsSource:
             last_stats = time.monotonic()
             while not stop.is_set():
                 try:
-                    ready, _, _ = select.select(list(by_fd), [], [], 0.1)
+                    ready, _, _ = select.select(list(by_fd), [], [], 0.05)
                 except (OSError, ValueError):
                     return
+                if not ready:
+                    yield []  # nothing new: lets the capture thread send what changed on time
+                    continue
                 batch: list[Frame] = []
                 for fd in ready:
                     s, lt = by_fd[fd]
@@ -344,7 +355,7 @@ class Capturer(threading.Thread):
     """
 
     def __init__(self, source: Source, on_batch: Callable[[Batch], None], engine: Engine | None = None,
-                 interval: float = 0.2, record: BinaryIO | None = None):
+                 interval: float = 0.1, record: BinaryIO | None = None):
         super().__init__(name="egress-capture", daemon=True)
         self.source = source
         self.on_batch = on_batch
@@ -378,6 +389,11 @@ class Capturer(threading.Thread):
         last = time.monotonic()
         try:
             for frames in self.source.batches(self.stop_event):
+                if not frames:
+                    if time.monotonic() - last >= self.interval:
+                        last = time.monotonic()
+                        self._emit()
+                    continue
                 with self.lock:
                     feed = self.engine.feed
                     for lt, ts, data in frames:
@@ -400,7 +416,8 @@ class Capturer(threading.Thread):
         with self.lock:
             eng = self.engine
             names = eng.take_dirty()
-            rows = [eng.hosts[n].to_dict() for n in names]
+            # in first-seen order: the table appends new rows, so its default order holds
+            rows = sorted((eng.hosts[n].to_dict() for n in names), key=lambda r: (r["first_seen"], r["name"]))
             packets = eng.packets
             shared = eng.shared_addresses() if rows else None
             cleared, self._cleared = self._cleared, False

@@ -119,9 +119,16 @@ class HostTable(DataTable):
             else:
                 for (key, _label), new, was in zip(COLUMNS, cells, old):
                     if new != was:
-                        self.update_cell(name, key, new, update_width=True)
+                        # widening re-measures the whole column on the next idle: only when needed
+                        col = self.columns.get(key)
+                        width = len(new.plain) if isinstance(new, Text) else len(str(new))
+                        self.update_cell(name, key, new,
+                                         update_width=col is None or width > col.content_width)
             self._shown[name] = cells
-        if rows and self.sort_column and (added or self.sort_column not in ("host", "first")):
+        # New hosts arrive in first-seen order, so the default order needs no re-sort (a
+        # sort re-lays out every row: the one costly step with thousands of hosts).
+        in_order = self.sort_column == "first" and not self.sort_reverse
+        if rows and self.sort_column and not in_order and (added or self.sort_column != "host"):
             self.resort(all_rows)
 
     def refilter(self, all_rows: dict[str, dict]) -> None:
