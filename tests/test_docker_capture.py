@@ -196,3 +196,29 @@ def test_not_root_gets_a_clear_message(client_ctr, tmp_path):
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 2, r
     assert "no permission to talk to Docker" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_firewall_through_a_helper_container(docker_lab, client_ctr, docker_client):
+    """Where the host cannot enter the namespace: the same rules, through a helper that shares it."""
+    from tests.dockerlab.images import ensure_fw_image
+    image = ensure_fw_image(docker_client).tags[0]
+    name = client_ctr.name
+    common = ["--method", "helper", "--helper-image", image]
+    r = subprocess.run([EGRESS, "firewall", "apply", name, "--preset", "bedrock:ap-northeast-1", *common],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "check denied  example.com" in r.stdout and "[ok]" in r.stdout
+    ok = docker_lab.exec(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--connect-timeout", "2",
+                          "https://bedrock-runtime.ap-northeast-1.amazonaws.com/"], container=client_ctr)
+    assert ok.stdout == "200"
+    denied = docker_lab.exec(["curl", "-sk", "--connect-timeout", "2", "https://helper-denied.test/"],
+                             container=client_ctr)
+    assert denied.returncode != 0
+    st = json.loads(subprocess.run([EGRESS, "firewall", "status", name, "--format", "json", *common],
+                                   capture_output=True, text=True, timeout=60).stdout)
+    assert st["on"] and st["dropped_packets"]["4"] > 0
+    r = subprocess.run([EGRESS, "firewall", "remove", name, *common], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "removed" in r.stdout
+    assert docker_lab.exec(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "https://helper-denied.test/"],
+                           container=client_ctr).stdout == "200"
+    assert not docker_client.containers.list(all=True, filters={"label": "egress-tui.firewall-helper"})

@@ -141,16 +141,23 @@ class EgressApp(App):
             src.on_state = lambda text: self.post_message(CaptureState(text))
         self.container = src.info
         self.start_source(src, src.info.name, label)
+        from .containers import DEFAULT_HELPER_IMAGE, docker_dns
+        from .firewall import Firewall, Guard, HelperRunner, NamespaceRunner, resolvers_of
+        info = src.info
         if label.startswith("netns"):
-            from .containers import docker_dns
-            from .firewall import Firewall, Guard, NamespaceRunner, resolvers_of
-            info = src.info
-            self.guard = Guard(Firewall(NamespaceRunner(info.pid), info.id), info.pid,
-                               resolvers_of(info.pid, docker_dns(self.docker(), info)))
-            self.capturer.engine.on_dns_answer = self.guard.on_dns_answer
-            self.firewall_text = "firewall off"
+            runner = NamespaceRunner(info.pid)
+            resolvers = resolvers_of(info.pid, docker_dns(self.docker(), info))
         else:
-            self.firewall_text = "firewall: needs capture from the host (root)"
+            from .cli import helper_resolvers
+            runner = HelperRunner(self.docker(), info.id, self.config.helper_image or DEFAULT_HELPER_IMAGE)
+            resolvers = []
+            try:
+                resolvers = helper_resolvers(runner, docker_dns(self.docker(), info))
+            except Exception as e:  # no usable helper: the firewall says so when asked
+                self.notify(f"firewall unavailable: {e}", severity="warning")
+        self.guard = Guard(Firewall(runner, info.id), info.pid, resolvers)
+        self.capturer.engine.on_dns_answer = self.guard.on_dns_answer
+        self.firewall_text = "firewall off"
         self.refresh_status()
 
     def start_source(self, source, target: str, method: str) -> None:
@@ -193,7 +200,8 @@ class EgressApp(App):
         if self.guard and info and info.pid and info.pid != self.guard.pid:
             # restarted: a new namespace, without our rules; put them back if they were on
             self.guard.pid = info.pid
-            self.guard.firewall.runner.pid = info.pid
+            if self.guard.firewall.runner.pid is not None:
+                self.guard.firewall.runner.pid = info.pid
             if self.guard.on:
                 self.guard.plan = None
                 self.notify("container restarted: re-applying the firewall", timeout=4)

@@ -80,6 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     st = fsub.add_parser("status", help="is it on, with which allowlist, how many packets dropped")
     st.add_argument("container")
     st.add_argument("--format", choices=("text", "json"), default="text")
+    for p_ in (ap, rm, st):
+        p_.add_argument("--method", choices=("auto", "netns", "helper"), default="auto",
+                        help="from the host (netns, root) or through a helper container (helper)")
+        p_.add_argument("--helper-image", metavar="IMAGE",
+                        help="helper image with iptables, ip6tables and ipset (for --method helper)")
+    sc = fsub.add_parser("script", help="write init-firewall.sh: the same firewall as a standalone script",
+                         description="A bash script with the same chain, sets and rules as firewall apply, "
+                                     "to run inside a container (root, NET_ADMIN, iptables and ipset there).")
+    sc.add_argument("--allow", metavar="FILE", action="append", default=[], help="allowlist file (repeatable)")
+    sc.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[], help="preset")
+    sc.add_argument("--reject", action="store_true", help="reject instead of drop")
+    sc.add_argument("--container", help="take the DNS resolvers to allow from this container")
+    sc.add_argument("-o", "--output", metavar="FILE", default="-", help="where to write it (default: stdout)")
 
     ln = sub.add_parser("learn", help="run a command in a container while capturing; list what it reached",
                         description="Run CMD (default: claude -p hello) inside CONTAINER while capturing "
@@ -275,27 +288,60 @@ def live_capture(args):
     return cap.engine
 
 
-def container_firewall(ref: str):
+def container_firewall(ref: str, method: str = "auto", helper_image: str | None = None):
     """(Firewall, ContainerInfo, resolvers) for a running container; one-line errors."""
-    from .containers import client, docker_dns, find_container
-    from .firewall import Firewall, NamespaceRunner, resolvers_of
+    from .containers import DEFAULT_HELPER_IMAGE, can_enter_namespaces, client, docker_dns, find_container, is_local
+    from .firewall import Firewall, HelperRunner, NamespaceRunner, resolvers_of
     dc = client()
     info = find_container(dc, ref)
     if info.status != "running" or not info.pid:
         raise UserError(f"container {info.name} is {info.status}: start it first")
-    if os.geteuid() != 0:
-        raise UserError("the firewall is applied from the host into the container's namespace: run as root")
-    resolvers = resolvers_of(info.pid, docker_dns(dc, info))
-    return Firewall(NamespaceRunner(info.pid), info.id), info, resolvers
+    if method == "auto":
+        method = "netns" if can_enter_namespaces() and is_local(dc) else "helper"
+    if method == "netns":
+        if os.geteuid() != 0:
+            raise UserError("the firewall is applied from the host into the container's namespace: run as "
+                            "root, or use --method helper")
+        resolvers = resolvers_of(info.pid, docker_dns(dc, info))
+        return Firewall(NamespaceRunner(info.pid), info.id), info, resolvers
+    runner = HelperRunner(dc, info.id, helper_image or DEFAULT_HELPER_IMAGE)
+    resolvers = helper_resolvers(runner, docker_dns(dc, info))
+    return Firewall(runner, info.id), info, resolvers
+
+
+def helper_resolvers(runner, extra: list[str]) -> list[str]:
+    """The container's resolvers as the helper (same namespace, same resolv.conf) sees them."""
+    import ipaddress
+    text = runner.run("cat", ["/etc/resolv.conf"], check=False)
+    found = [ln.split()[1] for ln in text.splitlines() if ln.startswith("nameserver") and len(ln.split()) > 1]
+    if "127.0.0.11" in found:
+        found += [a for a in extra if a not in found]
+    out = []
+    for a in found:
+        try:
+            out.append(str(ipaddress.ip_address(a)))
+        except ValueError:
+            pass
+    return out
 
 
 def cmd_firewall(args) -> int:
     from .firewall import plan_for, verify
+    if args.action == "script":
+        return cmd_firewall_script(args)
     if args.action == "apply":
         allowlist = build(args.allow, args.preset)
         if not allowlist.entries:
             raise UserError("firewall apply needs an allowlist: --allow FILE and/or --preset NAME")
-    fw, info, resolvers = container_firewall(args.container)
+    fw, info, resolvers = container_firewall(args.container, args.method, args.helper_image)
+    try:
+        return _firewall_action(args, fw, info, resolvers, allowlist if args.action == "apply" else None)
+    finally:
+        fw.runner.close()
+
+
+def _firewall_action(args, fw, info, resolvers, allowlist) -> int:
+    from .firewall import plan_for, verify
     if args.action == "remove":
         removed = fw.remove()
         print(f"firewall removed from {info.name}" if removed else f"no egress-tui firewall on {info.name}")
@@ -315,7 +361,7 @@ def cmd_firewall(args) -> int:
             print(f"  addresses in sets: IPv4 {st.set_entries[4]}, IPv6 {st.set_entries[6]}")
             print(f"  dropped: IPv4 {st.dropped_packets[4]} packets, IPv6 {st.dropped_packets[6]} packets")
         return 0
-    plan = plan_for(info.pid, allowlist, resolvers, args.reject)
+    plan = plan_for(fw.runner, allowlist, resolvers, args.reject)
     fw.apply(plan)
     print(f"firewall applied to {info.name}: {len(plan.allowlist)} entries, "
           f"{len(plan.nets[4]) + len(plan.ports[4]) // 2} IPv4 and {len(plan.nets[6]) + len(plan.ports[6]) // 2} "
@@ -326,7 +372,7 @@ def cmd_firewall(args) -> int:
     for w in plan.wildcards:
         print(f"  note: {w} is enforced from DNS answers seen while egress-tui captures", file=sys.stderr)
     if not args.no_verify:
-        for c in verify(info.pid, plan, resolvers):
+        for c in verify(fw.runner, plan, resolvers):
             mark = "ok" if c.ok else "FAILED"
             print(f"  check {c.what:7} {c.name} {c.address}:{c.port}: {c.result} [{mark}]")
             if not c.ok:
@@ -401,6 +447,31 @@ def cmd_learn(args) -> int:
         except OSError as e:
             raise UserError(f"cannot write {args.write_allowlist}: {e.strerror}") from None
         print(f"egress-tui: wrote {len(minimal.entries)} entries to {args.write_allowlist}", file=sys.stderr)
+    return 0
+
+
+def cmd_firewall_script(args) -> int:
+    from .firewall_script import render_init_script
+    allowlist = build(args.allow, args.preset)
+    if not allowlist.entries:
+        raise UserError("firewall script needs an allowlist: --allow FILE and/or --preset NAME")
+    resolvers = None
+    where = "any container"
+    if args.container:
+        _fw, info, resolvers = container_firewall(args.container)
+        where = info.name
+    text = render_init_script(allowlist, reject=args.reject, resolvers=resolvers,
+                              generated_by=f"egress-tui {__version__} for {where}")
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(args.output, 0o755)
+        except OSError as e:
+            raise UserError(f"cannot write {args.output}: {e.strerror}") from None
+        print(f"egress-tui: wrote {args.output}", file=sys.stderr)
     return 0
 
 

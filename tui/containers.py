@@ -74,12 +74,30 @@ def _info(c) -> ContainerInfo:
 
 
 def docker_dns(dc, info: ContainerInfo) -> list[str]:
-    """Upstream servers of Docker's embedded resolver for this container (--dns), if set."""
+    """Upstream servers of Docker's embedded resolver for this container: its --dns, else
+    the daemon's own (the host's resolv.conf, systemd-resolved's real one when the host
+    points at 127.0.0.53), which the embedded resolver forwards to from the container."""
     try:
         c = dc.containers.get(info.id)
     except Exception:
         return []
-    return list(c.attrs.get("HostConfig", {}).get("Dns") or [])
+    explicit = list(c.attrs.get("HostConfig", {}).get("Dns") or [])
+    if explicit or not is_local(dc):
+        return explicit
+    return host_nameservers()
+
+
+def host_nameservers() -> list[str]:
+    def read(path: str) -> list[str]:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return [ln.split()[1] for ln in f if ln.startswith("nameserver") and len(ln.split()) > 1]
+        except OSError:
+            return []
+    servers = read("/etc/resolv.conf")
+    if any(s.startswith("127.") for s in servers):
+        servers = read("/run/systemd/resolve/resolv.conf") or servers
+    return [s for s in servers if not s.startswith("127.") and s != "::1"]
 
 
 def list_containers(dc, all: bool = False) -> list[ContainerInfo]:

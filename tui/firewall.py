@@ -90,6 +90,145 @@ class NamespaceRunner:
         return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, bufsize=1)
 
+    def resolve(self, names: list[str], resolvers: list[str]) -> dict[str, list[tuple[str, int]]]:
+        return in_namespace(self.pid, resolve_names, names, resolvers)
+
+    def probes(self, targets: list[tuple[str, int]]) -> list[str]:
+        return in_namespace(self.pid, lambda: [probe(a, p) for a, p in targets])
+
+    def close(self) -> None:
+        pass
+
+
+class HelperRunner:
+    """The same tools, run in a helper container that shares the target's network namespace
+    (for hosts that cannot enter it: not root, Docker Desktop, a remote engine). The helper
+    image needs iptables, ip6tables, ipset, getent and bash."""
+
+    INPUT = "/tmp/egress-tui-input"
+
+    def __init__(self, dc, container_id: str, image: str):
+        self.dc = dc
+        self.cid = container_id
+        self.image = image
+        self.pid = None
+        self.helper = None
+
+    def _ensure(self):
+        from docker.errors import DockerException, ImageNotFound, NotFound
+        if self.helper is not None:
+            try:
+                self.helper.reload()
+                if self.helper.status == "running":
+                    return self.helper
+            except NotFound:
+                pass
+        try:
+            self.helper = self.dc.containers.create(
+                self.image, ["sleep", "infinity"], entrypoint=[], network_mode=f"container:{self.cid}",
+                cap_add=["NET_ADMIN", "NET_RAW"], labels={"egress-tui.firewall-helper": self.cid})
+            self.helper.start()
+        except ImageNotFound:
+            raise FirewallError(f"helper image {self.image} is not on this Docker host: docker pull it, or "
+                                "pass --helper-image with a local image that has iptables and ipset") from None
+        except DockerException as e:
+            raise FirewallError(f"cannot start the firewall helper container: {e}") from None
+        return self.helper
+
+    def check_tools(self) -> None:
+        h = self._ensure()
+        missing = [t for t in NamespaceRunner.TOOLS
+                   if h.exec_run([t, "--version"] if t != "ipset" else [t, "version"]).exit_code == 126 + 1
+                   or h.exec_run(["sh", "-c", 'command -v "$0"', t]).exit_code != 0]
+        if missing:
+            raise FirewallError(f"{', '.join(missing)} not found in helper image {self.image}: use an image "
+                                "with iptables and ipset (--helper-image)")
+
+    def run(self, tool: str, args: list[str], input: str | None = None, check: bool = True) -> str:
+        import io
+        import tarfile
+        h = self._ensure()
+        argv = [tool, *args]
+        if input is not None:
+            data = input.encode()
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                info = tarfile.TarInfo(os.path.basename(self.INPUT))
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            h.put_archive(os.path.dirname(self.INPUT), buf.getvalue())
+            argv = ([tool, "-file", self.INPUT, *args] if tool == "ipset" else [*argv, self.INPUT])
+        res = h.exec_run(argv, demux=True)
+        out, err = res.output if res.output else (b"", b"")
+        if check and res.exit_code != 0:
+            msg = (err or out or b"").decode(errors="replace").strip().splitlines()
+            raise FirewallError(f"{tool} failed in the helper: {msg[-1] if msg else f'exit {res.exit_code}'}")
+        return (out or b"").decode(errors="replace")
+
+    def popen(self, tool: str, args: list[str]):
+        return _ExecPipe(self.dc, self._ensure().id, [tool, *args])
+
+    def resolve(self, names: list[str], resolvers: list[str]) -> dict[str, list[tuple[str, int]]]:
+        h = self._ensure()
+        out: dict[str, list[tuple[str, int]]] = {}
+        for n in names:
+            res = h.exec_run(["getent", "ahosts", n])
+            addrs = sorted({ln.split()[0] for ln in res.output.decode(errors="replace").splitlines() if ln.strip()})
+            out[n] = [(a, 0) for a in addrs]
+        return out
+
+    def probes(self, targets: list[tuple[str, int]]) -> list[str]:
+        h = self._ensure()
+        results = []
+        for addr, port in targets:
+            res = h.exec_run(["timeout", "3", "bash", "-c", 'exec 3<>"/dev/tcp/$0/$1"', addr, str(port)])
+            text = res.output.decode(errors="replace")
+            results.append("connected" if res.exit_code == 0 else "timeout" if res.exit_code == 124
+                           else "refused" if "refused" in text else "unreachable")
+        return results
+
+    def close(self) -> None:
+        if self.helper is not None:
+            try:
+                self.helper.remove(force=True)
+            except Exception:
+                pass
+            self.helper = None
+
+
+class _ExecPipe:
+    """Popen-like writer into a long-running exec (a persistent ipset restore in the helper)."""
+
+    def __init__(self, dc, container_id: str, argv: list[str]):
+        self.dc = dc
+        ex = dc.api.exec_create(container_id, argv, stdin=True, stdout=False, stderr=False)
+        self.id = ex["Id"]
+        self.sock = dc.api.exec_start(self.id, socket=True)
+        self.stdin = self
+
+    def write(self, text: str) -> None:
+        raw = getattr(self.sock, "_sock", self.sock)
+        raw.sendall(text.encode())
+
+    def flush(self) -> None:
+        pass
+
+    def poll(self):
+        return None if self.dc.api.exec_inspect(self.id).get("Running") else 0
+
+    def close(self) -> None:
+        raw = getattr(self.sock, "_sock", self.sock)
+        try:
+            raw.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def wait(self, timeout: float | None = None) -> None:
+        self.close()
+
+    def kill(self) -> None:
+        self.close()
+
 
 # -- resolving names the way the container would ----------------------------------------
 
@@ -97,17 +236,22 @@ def resolvers_of(pid: int, extra: Iterable[str] = ()) -> list[str]:
     """The DNS servers the process uses: its resolv.conf, plus Docker's upstream servers
     (``extra``) when it uses Docker's embedded resolver at 127.0.0.11."""
     out: list[str] = []
+    ext: list[str] = []
     try:
         with open(f"/proc/{pid}/root/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
             for line in f:
                 parts = line.split()
                 if len(parts) >= 2 and parts[0] == "nameserver":
                     out.append(parts[1].split("%")[0])
+                elif line.startswith("# ExtServers:"):
+                    # newer Docker names the embedded resolver's upstream servers here
+                    ext += re.findall(r"[0-9a-fA-F:.]{3,}", line.split(":", 1)[1])
     except OSError:
         pass
-    for a in extra:
-        if a not in out:
-            out.append(a)
+    if "127.0.0.11" in out:  # Docker's embedded resolver forwards from inside the namespace
+        for a in [*ext, *extra]:
+            if a not in out:
+                out.append(a)
     valid = []
     for a in out:
         try:
@@ -348,7 +492,7 @@ class Firewall:
         existing = set(before.sets.splitlines())
         live = [name for pair in SETS.values() for name in pair]
         created: list[str] = []
-        swapped = False
+        swapped: list[str] = []   # each swap, so a failure half-way undoes exactly those
         done4 = False
         try:
             # 1. the new contents, aside
@@ -366,7 +510,7 @@ class Firewall:
             # 3. swap: the live sets now hold the new entries (the old ones sit in *-new)
             for name in live:
                 r.run("ipset", ["swap", name + NEW, name])
-            swapped = True
+                swapped.append(name)
             # 4. one transaction per family
             r.run("iptables-restore", ["--noflush"], input=plan.iptables_script(4, _hooked(before.v4)))
             done4 = True
@@ -379,13 +523,12 @@ class Firewall:
                 r.run("ipset", ["destroy", name + NEW], check=False)
         self._save_state(plan)
 
-    def _rollback(self, before: Snapshot, swapped: bool, done4: bool, created: list[str]) -> None:
+    def _rollback(self, before: Snapshot, swapped: list[str], done4: bool, created: list[str]) -> None:
         r = self.runner
         if done4:
             r.run("iptables-restore", ["-T", "filter"], input=before.v4, check=False)
-        if swapped:
-            for name in [n for pair in SETS.values() for n in pair]:
-                r.run("ipset", ["swap", name + NEW, name], check=False)
+        for name in swapped:
+            r.run("ipset", ["swap", name + NEW, name], check=False)
         for name in created:
             r.run("ipset", ["destroy", name], check=False)
 
@@ -548,35 +691,37 @@ class Check:
     ok: bool
 
 
-def verify(pid: int, plan: Plan, resolvers: list[str], denied_name: str = "example.com") -> list[Check]:
-    """From inside the namespace: a denied address must be unreachable; an allowed one is
-    reachable, or reported unreachable for other reasons (the server may be down)."""
-    checks: list[Check] = []
-
-    def work():
-        allowed_addrs = set(plan.nets[4]) | set(plan.nets[6])
-        got = resolve_names([denied_name], resolvers)
-        for addr, _ttl in got.get(denied_name, [])[:1]:
-            if addr not in allowed_addrs:
-                r = probe(addr, 443)
-                checks.append(Check("denied", denied_name, addr, 443, r, r != "connected"))
-        for name, addrs in plan.resolved.items():
-            if addrs:
-                port = 443
-                for e in plan.allowlist:
-                    if e.startswith(name + ":"):
-                        port = int(e.rsplit(":", 1)[1])
-                r = probe(addrs[0], port)
-                checks.append(Check("allowed", name, addrs[0], port, r, True))
-                break
-    in_namespace(pid, work)
-    return checks
+def _runner(where) -> "NamespaceRunner | HelperRunner":
+    return NamespaceRunner(where) if isinstance(where, int) else where
 
 
-def plan_for(pid: int, allowlist: Allowlist, resolvers: list[str], reject: bool = False) -> Plan:
+def verify(where, plan: Plan, resolvers: list[str], denied_name: str = "example.com") -> list[Check]:
+    """From inside the namespace (``where``: a pid or a runner): a denied address must be
+    unreachable; an allowed one reachable, or reported unreachable for other reasons."""
+    runner = _runner(where)
+    allowed_addrs = set(plan.nets[4]) | set(plan.nets[6])
+    todo: list[tuple[str, str, str, int]] = []
+    got = runner.resolve([denied_name], resolvers)
+    for addr, _ttl in got.get(denied_name, [])[:1]:
+        if addr not in allowed_addrs:
+            todo.append(("denied", denied_name, addr, 443))
+    for name, addrs in plan.resolved.items():
+        if addrs:
+            port = 443
+            for e in plan.allowlist:
+                if e.startswith(name + ":"):
+                    port = int(e.rsplit(":", 1)[1])
+            todo.append(("allowed", name, addrs[0], port))
+            break
+    results = runner.probes([(a, p) for _w, _n, a, p in todo])
+    return [Check(w, n, a, p, r, r != "connected" if w == "denied" else True)
+            for (w, n, a, p), r in zip(todo, results)]
+
+
+def plan_for(where, allowlist: Allowlist, resolvers: list[str], reject: bool = False) -> Plan:
     """Resolve the allowlist's names through the container's own resolvers, then plan."""
     names = [e.pattern for e in allowlist.entries if e.network is None and not e.wildcard]
-    resolved = in_namespace(pid, resolve_names, names, resolvers) if names else {}
+    resolved = _runner(where).resolve(names, resolvers) if names else {}
     return build_plan(allowlist, resolved, resolvers, reject)
 
 
@@ -598,16 +743,18 @@ class Guard:
         return self.plan is not None
 
     def apply(self, allowlist: Allowlist, reject: bool = False, check: bool = True) -> tuple[Plan, list[Check]]:
-        plan = plan_for(self.pid, allowlist, self.resolvers, reject)
+        runner = self.firewall.runner
+        plan = plan_for(runner, allowlist, self.resolvers, reject)
         self.firewall.apply(plan)
         self.allowlist, self.plan = allowlist, plan
         self.updater.added.clear()
-        return plan, (verify(self.pid, plan, self.resolvers) if check else [])
+        return plan, (verify(runner, plan, self.resolvers) if check else [])
 
     def remove(self) -> None:
         self.updater.close()
         self.firewall.remove()
         self.plan = None
+        self.firewall.runner.close()
 
     def on_dns_answer(self, name: str, addr: str, ttl: int) -> None:
         al = self.allowlist

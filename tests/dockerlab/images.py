@@ -515,6 +515,107 @@ def create_container(client: docker.DockerClient, image: str, command: list[str]
     return client.containers.create(image, command, **kw)
 
 
+# -- firewall image: base + iptables, ipset (for init-firewall.sh inside a container) ----------
+
+FW_TAG = f"egress-tui-test/fw:{SUITE}"
+FW_PACKAGES = ["iptables", "ipset", "dnsutils"]
+# Written into the build context (no Dockerfile on disk): the .debs come from the host's
+# `apt-get download` (the Debian mirror of the host's apt sources), so the build needs no
+# network and no package source inside the image.
+FW_DOCKERFILE = f"""\
+# egress-tui lab firewall image: the locally built Debian base + {' '.join(FW_PACKAGES)}
+# from .debs the host downloaded. Built by images.ensure_fw_image() with no network.
+FROM {BASE_TAG}
+COPY debs/ /tmp/debs/
+RUN set -e; for f in /tmp/debs/*.deb; do [ -e "$f" ] && dpkg -i /tmp/debs/*.deb; break; done; \\
+    rm -rf /tmp/debs; iptables --version; ip6tables --version; command -v ipset
+CMD ["sleep", "infinity"]
+"""
+
+
+def _base_dpkg_status(client: docker.DockerClient, dest: Path) -> Path:
+    """The base image's /var/lib/dpkg/status, copied out of a container that never starts."""
+    c = create_container(client, BASE_TAG, ["true"], network_mode="none")
+    try:
+        bits, _ = c.get_archive("/var/lib/dpkg/status")
+        with tempfile.TemporaryFile(dir=CACHE) as f:
+            for chunk in bits:
+                f.write(chunk)
+            f.seek(0)
+            with tarfile.open(fileobj=f) as tar:
+                member = tar.extractfile("status")
+                if member is None:
+                    raise ImageBuildError(f"no /var/lib/dpkg/status in {BASE_TAG}")
+                dest.write_bytes(member.read())
+    finally:
+        c.remove(force=True)
+    return dest
+
+
+def _apt(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """An apt-get command; the package lists are updated once if it fails (fresh machine)."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, cwd=cwd)
+    if p.returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, timeout=600, env=env)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, cwd=cwd)
+    if p.returncode != 0:
+        raise ImageBuildError(f"{' '.join(argv)} failed ({p.returncode}): {(p.stderr or p.stdout)[-2000:]}")
+    return p
+
+
+def _fw_debs(client: docker.DockerClient, base_id: str) -> Path:
+    """.debs of FW_PACKAGES and of whatever they need that the base lacks, exactly as apt
+    would install them on the base (simulated against the base's dpkg status), in
+    ``.cache/dockerlab/fw-debs``; reused while the base stays the same."""
+    debs = CACHE / "fw-debs"
+    stamp = debs / ".egress-tui-base"
+    want = f"{base_id} {' '.join(FW_PACKAGES)}"
+    if stamp.exists() and stamp.read_text().strip() == want:
+        return debs
+    tmp = CACHE / "fw-debs.new"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    status = _base_dpkg_status(client, CACHE / "fw-base-status")
+    # what the base already has stays as it is (naming it would upgrade it)
+    have = set(re.findall(r"^Package: (\S+)\n(?:[^\n]+\n)*?Status: install ok installed$",
+                          status.read_text(errors="replace"), re.M))
+    todo = [p for p in FW_PACKAGES if p not in have]
+    sim = _apt(["apt-get", "-s", "-q", "-o", f"Dir::State::status={status}", "-o", "Debug::NoLocking=1",
+                "install", "--no-install-recommends", *todo]) if todo else None
+    pkgs = [f"{m.group(1)}={m.group(2)}" for m in
+            re.finditer(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+)", sim.stdout if sim else "", re.M)]
+    if pkgs:
+        _log(f"apt-get download {' '.join(pkgs)}")
+        _apt(["apt-get", "download", "-q", *pkgs], cwd=tmp)
+    (tmp / ".egress-tui-base").write_text(want + "\n")
+    shutil.rmtree(debs, ignore_errors=True)
+    tmp.rename(debs)
+    return debs
+
+
+def ensure_fw_image(client: docker.DockerClient, force: bool = False):
+    """``egress-tui-test/fw:bookworm``: base + iptables, ipset (and dnsutils, already in the
+    base), for running ``init-firewall.sh`` inside a container with NET_ADMIN."""
+    base = ensure_base_image(client)
+    want = {LABEL_RECIPE: _sha(FW_DOCKERFILE), LABEL_BASE: base.id}
+    image = _get_image(client, FW_TAG)
+    if image is not None and not force and all(_labels(image).get(k) == v for k, v in want.items()):
+        return image
+    with _build_lock():
+        image = _get_image(client, FW_TAG)
+        if image is not None and not force and all(_labels(image).get(k) == v for k, v in want.items()):
+            return image
+        t0 = time.monotonic()
+        debs = _fw_debs(client, base.id)
+        dockerfile = CACHE / "Dockerfile.fw"
+        dockerfile.write_text(FW_DOCKERFILE)
+        new = _build(client, dockerfile, {"debs": debs}, FW_TAG, want)
+        _log(f"built {FW_TAG} in {time.monotonic() - t0:.0f} s")
+        _drop_superseded(client, image, new)
+        return new
+
+
 def ensure_images(client: docker.DockerClient) -> dict[str, object]:
     """All three lab images; returns {"base": img, "sink": img, "target": img}."""
     out = {
