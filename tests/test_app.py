@@ -189,3 +189,54 @@ async def test_picker_lists_and_filters():
         await pilot.press("enter")
         await pilot.pause()
     assert chosen == ["a" * 64]
+
+
+@pytest.mark.asyncio
+async def test_run_dialog_builds_the_provider_environment(monkeypatch):
+    from tui.screens.run_dialog import RunDialog
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFROMMYSHELL")
+    app = create_app(AppConfig(start_capture=False))
+    got = []
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(RunDialog(), got.append)
+        await pilot.pause()
+        app.screen.query_one("#provider").value = "bedrock"
+        await pilot.pause()
+        assert app.screen.query_one("#region").value == "ap-northeast-1"
+        app.screen.query_one("#command").value = "claude -p 'say hi'"
+        app.screen.query_one("#env").value = "ANTHROPIC_MODEL=some-model"
+        app.screen.query_one("#timeout").value = "30"
+        await pilot.click("#run")
+        await pilot.pause()
+    [spec] = got
+    assert spec.command == ["claude", "-p", "say hi"] and spec.timeout == 30
+    assert spec.env["CLAUDE_CODE_USE_BEDROCK"] == "1" and spec.env["AWS_REGION"] == "ap-northeast-1"
+    assert spec.env["AWS_ACCESS_KEY_ID"] == "AKIAFROMMYSHELL" and spec.env["ANTHROPIC_MODEL"] == "some-model"
+
+
+@pytest.mark.asyncio
+async def test_run_dialog_refuses_a_bad_time_limit():
+    from tui.screens.run_dialog import RunDialog
+    app = create_app(AppConfig(start_capture=False))
+    got = []
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(RunDialog(), got.append)
+        await pilot.pause()
+        app.screen.query_one("#timeout").value = "soon"
+        await pilot.click("#run")
+        await pilot.pause()
+        assert not got and "cannot read that" in str(app.screen.query_one("#run-error").render())
+
+
+@pytest.mark.asyncio
+async def test_firewall_and_rerun_keys_explain_themselves_on_a_replay():
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_replay(app, pilot)
+        await pilot.press("f")
+        await pilot.pause()
+        await pilot.press("r")
+        await pilot.pause()
+        said = [n.message for n in app._notifications]
+        assert any("the firewall needs a live container" in m for m in said), said
+        assert any("reruns need a live container" in m for m in said), said

@@ -186,3 +186,12 @@ def test_plan_entries():
     assert set(plan.ports[4]) == {"198.18.1.2,tcp:443", "198.18.1.2,udp:443"}
     assert set(plan.ports[6]) == {"fd65::1,tcp:8443", "fd65::1,udp:8443"}
     assert plan.wildcards == ["*.amazonaws.com"]
+
+
+def test_reject_makes_clients_fail_fast(lab, fw):
+    fw.apply(plan_for(lab.pid, allow("alpha.test\n"), resolvers_of(lab.pid), reject=True))
+    t0 = time.monotonic()
+    r = lab.curl("-sk", "--connect-timeout", "5", "https://rejected.test/", timeout=20)
+    assert r.returncode == 7            # "Failed to connect": refused, not a timeout
+    assert time.monotonic() - t0 < 3
+    assert reach(lab, "https://alpha.test/")

@@ -79,8 +79,12 @@ def test_3_bedrock_rerun_still_reaches_bedrock(docker_lab, before):
     assert reached(hosts[RUNTIME]) and reached(hosts[CONTROL])
 
 
-def test_4_anthropic_mode_is_blocked_and_named_by_dns(docker_lab, before):
-    hosts = learn(docker_lab, "anthropic", "--preset", "bedrock:ap-northeast-1")
+def test_4_anthropic_mode_is_blocked_and_named_by_dns(docker_lab, before, tmp_path):
+    report = tmp_path / "session.md"
+    hosts = learn(docker_lab, "anthropic", "--preset", "bedrock:ap-northeast-1", "--session-report", str(report))
+    md = report.read_text()
+    assert "- firewall: ON" in md and "**blocked**: api.anthropic.com" in md
+    assert "sk-ant-egress-tui-test" not in md
     h = hosts["api.anthropic.com"]
     assert h["blocked"] and h["outcomes"].get("unanswered") and not reached(h)
     assert h["via"] == ["dns"] and h["allowed"] is False      # no ClientHello ever left

@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     ln.add_argument("--write-allowlist", metavar="FILE",
                     help="write the minimal allowlist: every host the run connected to or tried to")
     ln.add_argument("--format", choices=FORMATS, default="table")
+    ln.add_argument("--session-report", metavar="FILE",
+                    help="write the session report for the security team (.md: Markdown, else JSON)")
     ln.add_argument("--quiet", action="store_true", help="do not echo the command's output")
     ln.add_argument("cmd", nargs="*", help="the command (after --)")
     return p
@@ -447,6 +449,25 @@ def cmd_learn(args) -> int:
         except OSError as e:
             raise UserError(f"cannot write {args.write_allowlist}: {e.strerror}") from None
         print(f"egress-tui: wrote {len(minimal.entries)} entries to {args.write_allowlist}", file=sys.stderr)
+    if args.session_report:
+        from .evidence import session_data, tool_versions, write_session
+        fw_state = None
+        try:
+            fw, _info, _res = container_firewall(info.id)
+            st = fw.status()
+            fw_state = {"on": st.on, "allowlist": st.allowlist, "dropped_packets": st.dropped_packets}
+            record.firewall = st.on
+        except (UserError, FirewallError, DockerError):
+            pass
+        data = session_data(source=f"learn {info.name}", container={"name": info.name, "id": info.id,
+                            "image": info.image, "networks": info.networks}, rows=rows, runs=[record],
+                            allowlist=[e.text() for e in allowlist.entries], firewall=fw_state,
+                            versions=tool_versions())
+        try:
+            write_session(args.session_report, data)
+        except OSError as e:
+            raise UserError(f"cannot write {args.session_report}: {e.strerror}") from None
+        print(f"egress-tui: wrote the session report to {args.session_report}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,61 @@
+"""Row verdicts and warnings as the screen shows them (the core behind the colors)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tui.allowlist import Allowlist
+from tui.session import Session, parent_wildcard
+
+
+def row(name, addresses, ports=(443,)):
+    return {"name": name, "addresses": list(addresses), "ports": list(ports), "resolved": [], "via": ["tls"],
+            "blocked": False, "outcomes": {"closed": 1}, "connections": 1}
+
+
+def session(text):
+    al = Allowlist()
+    al.add_text(text)
+    al.sources.append("t")
+    return Session(allowlist=al)
+
+
+def test_allowed_address_not_in_the_firewall_is_flagged():
+    s = session("api.anthropic.com\n")
+    s.firewall_addresses = {"198.18.1.1"}
+    ok, moved = s.update([row("api.anthropic.com", ["198.18.1.1"]), row("api.anthropic.com", ["198.18.9.9"])])
+    assert ok["warning"] == "" or ok is moved
+    assert moved["warning"] == "not-in-firewall"
+    s.firewall_addresses = {"198.18.0.0/16"}
+    assert s.refresh_verdicts() and moved["warning"] == ""        # covered by a network entry
+    s.firewall_addresses = None                                    # firewall off: nothing to warn
+    assert s.warning(row("api.anthropic.com", ["10.9.9.9"])) == ""
+
+
+def test_shared_address_with_a_denied_name_is_flagged():
+    s = session("api.anthropic.com\n")
+    s.shared = {"198.18.1.1": {"api.anthropic.com", "tracker.example"}}
+    [r] = s.update([row("api.anthropic.com", ["198.18.1.1"])])
+    assert r["allowed"] is True and r["warning"] == "shared-address"
+    s.allow("tracker.example")
+    assert s.refresh_verdicts() == [r] and r["warning"] == ""
+
+
+def test_denied_rows_carry_no_warning():
+    s = session("api.anthropic.com\n")
+    s.firewall_addresses = set()
+    [r] = s.update([row("evil.example", ["198.18.1.1"])])
+    assert r["allowed"] is False and r["warning"] == ""
+
+
+@pytest.mark.parametrize("name,parent", [("api.anthropic.com", "*.anthropic.com"),
+                                         ("bedrock.ap-northeast-1.amazonaws.com", "*.ap-northeast-1.amazonaws.com"),
+                                         ("example.com", None), ("198.18.1.1", None)])
+def test_parent_wildcard(name, parent):
+    assert parent_wildcard(name) == parent
+
+
+def test_disallow_removes_wildcards_that_match():
+    s = session("*.anthropic.com\napi.anthropic.com\nother.test\n")
+    assert sorted(s.disallow("api.anthropic.com")) == ["*.anthropic.com", "api.anthropic.com"]
+    assert [e.text() for e in s.allowlist.entries] == ["other.test"]
