@@ -195,3 +195,15 @@ def test_reject_makes_clients_fail_fast(lab, fw):
     assert r.returncode == 7            # "Failed to connect": refused, not a timeout
     assert time.monotonic() - t0 < 3
     assert reach(lab, "https://alpha.test/")
+
+
+@pytest.mark.parametrize("text,extra,expected", [
+    ("nameserver 198.18.0.2\n", ["8.8.8.8"], ["198.18.0.2"]),                    # no embedded DNS
+    ("nameserver 127.0.0.11\noptions ndots:0\n", ["198.18.0.2"], ["127.0.0.11", "198.18.0.2"]),
+    ("nameserver 127.0.0.11\n# ExtServers: [host(192.0.2.53) 2001:db8::53]\n", [],
+     ["127.0.0.11", "192.0.2.53", "2001:db8::53"]),
+    ("nameserver fe80::1%eth0\nnameserver not-an-address\n", [], ["fe80::1"]),
+])
+def test_resolv_conf_parsing(text, extra, expected):
+    from tui.firewall import parse_resolv_conf
+    assert parse_resolv_conf(text, extra) == expected

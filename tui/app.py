@@ -148,11 +148,10 @@ class EgressApp(App):
             runner = NamespaceRunner(info.pid)
             resolvers = resolvers_of(info.pid, docker_dns(self.docker(), info))
         else:
-            from .cli import helper_resolvers
             runner = HelperRunner(self.docker(), info.id, self.config.helper_image or DEFAULT_HELPER_IMAGE)
             resolvers = []
             try:
-                resolvers = helper_resolvers(runner, docker_dns(self.docker(), info))
+                resolvers = runner.resolvers(docker_dns(self.docker(), info))
             except Exception as e:  # no usable helper: the firewall says so when asked
                 self.notify(f"firewall unavailable: {e}", severity="warning")
         self.guard = Guard(Firewall(runner, info.id), info.pid, resolvers)

@@ -307,24 +307,8 @@ def container_firewall(ref: str, method: str = "auto", helper_image: str | None 
         resolvers = resolvers_of(info.pid, docker_dns(dc, info))
         return Firewall(NamespaceRunner(info.pid), info.id), info, resolvers
     runner = HelperRunner(dc, info.id, helper_image or DEFAULT_HELPER_IMAGE)
-    resolvers = helper_resolvers(runner, docker_dns(dc, info))
+    resolvers = runner.resolvers(docker_dns(dc, info))
     return Firewall(runner, info.id), info, resolvers
-
-
-def helper_resolvers(runner, extra: list[str]) -> list[str]:
-    """The container's resolvers as the helper (same namespace, same resolv.conf) sees them."""
-    import ipaddress
-    text = runner.run("cat", ["/etc/resolv.conf"], check=False)
-    found = [ln.split()[1] for ln in text.splitlines() if ln.startswith("nameserver") and len(ln.split()) > 1]
-    if "127.0.0.11" in found:
-        found += [a for a in extra if a not in found]
-    out = []
-    for a in found:
-        try:
-            out.append(str(ipaddress.ip_address(a)))
-        except ValueError:
-            pass
-    return out
 
 
 def cmd_firewall(args) -> int:

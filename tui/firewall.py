@@ -137,9 +137,8 @@ class HelperRunner:
 
     def check_tools(self) -> None:
         h = self._ensure()
-        missing = [t for t in NamespaceRunner.TOOLS
-                   if h.exec_run([t, "--version"] if t != "ipset" else [t, "version"]).exit_code == 126 + 1
-                   or h.exec_run(["sh", "-c", 'command -v "$0"', t]).exit_code != 0]
+        # a constant script with the tool name as its argument: nothing is built into a command
+        missing = [t for t in NamespaceRunner.TOOLS if h.exec_run(["sh", "-c", 'command -v "$0"', t]).exit_code]
         if missing:
             raise FirewallError(f"{', '.join(missing)} not found in helper image {self.image}: use an image "
                                 "with iptables and ipset (--helper-image)")
@@ -167,6 +166,10 @@ class HelperRunner:
 
     def popen(self, tool: str, args: list[str]):
         return _ExecPipe(self.dc, self._ensure().id, [tool, *args])
+
+    def resolvers(self, extra: Iterable[str] = ()) -> list[str]:
+        """The container's resolvers, read from the helper (same namespace, same resolv.conf)."""
+        return parse_resolv_conf(self.run("cat", ["/etc/resolv.conf"], check=False), extra)
 
     def resolve(self, names: list[str], resolvers: list[str]) -> dict[str, list[tuple[str, int]]]:
         h = self._ensure()
@@ -235,20 +238,26 @@ class _ExecPipe:
 def resolvers_of(pid: int, extra: Iterable[str] = ()) -> list[str]:
     """The DNS servers the process uses: its resolv.conf, plus Docker's upstream servers
     (``extra``) when it uses Docker's embedded resolver at 127.0.0.11."""
-    out: list[str] = []
-    ext: list[str] = []
     try:
         with open(f"/proc/{pid}/root/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    out.append(parts[1].split("%")[0])
-                elif line.startswith("# ExtServers:"):
-                    # newer Docker names the embedded resolver's upstream servers here
-                    ext += re.findall(r"[0-9a-fA-F:.]{3,}", line.split(":", 1)[1])
+            text = f.read()
     except OSError:
-        pass
-    if "127.0.0.11" in out:  # Docker's embedded resolver forwards from inside the namespace
+        text = ""
+    return parse_resolv_conf(text, extra)
+
+
+def parse_resolv_conf(text: str, extra: Iterable[str] = ()) -> list[str]:
+    """Nameservers of a resolv.conf; behind Docker's 127.0.0.11 also its upstream servers
+    (newer Docker lists them in an ExtServers comment; ``extra`` from the daemon otherwise)."""
+    out: list[str] = []
+    ext: list[str] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            out.append(parts[1].split("%")[0])
+        elif line.startswith("# ExtServers:"):
+            ext += re.findall(r"[0-9a-fA-F:.]{3,}", line.split(":", 1)[1])
+    if "127.0.0.11" in out:  # the embedded resolver forwards from inside the namespace
         for a in [*ext, *extra]:
             if a not in out:
                 out.append(a)
