@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.dockerlab.fixtures import docker_client, docker_lab, lab_images  # noqa: F401
 from tests.dockerlab.images import BASE_TAG, SINK_TAG
 from tests.lab.netlab import _QUIC
 

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from tests.dockerlab.fixtures import docker_client, docker_lab, lab_images  # noqa: F401
 from tests.test_app import screen_text
 from tui.app import AppConfig, create_app
 from tui.runs import RunSpec, provider_env

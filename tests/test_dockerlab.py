@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from tests.dockerlab.fixtures import docker_client, docker_lab, lab_images  # noqa: F401
 from tests.lab import dnsd
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]

@@ -4,7 +4,6 @@ what it lets through, what it stops, IPv6, DNS, atomicity and clean removal."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import pytest
@@ -31,12 +30,8 @@ def allow(text: str) -> Allowlist:
 @pytest.fixture(scope="module")
 def lab():
     with Lab() as lab:
-        sleeper = lab.popen_client(["sleep", "600"])
-        time.sleep(0.2)
-        lab.pid = int(subprocess.run(["ip", "netns", "pids", lab.client_ns], capture_output=True,
-                                     text=True).stdout.split()[0])
+        lab.pid = lab.client_pid()
         yield lab
-        sleeper.kill()
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.dockerlab.fixtures import docker_client, docker_lab, lab_images  # noqa: F401
 from tui.allowlist import Allowlist, Entry
 from tui.firewall import CHAIN, SETS, Firewall, NamespaceRunner, build_plan, plan_for, resolvers_of
 from tui.firewall_script import render_init_script
@@ -269,12 +268,8 @@ def lab():
     from tests.lab.netlab import Lab
 
     with Lab() as lab:
-        sleeper = lab.popen_client(["sleep", "600"])
-        time.sleep(0.2)
-        lab.pid = int(subprocess.run(["ip", "netns", "pids", lab.client_ns], capture_output=True,
-                                     text=True).stdout.split()[0])
+        lab.pid = lab.client_pid()
         yield lab
-        sleeper.kill()
 
 
 @pytest.fixture

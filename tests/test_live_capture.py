@@ -46,10 +46,7 @@ def link_packets(lab: Lab) -> int:
 @pytest.fixture(scope="module")
 def live():
     with Lab() as lab:
-        sleeper = lab.popen_client(["sleep", "300"])
-        time.sleep(0.2)
-        pid = int(subprocess.run(["ip", "netns", "pids", lab.client_ns], capture_output=True, text=True)
-                  .stdout.split()[0])
+        pid = lab.client_pid()
         bulk = subprocess.Popen(["ip", "netns", "exec", lab.server_ns, sys.executable, "-c", BULK_SERVER],
                                 stdout=subprocess.PIPE, text=True)
         assert bulk.stdout.readline().startswith("READY")
@@ -72,7 +69,6 @@ def live():
         cap.stop()
         cap.join(5)
         bulk.kill()
-        sleeper.kill()
         rows = {}
         for b in batches:
             for r in b.rows:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.dockerlab.fixtures import docker_client, docker_lab, lab_images  # noqa: F401
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -115,4 +114,4 @@ def test_learn_without_claude_names_the_container_and_the_fix(docker_lab):
     ctr = docker_lab.dns.name  # the DNS container has no claude
     r = egress("learn", ctr, "--timeout", "5")
     assert r.returncode == 2
-    assert f"has no 'claude' command" in r.stderr and "npm install -g @anthropic-ai/claude-code" in r.stderr
+    assert "has no 'claude' command" in r.stderr and "npm install -g @anthropic-ai/claude-code" in r.stderr

@@ -36,7 +36,7 @@ Frame = tuple[int, float, bytes]
 CLONE_NEWNET = 0x40000000
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
-ARPHRD_TO_LINKTYPE = {1: 1, 772: 1, 0xFFFE: 101, 65534: 101, 519: 101, 776: 101, 778: 101}
+ARPHRD_TO_LINKTYPE = {1: 1, 772: 1, 0xFFFE: 101, 519: 101, 776: 101, 778: 101}  # ether, loopback: Ethernet; tun, ipip...: raw IP
 
 
 class CaptureError(Exception):

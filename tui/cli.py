@@ -312,7 +312,6 @@ def container_firewall(ref: str, method: str = "auto", helper_image: str | None 
 
 
 def cmd_firewall(args) -> int:
-    from .firewall import plan_for, verify
     if args.action == "script":
         return cmd_firewall_script(args)
     if args.action == "apply":

@@ -190,7 +190,7 @@ class ContainerSource:
                 for batch in inner.batches(stop):
                     self.kernel_drops = self._drops_base + inner.kernel_drops
                     yield batch
-            except CaptureError as e:
+            except CaptureError:
                 if os.path.exists(f"/proc/{info.pid}"):
                     raise
                 # the process went away while we entered: it is restarting

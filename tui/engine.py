@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from . import dns as dnsmod
 from . import quic, tls
 from .hosts import NAMED_ADDRESS, NAMED_DNS, NAMED_HTTP, NAMED_SNI, Conn, Host, addr_text
-from .packet import (PROTO_TCP, PROTO_UDP, PROTO_UNREACH, SUPPORTED_LINKTYPES, TCP_ACK, TCP_FIN,
+from .packet import (PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES, TCP_ACK, TCP_FIN,
                      TCP_RST, TCP_SYN, LINKTYPE_NAMES, decode_at)
 from .pcapfile import PcapError, is_classic_pcap, open_records, read_pcap_blocks
 

@@ -365,6 +365,20 @@ class Lab:
         self._procs.append(p)
         return p
 
+    def client_pid(self) -> int:
+        """The pid of a process that lives in the client namespace (stopped with the lab):
+        what egress-tui enters, as it would a container's."""
+        p = self.popen_client(["sleep", "infinity"])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pids = subprocess.run(["ip", "netns", "pids", self.client_ns], capture_output=True,
+                                  text=True).stdout.split()
+            if pids:
+                return int(pids[0])
+            time.sleep(0.05)
+        p.kill()
+        raise LabError("no process appeared in the client namespace")
+
     def run_server(self, argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
         return _run(["ip", "netns", "exec", self.server_ns, *argv], check=False, timeout=timeout)
 
