@@ -114,6 +114,14 @@ class Tmux:
         cmd = " ".join(shlex.quote(a) for a in argv)
         subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50",
                         f"TERM=xterm-256color {cmd}; sleep 600"], check=True)
+        # pin the size: with window-size "latest" another session or client could shrink it,
+        # and a narrow screen cuts the very cells the tests read (the app follows SIGWINCH)
+        subprocess.run(["tmux", "set-option", "-t", name, "window-size", "manual"], check=True)
+        subprocess.run(["tmux", "resize-window", "-t", name, "-x", "200", "-y", "50"], check=True)
+
+    def size(self) -> str:
+        return subprocess.run(["tmux", "display", "-p", "-t", self.name, "#{window_width}x#{window_height}"],
+                              capture_output=True, text=True).stdout.strip()
 
     def text(self) -> str:
         return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True,
@@ -130,6 +138,17 @@ class Tmux:
                 return screen
             if time.monotonic() > deadline:
                 raise AssertionError(f"screen never showed {needles}:\n{screen}")
+            time.sleep(0.3)
+
+    def wait_line(self, key: str, *needles: str, timeout: float = 30) -> str:
+        """The screen line holding ``key``, once it shows every needle (rows draw in pieces)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [ln for ln in self.text().splitlines() if key in ln]
+            if lines and all(n in lines[0] for n in needles):
+                return lines[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"line {key!r} never showed {needles} ({self.size()}): {lines}")
             time.sleep(0.3)
 
     def close(self) -> None:
@@ -157,10 +176,9 @@ def test_tui_attached_by_name_shows_hosts(docker_lab, client_ctr, tmux_session):
     traffic(docker_lab, client_ctr, "tui")
     screen = t.wait_for("split-tui.test", "alpha-tui.test", "plain-tui.test", "quic-tui.test",
                         "⊘ tui.blackholed.test")
-    line = next(ln for ln in screen.splitlines() if "quic-tui.test" in ln)
-    assert "dns,quic" in line and "denied" in line
-    line = next(ln for ln in screen.splitlines() if "tui.blackholed.test" in ln)
-    assert "unanswered" in line and "blocked" in line
+    del screen
+    t.wait_line("quic-tui.test", "dns,quic", "denied")
+    t.wait_line("tui.blackholed.test", "unanswered", "blocked")
 
 
 def test_tui_picker_then_stop_and_restart(docker_lab, client_ctr, tmux_session):
@@ -179,7 +197,7 @@ def test_tui_picker_then_stop_and_restart(docker_lab, client_ctr, tmux_session):
     client_ctr.reload()
     docker_lab._confine(client_ctr.attrs["State"]["Pid"])   # a new namespace: routes again
     docker_lab.nsenter(["ethtool", "-K", "eth0", "tso", "off", "gso", "off"], pid=client_ctr.attrs["State"]["Pid"])
-    t.wait_for(f"capturing {client_ctr.name}", timeout=20)
+    t.wait_for("capturing", timeout=20)
     time.sleep(1.5)
     done = docker_lab.exec(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "https://after-restart.test/"],
                            container=client_ctr)

@@ -185,7 +185,7 @@ class ContainerSource:
                 continue
             self.info = info
             inner = NetnsSource(info.pid, info.name, bpf=self.bpf)
-            self._say(f"capturing {info.name}")
+            self._say("capturing")
             try:
                 for batch in inner.batches(stop):
                     self.kernel_drops = self._drops_base + inner.kernel_drops
