@@ -113,7 +113,9 @@ class Tmux:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
         cmd = " ".join(shlex.quote(a) for a in argv)
         subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50",
-                        f"TERM=xterm-256color {cmd}; sleep 600"], check=True)
+                        # COLUMNS/LINES can leak into tmux from a non-terminal parent (80x24 seen
+                        # under pytest); they would override the real pane size in the app
+                        f"env -u COLUMNS -u LINES TERM=xterm-256color {cmd}; sleep 600"], check=True)
         # pin the size: with window-size "latest" another session or client could shrink it,
         # and a narrow screen cuts the very cells the tests read (the app follows SIGWINCH)
         subprocess.run(["tmux", "set-option", "-t", name, "window-size", "manual"], check=True)
