@@ -12,3 +12,31 @@ if _ROOT not in sys.path:
 # Docker lab fixtures (docker_client, lab_images, docker_lab), shared by every module that
 # needs the engine; they skip with a reason when not root.
 from tests.dockerlab.fixtures import docker_client, docker_lab, lab_images  # noqa: E402,F401
+
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """The network-namespace lab with a process in its client namespace (``lab.pid``): what
+    the firewall and capture tests enter, as egress-tui enters a container's namespace."""
+    if os.geteuid() != 0:
+        pytest.skip("the network lab needs root")
+    from tests.lab.netlab import Lab
+
+    with Lab() as lab:
+        lab.pid = lab.client_pid()
+        yield lab
+
+
+@pytest.fixture
+def fw(lab, request):
+    """egress-tui's firewall on the lab's client namespace, removed before and after."""
+    from tui.firewall import Firewall, NamespaceRunner
+
+    f = Firewall(NamespaceRunner(lab.pid), f"test-{request.module.__name__}-{lab.client_ns}")
+    f.remove()
+    yield f
+    f.remove()

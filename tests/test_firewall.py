@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from tests.lab.netlab import Lab
 from tui.allowlist import Allowlist, AllowlistError
 from tui.capture import Capturer, NetnsSource
 from tui.firewall import (Firewall, FirewallError, Guard, NamespaceRunner, build_plan, plan_for, resolvers_of,
@@ -25,21 +24,6 @@ def allow(text: str) -> Allowlist:
     al.add_text(text)
     al.sources.append("test")
     return al
-
-
-@pytest.fixture(scope="module")
-def lab():
-    with Lab() as lab:
-        lab.pid = lab.client_pid()
-        yield lab
-
-
-@pytest.fixture
-def fw(lab):
-    f = Firewall(NamespaceRunner(lab.pid), f"test-{lab.client_ns}")
-    f.remove()
-    yield f
-    f.remove()
 
 
 def reach(lab, url: str, *extra: str) -> bool:

@@ -261,25 +261,6 @@ def test_usage_and_missing_tools(tmp_path):
 
 # -- the network-namespace lab --------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def lab():
-    if not IS_ROOT:
-        pytest.skip("the network lab needs root")
-    from tests.lab.netlab import Lab
-
-    with Lab() as lab:
-        lab.pid = lab.client_pid()
-        yield lab
-
-
-@pytest.fixture
-def fw(lab):
-    f = Firewall(NamespaceRunner(lab.pid), f"test-init-script-{lab.client_ns}")
-    f.remove()
-    yield f
-    f.remove()
-
-
 def run_script(lab, script: Path, *args: str, stub: Path | None = None) -> subprocess.CompletedProcess:
     env = None
     if stub is not None:
