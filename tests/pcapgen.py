@@ -68,14 +68,19 @@ def ether(packet: bytes, vlan: int | None = None) -> bytes:
     return ETH_DST + ETH_SRC + tag + struct.pack("!H", etype) + packet
 
 
-def sll(packet: bytes) -> bytes:
-    etype = 0x86DD if packet[0] >> 4 == 6 else 0x0800
-    return struct.pack("!HHH8sH", 4, 1, 6, ETH_SRC + b"\0\0", etype) + packet
+PACKET_HOST = 0
+PACKET_OUTGOING = 4
 
 
-def sll2(packet: bytes) -> bytes:
+def sll(packet: bytes, pkttype: int = PACKET_HOST) -> bytes:
     etype = 0x86DD if packet[0] >> 4 == 6 else 0x0800
-    return struct.pack("!HHIHBB8s", etype, 0, 2, 1, 4, 6, ETH_SRC + b"\0\0") + packet
+    return struct.pack("!HHH8sH", pkttype, 1, 6, ETH_SRC + b"\0\0", etype) + packet
+
+
+def sll2(packet: bytes, pkttype: int = PACKET_HOST, hatype: int = 1) -> bytes:
+    """A Linux cooked v2 frame; pkttype says whether the host sent (4) or received (0) it."""
+    etype = 0x86DD if packet[0] >> 4 == 6 else 0x0800
+    return struct.pack("!HHIHBB8s", etype, 0, 2, hatype, pkttype, 6, ETH_SRC + b"\0\0") + packet
 
 
 LINK_WRAP = {1: ether, 113: sll, 276: sll2, 101: lambda p: p}

@@ -137,7 +137,7 @@ def test_dns_answers_keep_the_set_current(lab, fw):
     """A wildcard entry has no addresses at apply time: the capture adds them as the
     container resolves names under it (rotating CDN/AWS addresses work the same way)."""
     guard = Guard(fw, lab.pid, resolvers_of(lab.pid))
-    src = NetnsSource(lab.pid, "lab client")
+    src = NetnsSource(lab.pid, "lab client", resolvers=resolvers_of(lab.pid))
     cap = Capturer(src, lambda b: None, interval=0.1)
     cap.engine.on_dns_answer = guard.on_dns_answer
     cap.start()

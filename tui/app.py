@@ -141,21 +141,21 @@ class EgressApp(App):
             src.on_state = lambda text: self.post_message(CaptureState(text))
         self.container = src.info
         self.start_source(src, src.info.name, label)
-        from .containers import DEFAULT_HELPER_IMAGE, docker_dns
-        from .firewall import Firewall, Guard, HelperRunner, NamespaceRunner, resolvers_of
+        from .containers import DEFAULT_HELPER_IMAGE, engine_resolvers
+        from .firewall import Firewall, Guard, HelperRunner, NamespaceRunner
         info = src.info
         if label.startswith("netns"):
             runner = NamespaceRunner(info.pid)
-            resolvers = resolvers_of(info.pid, docker_dns(self.docker(), info))
         else:
             runner = HelperRunner(self.docker(), info.id, self.config.helper_image or DEFAULT_HELPER_IMAGE)
+        try:
+            resolvers = engine_resolvers(self.docker(), info)
+        except DockerError as e:
             resolvers = []
-            try:
-                resolvers = runner.resolvers(docker_dns(self.docker(), info))
-            except Exception as e:  # no usable helper: the firewall says so when asked
-                self.notify(f"firewall unavailable: {e}", severity="warning")
+            self.notify(f"firewall unavailable: {e}", severity="warning", markup=False)
         self.guard = Guard(Firewall(runner, info.id), info.pid, resolvers)
         self.capturer.engine.on_dns_answer = self.guard.on_dns_answer
+        self.capturer.engine.on_dns_withdraw = self.guard.on_dns_withdraw
         self.firewall_text = "firewall off"
         self.refresh_status()
 

@@ -36,7 +36,30 @@ Frame = tuple[int, float, bytes]
 CLONE_NEWNET = 0x40000000
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
-ARPHRD_TO_LINKTYPE = {1: 1, 772: 1, 0xFFFE: 101, 519: 101, 776: 101, 778: 101}  # ether, loopback: Ethernet; tun, ipip...: raw IP
+SO_TIMESTAMPNS = 35
+PACKET_HOST = 0
+PACKET_OUTGOING = 4
+ARPHRD_ETHER = 1
+ARPHRD_LOOPBACK = 772
+ARPHRD_NONE = 0xFFFE
+LINKTYPE_SLL2 = 276
+# Interfaces whose frames start with a 14-byte Ethernet header (a loopback's is all zeros).
+ETHERNET_LIKE = frozenset((ARPHRD_ETHER, ARPHRD_LOOPBACK))
+_sll2 = struct.Struct("!HHIHBB8s").pack
+
+
+def sll2_frame(data: bytes, ifindex: int, hatype: int, pkttype: int, hwaddr: bytes = b"") -> bytes:
+    """Wrap a captured frame as Linux cooked v2 (LINKTYPE_LINUX_SLL2), which records the
+    interface and the direction: the engine uses the direction to tell DNS answers the
+    container received from "answers" it sent itself, and a saved capture keeps both."""
+    if hatype in ETHERNET_LIKE and len(data) >= 14:
+        proto = (data[12] << 8) | data[13]
+        payload = data[14:]
+        hwaddr = data[6:12]  # the sender's address, as SLL2 records it
+    else:
+        proto = 0x86DD if data[:1] and data[0] >> 4 == 6 else 0x0800
+        payload = data
+    return _sll2(proto, 0, ifindex, hatype, pkttype, len(hwaddr[:8]), hwaddr[:8]) + payload
 
 
 class CaptureError(Exception):
@@ -158,8 +181,11 @@ class NetnsSource:
     embedded DNS answers there)."""
 
     def __init__(self, pid: int, label: str = "", interfaces: list[str] | None = None,
-                 bpf: str | None = None):
+                 bpf: str | None = None, resolvers: list[str] | None = None):
         self.pid = pid
+        # the namespace's configured resolvers: only their answers name addresses and feed
+        # a firewall (None: infer them from where queries go, and feed no firewall)
+        self.resolvers = resolvers
         self.label = label or f"pid {pid}"
         self.interfaces = interfaces
         self.bpf = bpf
@@ -190,16 +216,21 @@ class NetnsSource:
                     raise CaptureError(f"cannot listen on {name} in {self.label}: {e.strerror}") from None
                 except Exception as e:  # scapy raises its own types for filter errors
                     raise CaptureError(f"cannot listen on {name} in {self.label}: {e}") from None
-                lt = ARPHRD_TO_LINKTYPE.get(s.ins.getsockname()[3], 1)
+                sock = s.ins
+                _ifname, _proto, _pkttype, hatype, _addr = sock.getsockname()
+                ifindex = socket.if_nametoindex(name)
                 # scapy leaves a small receive buffer: at 20k pkt/s a scheduling hiccup drops
                 # frames. FORCE lifts the rmem_max cap (we are root here).
                 for opt in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE, then the capped one
                     try:
-                        s.ins.setsockopt(socket.SOL_SOCKET, opt, 8 << 20)
+                        sock.setsockopt(socket.SOL_SOCKET, opt, 8 << 20)
                         break
                     except OSError:
                         continue
-                socks.append((s, lt))
+                # kernel timestamps come with each packet, not through one ioctl per packet
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                sock.setblocking(False)
+                socks.append((s, ifindex, hatype))
             if not socks:
                 raise CaptureError(f"no interface to listen on in {self.label}")
             # what a firewall in this namespace drops never reaches an interface: egress-tui's
@@ -212,9 +243,9 @@ class NetnsSource:
             self.description = f"netns of {self.label} ({', '.join(names)}), BPF in kernel"
             self.filter_used = bpf
             self.ready.set()
-            by_fd = {s.ins.fileno(): (s, lt) for s, lt in socks}
+            by_fd = {s.ins.fileno(): (s, ifindex, hatype) for s, ifindex, hatype in socks}
             if nflog is not None:
-                by_fd[nflog.fileno()] = (nflog, 101)
+                by_fd[nflog.fileno()] = (nflog, 0, ARPHRD_NONE)
             last_stats = time.monotonic()
             while not stop.is_set():
                 try:
@@ -226,44 +257,56 @@ class NetnsSource:
                     continue
                 batch: list[Frame] = []
                 for fd in ready:
-                    s, lt = by_fd[fd]
+                    s, ifindex, hatype = by_fd[fd]
                     if s is nflog:
-                        batch.extend(nflog.read())
+                        # dropped in OUTPUT: sent by the container, never on the wire
+                        batch.extend((LINKTYPE_SLL2, ts, sll2_frame(pkt, 0, ARPHRD_NONE, PACKET_OUTGOING))
+                                     for _lt, ts, pkt in nflog.read())
                         continue
-                    # Drain what is queued on this socket without blocking.
-                    for _ in range(512):
-                        try:
-                            _cls, pkt, ts = s.recv_raw(65535)
-                        except BlockingIOError:
-                            break
-                        except OSError as e:
-                            if e.errno in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV):
-                                return  # the namespace is being torn down
-                            self.errors += 1
-                            break
-                        if pkt is not None:
-                            batch.append((lt, ts or time.time(), pkt))
-                        r, _, _ = select.select([fd], [], [], 0)
-                        if not r:
-                            break
+                    if not self._drain(s.ins, ifindex, hatype, batch):
+                        return  # the namespace is being torn down
                 if batch:
                     self.packets += len(batch)
                     yield batch
                 now = time.monotonic()
                 if now - last_stats > 0.5:
                     last_stats = now
-                    for s, _lt in socks:
+                    for s, _i, _h in socks:
                         self.kernel_drops += _packet_drops(s.ins)
                     if not os.path.exists(f"/proc/{self.pid}"):
                         return
         finally:
-            for s, _lt in socks:
+            for s, _i, _h in socks:
                 try:
                     s.close()
                 except Exception:
                     pass
             if nflog is not None:
                 nflog.close()
+
+    def _drain(self, sock: socket.socket, ifindex: int, hatype: int, batch: list[Frame]) -> bool:
+        """Read what is queued on one socket without blocking; False if the device is gone."""
+        loopback = hatype == ARPHRD_LOOPBACK
+        for _ in range(512):
+            try:
+                data, anc, _flags, addr = sock.recvmsg(65535, 256)
+            except BlockingIOError:
+                return True
+            except OSError as e:
+                if e.errno in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV):
+                    return False
+                self.errors += 1
+                return True
+            pkttype = addr[2]
+            if loopback and pkttype == PACKET_OUTGOING:
+                continue  # loopback shows every packet twice, sent and received: keep one
+            ts = 0.0
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                    sec, nsec = struct.unpack_from("qq", value)
+                    ts = sec + nsec * 1e-9
+            batch.append((LINKTYPE_SLL2, ts or time.time(), sll2_frame(data, ifindex, hatype, pkttype, addr[4])))
+        return True
 
 
 class ReplaySource:
@@ -369,6 +412,7 @@ class Capturer(threading.Thread):
         self.record = record
         self._rate_window: list[tuple[float, int]] = []
         self._cleared = False
+        self._resolvers = None
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -376,9 +420,10 @@ class Capturer(threading.Thread):
     def clear(self) -> None:
         """Forget every host; capture goes on."""
         with self.lock:
-            hook = self.engine.on_dns_answer
-            self.engine = Engine(self.engine.max_flows)
-            self.engine.on_dns_answer = hook
+            old = self.engine
+            self.engine = Engine(old.max_flows, resolvers=old.trusted_resolvers)
+            self.engine.on_dns_answer = old.on_dns_answer
+            self.engine.on_dns_withdraw = old.on_dns_withdraw
             self._cleared = True
 
     def set_status(self, text: str) -> None:
@@ -395,6 +440,11 @@ class Capturer(threading.Thread):
                         self._emit()
                     continue
                 with self.lock:
+                    # a live source knows the container's resolvers (they change on restart)
+                    resolvers = getattr(self.source, "resolvers", None)
+                    if resolvers is not self._resolvers:
+                        self._resolvers = resolvers
+                        self.engine.set_resolvers(resolvers)
                     feed = self.engine.feed
                     for lt, ts, data in frames:
                         feed(lt, ts, data)

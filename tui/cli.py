@@ -292,8 +292,9 @@ def live_capture(args):
 
 def container_firewall(ref: str, method: str = "auto", helper_image: str | None = None):
     """(Firewall, ContainerInfo, resolvers) for a running container; one-line errors."""
-    from .containers import DEFAULT_HELPER_IMAGE, can_enter_namespaces, client, docker_dns, find_container, is_local
-    from .firewall import Firewall, HelperRunner, NamespaceRunner, resolvers_of
+    from .containers import (DEFAULT_HELPER_IMAGE, can_enter_namespaces, client, engine_resolvers, find_container,
+                             is_local)
+    from .firewall import Firewall, HelperRunner, NamespaceRunner
     dc = client()
     info = find_container(dc, ref)
     if info.status != "running" or not info.pid:
@@ -304,10 +305,9 @@ def container_firewall(ref: str, method: str = "auto", helper_image: str | None 
         if os.geteuid() != 0:
             raise UserError("the firewall is applied from the host into the container's namespace: run as "
                             "root, or use --method helper")
-        resolvers = resolvers_of(info.pid, docker_dns(dc, info))
-        return Firewall(NamespaceRunner(info.pid), info.id), info, resolvers
+        return Firewall(NamespaceRunner(info.pid), info.id), info, engine_resolvers(dc, info)
     runner = HelperRunner(dc, info.id, helper_image or DEFAULT_HELPER_IMAGE)
-    resolvers = runner.resolvers(docker_dns(dc, info))
+    resolvers = engine_resolvers(dc, info)
     return Firewall(runner, info.id), info, resolvers
 
 

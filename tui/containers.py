@@ -87,6 +87,32 @@ def docker_dns(dc, info: ContainerInfo) -> list[str]:
     return host_nameservers()
 
 
+def engine_resolvers(dc, info: ContainerInfo) -> list[str]:
+    """The resolvers the engine gave the container, from the engine's own settings.
+
+    Never from files inside the container: it may rewrite its resolv.conf, and what it
+    names there would then be trusted to answer DNS and let through the firewall.
+    On a user-defined network, Docker's embedded resolver (127.0.0.11) and the upstream
+    servers it forwards to from the container's namespace; on the default bridge, the
+    container's --dns or the daemon's.
+    """
+    from docker.errors import DockerException
+    try:
+        attrs = dc.containers.get(info.id).attrs
+    except DockerException as e:
+        raise DockerError(f"cannot read the DNS settings of {info.name}: {e}") from None
+    mode = (attrs.get("HostConfig") or {}).get("NetworkMode") or "default"
+    if mode.startswith("container:"):
+        other = find_container(dc, mode.split(":", 1)[1])
+        return engine_resolvers(dc, other) if other.id != info.id else []
+    nets = list(((attrs.get("NetworkSettings") or {}).get("Networks") or {}))
+    upstream = docker_dns(dc, info)
+    builtin = ("default", "bridge", "host", "none")
+    if mode not in builtin or any(n not in builtin for n in nets):
+        return ["127.0.0.11", *upstream]
+    return upstream
+
+
 def host_nameservers() -> list[str]:
     def read(path: str) -> list[str]:
         try:
@@ -184,6 +210,8 @@ class ContainerSource:
                     return
                 continue
             self.info = info
+            # which DNS answers count: only those from the resolvers the engine configured
+            self.resolvers = engine_resolvers(self.dc, info)
             inner = NetnsSource(info.pid, info.name, bpf=self.bpf)
             self._say("capturing")
             try:
@@ -201,6 +229,7 @@ class ContainerSource:
                 time.sleep(0.2)
 
     _drops_base = 0
+    resolvers: list[str] | None = None
 
 
 class HelperSource:
@@ -217,11 +246,13 @@ class HelperSource:
         self.kernel_drops = 0
         self.errors = 0
         self.helper = None
+        self.resolvers: list[str] | None = None
 
     def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
         from docker.errors import DockerException, ImageNotFound
         from .capture import capture_filter
         bpf = self.bpf if self.bpf is not None else capture_filter(self.info.addresses)
+        self.resolvers = engine_resolvers(self.dc, self.info)
         argv = ["-i", "any", "-U", "-s", "0", "-w", "-", *([bpf] if bpf else [])]
         try:
             # create + start, never run: run() would pull a missing image behind the user's back

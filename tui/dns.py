@@ -37,43 +37,111 @@ class Message:
     rcode: int
     questions: list[tuple[str, int]]
     answers: list[Answer]
+    qclasses: list[int] = field(default_factory=list)  # class of each question (1: IN)
+
+    def question_key(self) -> tuple:
+        """What an answer must repeat of its query: every question's name, type and class."""
+        return tuple((n, t, c) for (n, t), c in zip(self.questions, self.qclasses))
 
 
 class DnsError(ValueError):
     pass
 
 
+# RFC 1035 section 2.3.4: a label is at most 63 octets, a name at most 255 on the wire.
+MAX_LABEL = 63
+MAX_NAME = 255
+# Bytes a label may hold as themselves in the name we show; any other byte (a dot inside a
+# label, a space, a control character) is written \DDD as in RFC 4343 presentation form,
+# so a one-label "api.anthropic.com" can never pass for the three-label name.
+_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*")
+
+
+def _label_text(label: bytes) -> str:
+    if all(b in _PLAIN for b in label):
+        return label.decode("ascii").lower()
+    return "".join(chr(b).lower() if b in _PLAIN else f"\\{b:03d}" for b in label)
+
+
+class _Names:
+    """Decodes the names of one message, each position at most once.
+
+    Compression pointers must point strictly backwards (to where a name was written
+    before), which rules out loops; positions already decoded are remembered, so a
+    message whose names chain through many pointers costs time linear in its size, not
+    in the product of its names and their pointer chains (a "compression bomb").
+    """
+
+    __slots__ = ("buf", "memo")
+
+    def __init__(self, buf: bytes):
+        self.buf = buf
+        self.memo: dict[int, tuple[str, int]] = {}  # position -> (name from there, wire length)
+
+    def read(self, p: int) -> tuple[str, int]:
+        """The name at p and the position after it in the message."""
+        buf, memo = self.buf, self.memo
+        n = len(buf)
+        trail: list[tuple[int, str]] = []  # (position, label) of the labels read here, in order
+        end = -1
+        limit = p  # a pointer must go below every position this name already used
+        tail, tail_len = "", 1
+        while True:
+            if p in memo:
+                tail, tail_len = memo[p]
+                if end < 0:
+                    end = self._skip(p)
+                break
+            if p >= n:
+                raise DnsError("name runs past the message")
+            ln = buf[p]
+            if ln == 0:
+                if end < 0:
+                    end = p + 1
+                break
+            if ln & 0xC0 == 0xC0:
+                if p + 1 >= n:
+                    raise DnsError("truncated pointer")
+                target = ((ln & 0x3F) << 8) | buf[p + 1]
+                if target >= limit:
+                    raise DnsError("compression pointer does not point backwards")
+                if end < 0:
+                    end = p + 2
+                p = limit = target
+                continue
+            if ln & 0xC0:
+                raise DnsError("bad label type")
+            if p + 1 + ln > n:
+                raise DnsError("label runs past the message")
+            trail.append((p, _label_text(buf[p + 1:p + 1 + ln])))
+            if len(trail) > MAX_NAME // 2:
+                raise DnsError("name longer than 255 octets")
+            p += 1 + ln
+        # Build the name back from its end, remembering every suffix for the next names.
+        name, wire = tail, tail_len
+        for pos, label in reversed(trail):
+            wire += 1 + buf[pos]
+            if wire > MAX_NAME:
+                raise DnsError("name longer than 255 octets")
+            name = f"{label}.{name}" if name else label
+            memo[pos] = (name, wire)
+        return name, end
+
+    def _skip(self, p: int) -> int:
+        """The position after the name written at p (labels up to a zero or a pointer)."""
+        buf = self.buf
+        while True:
+            ln = buf[p]
+            if ln == 0:
+                return p + 1
+            if ln & 0xC0 == 0xC0:
+                return p + 2
+            p += 1 + ln
+
+
 def _name(buf: bytes, p: int) -> tuple[str, int]:
     """Read a possibly compressed name at p; return (name, position after it)."""
-    labels = []
-    end = -1
-    jumps = 0
-    n = len(buf)
-    while True:
-        if p >= n:
-            raise DnsError("name runs past the message")
-        ln = buf[p]
-        if ln == 0:
-            p += 1
-            break
-        if ln & 0xC0 == 0xC0:
-            if p + 1 >= n:
-                raise DnsError("truncated pointer")
-            if end < 0:
-                end = p + 2
-            p = ((ln & 0x3F) << 8) | buf[p + 1]
-            jumps += 1
-            if jumps > 32:
-                raise DnsError("compression loop")
-            continue
-        if ln & 0xC0:
-            raise DnsError("bad label type")
-        label = buf[p + 1:p + 1 + ln]
-        if len(label) < ln:
-            raise DnsError("label runs past the message")
-        labels.append(label.decode("ascii", "replace"))
-        p += 1 + ln
-    return ".".join(labels).lower(), (end if end >= 0 else p)
+    return _Names(buf).read(p)
 
 
 def parse(buf: bytes) -> Message:
@@ -86,17 +154,22 @@ def parse(buf: bytes) -> Message:
     an = (buf[6] << 8) | buf[7]
     if flags & 0x7800:  # opcode other than QUERY: nothing to learn here
         raise DnsError("not a standard query")
+    if qd > 16:
+        raise DnsError("more than 16 questions")
+    names = _Names(buf)
     p = 12
     questions = []
-    for _ in range(min(qd, 16)):
-        name, p = _name(buf, p)
+    qclasses = []
+    for _ in range(qd):
+        name, p = names.read(p)
         if p + 4 > len(buf):
             raise DnsError("truncated question")
         questions.append((name, (buf[p] << 8) | buf[p + 1]))
+        qclasses.append((buf[p + 2] << 8) | buf[p + 3])
         p += 4
     answers = []
     for _ in range(min(an, 256)):
-        owner, p = _name(buf, p)
+        owner, p = names.read(p)
         if p + 10 > len(buf):
             break
         rtype = (buf[p] << 8) | buf[p + 1]
@@ -111,15 +184,16 @@ def parse(buf: bytes) -> Message:
         elif rtype == TYPE_AAAA and rdlen == 16:
             answers.append(Answer(owner, rtype, ttl, socket.inet_ntop(socket.AF_INET6, buf[p:p + 16])))
         elif rtype == TYPE_CNAME:
-            answers.append(Answer(owner, rtype, ttl, _name(buf, p)[0]))
+            answers.append(Answer(owner, rtype, ttl, names.read(p)[0]))
         elif rtype in (TYPE_SVCB, TYPE_HTTPS) and rdlen >= 3:
-            answers.append(_svcb(buf, p, rdata_end, owner, rtype, ttl))
+            answers.append(_svcb(names, p, rdata_end, owner, rtype, ttl))
         p = rdata_end
-    return Message(ident, bool(flags & 0x8000), flags & 0xF, questions, answers)
+    return Message(ident, bool(flags & 0x8000), flags & 0xF, questions, answers, qclasses)
 
 
-def _svcb(buf: bytes, p: int, end: int, owner: str, rtype: int, ttl: int) -> Answer:
-    target, q = _name(buf, p + 2)
+def _svcb(names: _Names, p: int, end: int, owner: str, rtype: int, ttl: int) -> Answer:
+    buf = names.buf
+    target, q = names.read(p + 2)
     hints: list[str] = []
     while q + 4 <= end:
         key = (buf[q] << 8) | buf[q + 1]

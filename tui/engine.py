@@ -10,6 +10,7 @@ capture and the TUI; imports nothing from the screen.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Iterable
 
 from . import dns as dnsmod
@@ -32,6 +33,14 @@ STREAM_GIVE_UP = 64
 # Docker's embedded resolver. Its NAT rules move queries to a random port on loopback
 # before a capture sees them, so port 53 alone does not identify them.
 DOCKER_DNS = bytes((127, 0, 0, 11))
+# DNS queries waiting for their answer, and answered ones remembered to catch a second,
+# different answer to the same query (a forgery racing the real resolver).
+PENDING_QUERIES = 8192
+ANSWERED_KEPT = 4096
+QUERY_WAIT = 30.0            # seconds of capture time a query waits for its answer
+SUSPICIOUS_KEPT = 500
+PACKET_OUTGOING = 4          # sll_pkttype: sent by this host (here: by the container)
+ARPHRD_LOOPBACK = 772
 
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ", b"TRACE ")
@@ -97,7 +106,7 @@ class Stream:
 class Engine:
     """Turns frames into hosts. Not thread-safe: one capture thread owns it."""
 
-    def __init__(self, max_flows: int = DEFAULT_MAX_FLOWS):
+    def __init__(self, max_flows: int = DEFAULT_MAX_FLOWS, resolvers: Iterable[str] | None = None):
         self.max_flows = max_flows
         self.flows: dict[tuple, Conn] = {}
         # raw "src dst sport dport" header bytes -> (conn, from_client), see feed_records
@@ -113,6 +122,21 @@ class Engine:
         # called with (name asked for, address, ttl) for every address a DNS answer gives;
         # the firewall uses it to keep its sets current with rotating addresses
         self.on_dns_answer = None
+        # called with (name, address) when an answer that named an address is withdrawn
+        # because a second, different answer to the same query arrived
+        self.on_dns_withdraw = None
+        # The DNS trust model (README, "Which DNS answers count"): an answer names addresses
+        # only when it comes from one of these resolvers (None: the servers the capture saw
+        # queries go to), answers a query the client sent (ID, ports, question), was not
+        # sent by the container itself, and parses within RFC 1035's limits.
+        self.trusted_resolvers: frozenset[str] | None = None
+        self.set_resolvers(resolvers)
+        self.pending: dict[tuple, list] = {}      # (proto, client, port, id) -> query facts
+        self.answered: dict[tuple, tuple] = {}    # same key -> (answer signature, [(name, addr)])
+        self.query_sources: set[bytes] = set()    # addresses that sent queries
+        self.suspicious: deque[dict] = deque(maxlen=SUSPICIOUS_KEPT)
+        self.suspicious_count = 0
+        self._frame: tuple = (0, b"", 0)
         self.packets = 0
         self.ignored = 0
         self.evicted = 0
@@ -156,6 +180,8 @@ class Engine:
         whose ClientHello was read. They are recognised from a few fixed header bytes and
         one dict lookup, without decoding them. FIN/RST/SYN always take the full path.
         """
+        if end - start < 60:
+            return False  # shorter than any TCP segment behind a link header: full decode
         if linktype == 1:
             if buf[start + 12] not in (8, 0x86):  # VLAN tags and the rest: full decode
                 return False
@@ -219,6 +245,7 @@ class Engine:
         if not self.first_ts:
             self.first_ts = ts
         self.last_ts = ts
+        self._frame = (linktype, buf, start)
         d = decode_at(linktype, buf, start, end)
         if d is None:
             self.ignored += 1
@@ -352,8 +379,11 @@ class Engine:
                     self.dirty.add(c.name)
             if pend > poff:
                 c.bytes_in += pend - poff
-                if c.rstream is not None and c.rstream.add(seq, buf[poff:pend]):
-                    self._dns_tcp(c, c.rstream, ts)
+                if c.rstream is not None:
+                    if self._outgoing():
+                        c.forged = True  # "answers" the container sent itself
+                    if c.rstream.add(seq, buf[poff:pend]):
+                        self._dns_tcp(c, c.rstream, ts, answers=True)
         if c.established and c.stream is None and c.rstream is None and not c.fast:
             self._go_fast(c)
 
@@ -476,17 +506,40 @@ class Engine:
 
     # -- DNS ---------------------------------------------------------------------------
 
+    def set_resolvers(self, resolvers: Iterable[str] | None) -> None:
+        """The container's configured resolvers (its resolv.conf, and Docker's upstream
+        servers behind 127.0.0.11); None to infer them from where queries go (files)."""
+        self.trusted_resolvers = None if resolvers is None else frozenset(resolvers)
+
+    def _outgoing(self) -> bool:
+        """The frame being decoded was sent by the container, on an interface other than
+        loopback (Linux cooked captures say so; other link types cannot tell)."""
+        lt, buf, start = self._frame
+        if lt == 276:
+            return buf[start + 10] == PACKET_OUTGOING and ((buf[start + 8] << 8) | buf[start + 9]) != ARPHRD_LOOPBACK
+        if lt == 113:
+            return (((buf[start] << 8) | buf[start + 1]) == PACKET_OUTGOING
+                    and ((buf[start + 2] << 8) | buf[start + 3]) != ARPHRD_LOOPBACK)
+        return False
+
     def _dns_udp(self, ts, src, dst, sport, dport, payload) -> None:
         try:
             msg = dnsmod.parse(payload)
-        except (dnsmod.DnsError, IndexError, ValueError):
+        except (dnsmod.DnsError, IndexError, ValueError, struct.error) as e:
+            if payload[2:3] and payload[2] & 0x80:
+                self._flag(ts, None, f"malformed DNS answer ({e})", src, sport, dst, dport)
             return
-        if not msg.response and (dport == 53 or dst == DOCKER_DNS):
-            srv = addr_text(dst)
-            self.resolvers[srv] = self.resolvers.get(srv, 0) + 1
-        self._dns_message(msg, ts)
+        if not msg.response:
+            if dport == 53 or dst == DOCKER_DNS:
+                srv = addr_text(dst)
+                self.resolvers[srv] = self.resolvers.get(srv, 0) + 1
+                self._expect(PROTO_UDP, src, sport, dst, dport, msg, ts)
+            self._dns_message(msg, ts)
+            return
+        reason = "sent by the container itself" if self._outgoing() else ""
+        self._answer(PROTO_UDP, src, sport, dst, dport, msg, ts, reason)
 
-    def _dns_tcp(self, c: Conn, s: Stream, ts: float) -> None:
+    def _dns_tcp(self, c: Conn, s: Stream, ts: float, answers: bool = False) -> None:
         """DNS over TCP: a 2-byte length, then the message, repeated on one stream."""
         c.app = "dns"
         data = s.data
@@ -496,13 +549,138 @@ class Engine:
             if pos + 2 + n > len(data):
                 break
             try:
-                self._dns_message(dnsmod.parse(bytes(data[pos + 2:pos + 2 + n])), ts)
-            except (dnsmod.DnsError, IndexError, ValueError):
-                pass
+                msg = dnsmod.parse(bytes(data[pos + 2:pos + 2 + n]))
+            except (dnsmod.DnsError, IndexError, ValueError, struct.error) as e:
+                if answers:
+                    self._flag(ts, None, f"malformed DNS answer ({e})", c.server, c.sport, c.client, c.cport)
+                msg = None
             pos += 2 + n
+            if msg is None:
+                continue
+            if not answers and not msg.response:
+                self._expect(PROTO_TCP, c.client, c.cport, c.server, c.sport, msg, ts)
+                self._dns_message(msg, ts)
+            elif answers and msg.response:
+                reason = "sent by the container itself" if c.forged else ""
+                self._answer(PROTO_TCP, c.server, c.sport, c.client, c.cport, msg, ts, reason)
+            else:
+                self._flag(ts, msg, "a DNS message going the wrong way on its connection",
+                           c.server, c.sport, c.client, c.cport)
         s.consumed = pos
 
-    def _dns_message(self, msg: dnsmod.Message, ts: float) -> None:
+    def _expect(self, proto: int, client: bytes, cport: int, server: bytes, sport: int,
+                msg: dnsmod.Message, ts: float) -> None:
+        """Remember a query so that its answer can be recognised."""
+        self.query_sources.add(client)
+        key = (proto, client, cport, msg.ident)
+        q = self.pending.get(key)
+        if q is not None and q[0] == server and q[2] == msg.question_key():
+            q[4] += 1  # the client asked again (a retry): one more answer is fine
+            q[3] = ts
+            return
+        pending = self.pending
+        if len(pending) >= PENDING_QUERIES:
+            for old in list(pending)[:PENDING_QUERIES // 8]:
+                del pending[old]
+        self.answered.pop(key, None)
+        pending[key] = [server, sport, msg.question_key(), ts, 1]
+
+    def _answer(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int,
+                msg: dnsmod.Message, ts: float, reason: str = "") -> None:
+        """Take an answer only if it passes the trust model; otherwise flag it."""
+        key = (proto, dst, dport, msg.ident)
+        signature = (msg.rcode, tuple(sorted((a.owner, a.rtype, a.value) for a in msg.answers)))
+        if not reason:
+            reason = self._untrusted(key, src, sport, msg, ts, signature)
+        if reason:
+            self._flag(ts, msg, reason, src, sport, dst, dport)
+            return
+        q = self.pending[key]
+        q[4] -= 1
+        if q[4] <= 0:
+            del self.pending[key]
+        named = self._dns_message(msg, ts)
+        answered = self.answered
+        if len(answered) >= ANSWERED_KEPT:
+            for old in list(answered)[:ANSWERED_KEPT // 8]:
+                del answered[old]
+        answered[key] = (signature, named, src)
+
+    def _untrusted(self, key: tuple, src: bytes, sport: int, msg: dnsmod.Message, ts: float,
+                   signature: tuple) -> str:
+        """Why an answer cannot be believed, or "" when it can."""
+        srv = addr_text(src)
+        q = self.pending.get(key)
+        if q is not None and ts - q[3] > QUERY_WAIT:
+            del self.pending[key]
+            q = None
+        if q is None:
+            done = self.answered.get(key)
+            if done is not None and done[2] == src:
+                if done[0] == signature:
+                    return "a repeated answer to a query already answered"
+                self._withdraw(done[1], ts)
+                return ("a second, different answer to a query already answered: both are "
+                        "distrusted (a forgery racing the resolver?)")
+            return "answers no query the container sent (ID and ports)"
+        server, qport = q[0], q[1]
+        if src != server:
+            return f"from {srv}, but the query went to {addr_text(server)}"
+        if sport != qport and not (server == DOCKER_DNS and sport == 53):
+            return f"from port {sport}, but the query went to port {qport}"
+        if msg.question_key() != q[2]:
+            return "its question is not the one the container asked"
+        if self.trusted_resolvers is not None:
+            if srv not in self.trusted_resolvers:
+                return f"from {srv}, which is not one of the container's resolvers"
+        elif src in self.query_sources:
+            return f"from {srv}, an address that itself sends queries"
+        return ""
+
+    def _flag(self, ts: float, msg: dnsmod.Message | None, reason: str, src: bytes, sport: int,
+              dst: bytes, dport: int) -> None:
+        """Record an answer that was not believed; it names nothing and feeds no firewall."""
+        self.suspicious_count += 1
+        claims = []
+        if msg is not None:
+            claims = [f"{a.owner} {dnsmod.TYPE_NAMES.get(a.rtype, a.rtype)} {a.value}" for a in msg.answers[:8]]
+        item = {"time": ts, "reason": reason, "from": f"{addr_text(src)}:{sport}",
+                "to": f"{addr_text(dst)}:{dport}", "question": msg.questions[0][0] if msg and msg.questions else "",
+                "claims": claims}
+        self.suspicious.append(item)
+        name = item["question"]
+        if name and not name.endswith(".arpa"):
+            h = self._host(name)
+            h.touch(ts)
+            h.flag(reason, item)
+            self.dirty.add(name)
+
+    def _withdraw(self, named: list[tuple[str, str]], ts: float) -> None:
+        """Take back what an answer named, when a conflicting answer shows it may be forged."""
+        for root, addr in named:
+            names = self.addr_names.get(addr)
+            if names is not None:
+                names.discard(root)
+                if not names:
+                    del self.addr_names[addr]
+            if self.addr_name.get(addr) == root:
+                del self.addr_name[addr]
+            self.dns_ttl.pop((root, addr), None)
+            h = self.hosts.get(root)
+            if h is not None:
+                h.resolved.discard(addr)
+                for c in list(h.conns):
+                    if c.named_by == NAMED_DNS and addr_text(c.server) == addr:
+                        self._rename(c, addr, NAMED_ADDRESS)
+                        if c.host is not None:
+                            c.host.is_address = True
+                self.dirty.add(root)
+            if self.on_dns_withdraw is not None:
+                self.on_dns_withdraw(root, addr)
+
+    def _dns_message(self, msg: dnsmod.Message, ts: float) -> list[tuple[str, str]]:
+        """Learn from a query or a trusted answer; returns the (name, address) pairs named."""
+        named: list[tuple[str, str]] = []
         if not msg.response:
             for qname, qtype in msg.questions:
                 if not qname or qtype == dnsmod.TYPE_PTR or qname.endswith(".arpa"):
@@ -512,13 +690,13 @@ class Engine:
                 h.via.add("dns")
                 h.touch(ts)
                 self.dirty.add(qname)
-            return
+            return named
         # Follow CNAME chains back to the name the client asked for.
         origin: dict[str, str] = {q: q for q, _ in msg.questions}
         for a in msg.answers:
             if a.rtype == dnsmod.TYPE_CNAME or a.rtype in (dnsmod.TYPE_SVCB, dnsmod.TYPE_HTTPS):
-                root = origin.get(a.owner, a.owner)
-                if a.value != a.owner:
+                root = origin.get(a.owner)
+                if root is not None and a.value != a.owner:
                     origin.setdefault(a.value, root)
         for qname, qtype in msg.questions:
             if not qname or qname.endswith(".arpa"):
@@ -530,8 +708,10 @@ class Engine:
                 h.rcodes.add(dnsmod.RCODE_NAMES.get(msg.rcode, str(msg.rcode)))
             self.dirty.add(qname)
         for a in msg.answers:
-            root = origin.get(a.owner, a.owner)
-            if root not in self.hosts:
+            # Only records on the chain from the question count: an answer cannot name
+            # addresses for names nobody asked about.
+            root = origin.get(a.owner)
+            if root is None or root not in self.hosts:
                 continue
             h = self.hosts[root]
             if a.rtype == dnsmod.TYPE_CNAME and a.value not in h.cnames:
@@ -542,9 +722,11 @@ class Engine:
                 self.addr_names.setdefault(addr, set()).add(root)
                 self.dns_ttl[(root, addr)] = (ts, a.ttl)
                 h.resolved.add(addr)
-                if self.on_dns_answer is not None:
+                named.append((root, addr))
+                if self.on_dns_answer is not None and self.trusted_resolvers is not None:
                     self.on_dns_answer(root, addr, a.ttl)
                 self._adopt(addr, root)
+        return named
 
     def _adopt(self, addr: str, name: str) -> None:
         """An address host made before its DNS answer was seen takes the name now."""

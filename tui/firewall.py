@@ -167,10 +167,6 @@ class HelperRunner:
     def popen(self, tool: str, args: list[str]):
         return _ExecPipe(self.dc, self._ensure().id, [tool, *args])
 
-    def resolvers(self, extra: Iterable[str] = ()) -> list[str]:
-        """The container's resolvers, read from the helper (same namespace, same resolv.conf)."""
-        return parse_resolv_conf(self.run("cat", ["/etc/resolv.conf"], check=False), extra)
-
     def resolve(self, names: list[str], resolvers: list[str]) -> dict[str, list[tuple[str, int]]]:
         h = self._ensure()
         out: dict[str, list[tuple[str, int]]] = {}
@@ -276,12 +272,31 @@ def _query(ident: int, name: str, qtype: int) -> bytes:
     return q + struct.pack("!HH", qtype, 1)
 
 
+# After the last answer, how long to keep listening for a second, different answer to the
+# same query: a process in the container racing the resolver with a forged one.
+CONFLICT_GRACE = 0.15
+
+
+def _chain_addresses(msg: dnsmod.Message, name: str) -> list[tuple[str, int]]:
+    """A/AAAA records on the CNAME chain from ``name`` (nothing about other names)."""
+    chain = {name}
+    for a in msg.answers:
+        if a.rtype == dnsmod.TYPE_CNAME and a.owner in chain:
+            chain.add(a.value)
+    return [(a.value, a.ttl) for a in msg.answers
+            if a.rtype in (dnsmod.TYPE_A, dnsmod.TYPE_AAAA) and a.owner in chain]
+
+
 def resolve_names(names: list[str], resolvers: list[str], timeout: float = DNS_TIMEOUT
                   ) -> dict[str, list[tuple[str, int]]]:
     """A and AAAA for each name from the first resolver that answers: {name: [(addr, ttl)]}.
 
     Call from a thread that has entered the container's namespace (capture.setns_net), so
-    the queries go where the container's would, through its own resolver.
+    the queries go where the container's would, through its own resolver. That namespace
+    is the container's: its processes can see our queries and race the resolver with
+    forged answers. So the socket is connected to the resolver (the kernel drops
+    datagrams from anywhere else), every query has a random ID, an answer must repeat the
+    question, and a name that gets two different answers to one query stays unresolved.
     """
     result: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
     if not names or not resolvers:
@@ -293,36 +308,50 @@ def resolve_names(names: list[str], resolvers: list[str], timeout: float = DNS_T
         fam = socket.AF_INET6 if ":" in server else socket.AF_INET
         try:
             s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.connect((server, 53))
         except OSError:
             continue
         try:
             s.setblocking(False)
-            asked: dict[int, str] = {}
-            ident = int.from_bytes(os.urandom(2), "big")
+            asked: dict[int, tuple[str, int]] = {}
             for n in sorted(pending):
                 for qtype in (dnsmod.TYPE_A, dnsmod.TYPE_AAAA):
-                    ident = (ident + 1) & 0xFFFF
-                    asked[ident] = n
+                    ident = int.from_bytes(os.urandom(2), "big")
+                    while ident in asked:
+                        ident = int.from_bytes(os.urandom(2), "big")
+                    asked[ident] = (n, qtype)
                     try:
-                        s.sendto(_query(ident, n, qtype), (server, 53))
+                        s.send(_query(ident, n, qtype))
                     except OSError:
                         pass
+            got: dict[int, tuple] = {}       # ident -> signature of the first answer
+            conflicted: set[str] = set()
+            found: dict[str, list[tuple[str, int]]] = {}
             deadline = time.monotonic() + timeout
-            while asked and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                if len(got) == len(asked):
+                    deadline = min(deadline, time.monotonic() + CONFLICT_GRACE)
                 r, _, _ = select.select([s], [], [], max(0.0, deadline - time.monotonic()))
                 if not r:
                     break
                 try:
-                    data = s.recv(65535)
-                    msg = dnsmod.parse(data)
+                    msg = dnsmod.parse(s.recv(65535))
                 except (OSError, dnsmod.DnsError, IndexError, ValueError):
                     continue
-                n = asked.pop(msg.ident, None)
-                if n is None:
+                q = asked.get(msg.ident)
+                if q is None or not msg.response or msg.question_key() != ((q[0], q[1], 1),):
                     continue
-                for a in msg.answers:
-                    if a.rtype in (dnsmod.TYPE_A, dnsmod.TYPE_AAAA):
-                        result[n].append((a.value, a.ttl))
+                addrs = _chain_addresses(msg, q[0])
+                signature = (msg.rcode, tuple(sorted(a for a, _t in addrs)))
+                if msg.ident in got:
+                    if got[msg.ident] != signature:
+                        conflicted.add(q[0])
+                    continue
+                got[msg.ident] = signature
+                found.setdefault(q[0], []).extend(addrs)
+            for n, addrs in found.items():
+                if n not in conflicted:
+                    result[n] = addrs
         finally:
             s.close()
     return result
@@ -646,17 +675,37 @@ class SetUpdater:
             line = "".join(f'add {SETS[fam][1]} {addr},{proto}:{port} timeout {timeout} comment "{why}" -exist\n'
                            for proto in ("tcp", "udp"))
         line += f"add {SYNC_SET} 127.0.0.1 -exist\n"
+        if not self._send(line):
+            return False
+        self.added[key] = now + timeout
+        return True
+
+    def _send(self, lines: str) -> bool:
+        """Hand commands to the persistent ``ipset restore``; False (and counted) on failure."""
         try:
             if self.proc is None or self.proc.poll() is not None:
                 self.proc = self.runner.popen("ipset", ["-exist", "restore"])
-            self.proc.stdin.write(line)
+            self.proc.stdin.write(lines)
             self.proc.stdin.flush()
         except (OSError, ValueError):
             self.errors += 1
             self.proc = None
             return False
-        self.added[key] = now + timeout
         return True
+
+    def remove(self, addr: str, port: int | None = None) -> None:
+        """Take an address back out of the sets (its DNS answer turned out not to be trusted)."""
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            return
+        fam = 6 if ":" in addr else 4
+        if port is None:
+            line = f"del {SETS[fam][0]} {addr} -exist\n"
+        else:
+            line = "".join(f"del {SETS[fam][1]} {addr},{proto}:{port} -exist\n" for proto in ("tcp", "udp"))
+        self.added.pop(f"{addr},{port}", None)
+        self._send(line)
 
     def close(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -773,3 +822,15 @@ class Guard:
             if e.network is None and e.matches_name(name):
                 if self.updater.add(addr, ttl, name, e.port):
                     self.learned += 1
+
+    def on_dns_withdraw(self, name: str, addr: str) -> None:
+        """A DNS answer the sets learned from was contradicted: take its address out again,
+        unless the plan itself allowed that address (resolved at apply time)."""
+        if self.plan is None:
+            return
+        fam = 6 if ":" in addr else 4
+        if addr in self.plan.nets[fam]:
+            return
+        ports = {e.port for e in (self.allowlist.entries if self.allowlist else []) if e.matches_name(name)}
+        for port in ports:
+            self.updater.remove(addr, port)

@@ -26,6 +26,9 @@ NAMED_ADDRESS = "address"
 # Per host, the most recent connections kept in full (for the detail view). Older ones
 # only survive as outcome counts, so a week-long capture does not grow without bound.
 CONNS_KEPT = 500
+# Per host, the DNS answers that were not believed (see engine: the trust model), kept in
+# full for the detail view; older ones only count.
+SUSPICIOUS_KEPT = 20
 
 
 def addr_text(a: bytes) -> str:
@@ -40,6 +43,7 @@ class Conn:
         "syns", "synack", "established", "refused", "fin", "rst",
         "pkts_out", "pkts_in", "bytes_out", "bytes_in",
         "name", "named_by", "app", "hello", "http_host", "stream", "rstream", "crypto", "host", "fast",
+        "forged",
     )
 
     def __init__(self, proto: int, client: bytes, cport: int, server: bytes, sport: int, ts: float):
@@ -70,6 +74,7 @@ class Conn:
         self.crypto = None     # QUIC CRYPTO frame assembler
         self.host: Host | None = None
         self.fast = False      # registered in the engine's fast path
+        self.forged = False    # DNS over TCP: "answers" on it were sent by the container itself
 
     @property
     def outcome(self) -> str:
@@ -115,6 +120,13 @@ class Host:
     conns: deque = field(default_factory=lambda: deque(maxlen=CONNS_KEPT))
     old_outcomes: dict[str, int] = field(default_factory=dict)
     old_count: int = 0
+    suspicious: int = 0                                # DNS answers about it that were not believed
+    suspicious_notes: deque = field(default_factory=lambda: deque(maxlen=SUSPICIOUS_KEPT))
+
+    def flag(self, reason: str, detail: dict) -> None:
+        """A DNS answer about this name was not believed (forged, unsolicited, malformed)."""
+        self.suspicious += 1
+        self.suspicious_notes.append(dict(detail, reason=reason))
 
     def last_seen(self) -> float:
         """Connections update their own last time on every packet; the host's is the latest."""
@@ -192,6 +204,8 @@ class Host:
             "tls_versions": _uniq(v for h in hellos for v in h.versions),
             "ech": any(h.ech for h in hellos),
             "ja4": _uniq(h.ja4 for h in hellos),
+            "suspicious_dns": self.suspicious,
+            "suspicious": [dict(n) for n in self.suspicious_notes],
         }
 
 
