@@ -43,9 +43,10 @@ test: deps $(STAMP) ## install everything from nothing, then run every test (roo
 test-fast: $(STAMP) ## the tests that need neither root nor network namespaces
 	$(PY) -m pytest -m "not netns and not root and not docker" $(PYTEST_ARGS)
 
-bench: deps $(STAMP) ## report vs the tshark one-liner (200k packets); live capture rates, latency, table
+bench: deps $(STAMP) ## report vs the tshark one-liner (200k packets); live capture rates, latency, table; hostile packets
 	$(PY) bench/run.py
 	$(PY) bench/live.py
+	$(PY) bench/hostile.py
 
 demo-capture: deps $(STAMP) ## re-record tui/data/demo.pcap in the network-namespace lab
 	$(PY) -m tests.lab.record_demo
