@@ -238,11 +238,11 @@ def choices_for(observed: str) -> Choices:
     if "*" in observed:
         return Choices(None, (), "a name with '*' is not a host name, so nothing is offered; if you trust "
                                  "a whole domain, write its *.domain entry into the allowlist file yourself")
-    kind = _address_kind(observed)
+    host = host_form(observed)
+    kind = _address_kind(observed.rstrip(".")) or (_address_kind(host) if host else "")
     if kind:
         return Choices(None, (), f"{kind}, not a host name, so nothing is offered; if you really mean it, "
                                  "write it into the allowlist file yourself")
-    host = host_form(observed)
     if host is None:
         return Choices(None, (), "not a valid host name (letters, digits and hyphens, labels of at most 63 "
                                  "bytes, at most 253 in all), so nothing is offered; write the real host "
@@ -290,15 +290,16 @@ def _unicode_form(host: str) -> str:
         return host
 
 
-def learned_allowlist(seen: Iterable[tuple[str, str]]) -> tuple[Allowlist, list[tuple[str, str]]]:
+def learned_allowlist(seen: Iterable[tuple[str, str]]) -> tuple[Allowlist, list[str]]:
     """The minimal allowlist for ``(name, comment)`` pairs seen during a run: each name's
-    exact entry when it is a host name. Returns it and the ``(name, why)`` pairs left out."""
+    exact entry when it is a host name. Returns it and one line for each name left out,
+    saying why (the name visibly escaped: it comes from the container)."""
     al = Allowlist()
     skipped = []
     for name, comment in seen:
         c = choices_for(name)
         if c.host is None:
-            skipped.append((name, c.why))
+            skipped.append(f"'{visible(name)}': {c.why}")
         else:
             al.add(parse_entry(c.host, "learn", comment))
     return al, skipped

@@ -415,14 +415,14 @@ def cmd_learn(args) -> int:
     print(f"egress-tui: {record.status}; {len(rows)} host(s)", file=sys.stderr)
     sys.stdout.write(render(rows, args.format, {"source": f"learn {info.name}: {spec.describe()}"}))
     if args.write_allowlist:
-        from .allowlist import learned_allowlist, visible
+        from .allowlist import learned_allowlist
         # names come from the container: only valid host names, exact, ever reach the file
         minimal, skipped = learned_allowlist(
             (name, f"{'reached' if h['reached'] else 'tried, blocked'} by {' '.join(spec.command)} "
                    f"[{spec.provider}]")
             for name, h in record.hosts.items() if h["connections"])
-        for name, why in skipped:
-            print(f"egress-tui: left out of the allowlist: '{visible(name)}': {why}", file=sys.stderr)
+        for line in skipped:
+            print(f"egress-tui: left out of the allowlist: {line}", file=sys.stderr)
         try:
             with open(args.write_allowlist, "w", encoding="utf-8") as f:
                 f.write(minimal.to_text())
