@@ -248,9 +248,11 @@ def test_learned_allowlist_keeps_exact_host_names_only():
     assert any(line.startswith("'0.0.0.0/0': an address range") for line in skipped)
     assert any(line.startswith("'*.co.uk': a name with '*'") for line in skipped)
     assert any(line.startswith("'evil\\x1b]0;pwned\\x07.example': not a valid host name") for line in skipped)
+    al, _ = learned_allowlist([("api.anthropic.com", "reached by python3 -c 'import x\nrun()'")])
+    assert al.to_text().splitlines()[1:] == ["api.anthropic.com  # reached by python3 -c 'import x run()'"]
     again = Allowlist()
     again.add_text(al.to_text())                               # the file it writes loads back
-    assert again.match("api.anthropic.com", 443) and not again.match("x.co.uk", 443)
+    assert again.match("api.anthropic.com", 443) and not again.match("co.uk", 443)
 
 
 # -- loading: bounded, once, linear ----------------------------------------------------

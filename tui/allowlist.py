@@ -515,7 +515,9 @@ class Allowlist:
     def to_text(self) -> str:
         lines = ["# egress-tui allowlist: one host per line, *.domain for subdomains, optional :port"]
         for e in self.entries:
-            lines.append(e.text() + (f"  # {e.comment}" if e.comment else ""))
+            # a comment is one line, whatever it was made from (a command line, say)
+            comment = " ".join(e.comment.split())
+            lines.append(e.text() + (f"  # {comment}" if comment else ""))
         return "\n".join(lines) + "\n"
 
 
