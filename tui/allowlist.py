@@ -468,8 +468,8 @@ class Allowlist:
                 raise AllowlistError(f"{origin} line {i}: {e}") from None
 
     def _candidates(self, name: str):
-        """Every entry whose pattern covers ``name`` (already in lookup form), any port,
-        as (position, entry) lists."""
+        """(position, entry) for every entry whose pattern covers ``name`` (already in
+        lookup form), whatever its port."""
         yield from self._exact.get(name, ())
         i = name.rfind(".")
         while i > 0:  # something must come before the dot: *.x does not match x
