@@ -248,6 +248,24 @@ def breakdown(missing: set[str], truth: dict) -> str:
     return ", ".join(parts)
 
 
+def allowlist_seconds(lines: int) -> float:
+    """Best of three: load an allowlist of ``lines`` entries (names, wildcards, networks,
+    ports) and ask 1,000 verdicts of it."""
+    sys.path.insert(0, str(ROOT))
+    from tui.allowlist import Allowlist
+    text = "\n".join([f"host{i}.example{i % 97}.test", f"*.zone{i}.test", f"10.{i // 256 % 256}.{i % 256}.0/24",
+                      f"port{i}.test:{1 + i % 60000}"][i % 4] for i in range(lines))
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        al = Allowlist(sources=["bench"])
+        al.add_text(text)
+        for i in range(1_000):
+            al.verdict(f"a.host{i}.zone{i}.test", [443], [f"10.0.{i % 256}.1"])
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="egress-tui vs tshark one-liner benchmark")
     ap.add_argument("--runs", type=int, default=5, help="measured runs per tool (default 5)")
@@ -383,6 +401,11 @@ def main(argv=None) -> int:
     if planted_quic:
         target("egress-tui finds every planted QUIC SNI",
                egress.ok and planted_quic <= egress.found["quic"])
+    small, large = allowlist_seconds(1_000), allowlist_seconds(10_000)
+    print(f"\nallowlist: 1,000 lines load and answer 1,000 verdicts in {small * 1000:.0f} ms, "
+          f"10,000 lines in {large * 1000:.0f} ms ({large / small:.1f}x)")
+    target("allowlist loading and lookups grow linearly (10x the lines: under 20x the time)",
+           large < 20 * small)
     print("\ntargets:")
     for desc, verdict in results:
         print(f"  [{verdict:>6}] {desc}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tui.allowlist import Allowlist
-from tui.session import Session, parent_wildcard
+from tui.session import Session
 
 
 def row(name, addresses, ports=(443,)):
@@ -48,14 +48,16 @@ def test_denied_rows_carry_no_warning():
     assert r["allowed"] is False and r["warning"] == ""
 
 
-@pytest.mark.parametrize("name,parent", [("api.anthropic.com", "*.anthropic.com"),
-                                         ("bedrock.ap-northeast-1.amazonaws.com", "*.ap-northeast-1.amazonaws.com"),
-                                         ("example.com", None), ("198.18.1.1", None)])
-def test_parent_wildcard(name, parent):
-    assert parent_wildcard(name) == parent
-
-
 def test_disallow_removes_wildcards_that_match():
     s = session("*.anthropic.com\napi.anthropic.com\nother.test\n")
     assert sorted(s.disallow("api.anthropic.com")) == ["*.anthropic.com", "api.anthropic.com"]
+    assert [e.text() for e in s.allowlist.entries] == ["other.test"]
+
+
+def test_disallow_takes_every_port_and_survives_hostile_names():
+    s = session("api.anthropic.com:443\napi.anthropic.com:8443\n198.18.0.0/15\nother.test\n")
+    assert s.disallow("api.anthropic.com") == ["api.anthropic.com:443", "api.anthropic.com:8443"]
+    for name in ("[/]", "\x1b]0;pwned\x07", "*." * 2000 + "x", "0.0.0.0/0", "bü\u202echer", ""):
+        assert s.disallow(name) == []
+    assert s.disallow("198.18.3.4") == ["198.18.0.0/15"]
     assert [e.text() for e in s.allowlist.entries] == ["other.test"]

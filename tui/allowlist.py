@@ -4,21 +4,52 @@ A file has one entry per line: a host name (``api.anthropic.com``), a wildcard f
 subdomain (``*.amazonaws.com``), an IP address or network (``198.18.0.0/15``), each with
 an optional ``:port`` (IPv6 addresses with a port are written ``[2001:db8::1]:443``).
 ``#`` starts a comment. Presets bundle what a given Claude Code setup needs.
+
+Names seen on the wire are chosen by the watched container, which may be hostile: only
+``choices_for`` turns one into entries, and only into entries for a valid host name, never
+wider than the name's registrable domain (Public Suffix List).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable
+
+import idna
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _REGION_AWS = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d+$")
 _REGION_GCP = re.compile(r"^([a-z]+-[a-z]+\d+|global|us|eu)$")
 
 
+# An allowlist is a short text file; anything bigger is the wrong file (or /dev/zero).
+MAX_FILE_BYTES = 4 * 1024 * 1024
+_LDH = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
 class AllowlistError(ValueError):
     """A bad allowlist entry, file or preset; the message says where and why."""
+
+
+def visible(text: str, limit: int = 80) -> str:
+    """Text from a file or the wire as one bounded line a terminal shows as it is: with
+    any control or format character, the whole of it escaped the way ``ascii()`` does."""
+    cut = text[:limit]
+    if not cut.isprintable():
+        cut = ascii(cut)[1:-1]
+    return cut + ("..." if len(text) > limit else "")
+
+
+def _lookup_form(name: str) -> str:
+    """The form names are compared in: lowercase, no trailing dot, A-labels for IDNs."""
+    name = name.rstrip(".")
+    if name.isascii():
+        return name.lower()
+    return host_form(name) or name.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +65,7 @@ class Entry:
         return self.pattern.startswith("*.")
 
     def matches_name(self, name: str) -> bool:
-        name = name.lower().rstrip(".")
+        name = _lookup_form(name)
         if self.network is not None:
             try:
                 return ipaddress.ip_address(name) in self.network
@@ -63,11 +94,12 @@ def is_host_name(name: str) -> bool:
 def parse_entry(text: str, source: str = "", comment: str = "") -> Entry:
     """Parse one allowlist entry; raises AllowlistError saying what is wrong."""
     s = text.strip().lower()
+    text = visible(text.strip())
     if not s:
         raise AllowlistError("empty entry")
     if "://" in s:
         bare = s.split("://", 1)[1].split("/", 1)[0]
-        raise AllowlistError(f"'{text}' is a URL, not a host name: write just '{bare}'")
+        raise AllowlistError(f"'{text}' is a URL, not a host name: write just '{visible(bare)}'")
     port = None
     host = s
     if s.startswith("["):
@@ -99,7 +131,20 @@ def parse_entry(text: str, source: str = "", comment: str = "") -> Entry:
         raise AllowlistError(f"'{text}': a wildcard must be a whole first label, like *.example.com")
     if not is_host_name(name):
         raise AllowlistError(f"'{text}' is not a host name")
+    if _inet_aton(name):
+        # getent and friends would resolve it to an address without asking DNS
+        raise AllowlistError(f"'{text}' reads as the address {_inet_aton(name)}: write the address itself")
     return Entry(name, port, source, comment)
+
+
+def _inet_aton(s: str) -> str:
+    """The IPv4 address libc's resolver reads ``s`` as (``0x7f.1`` is 127.0.0.1), or ""."""
+    if not s.isascii() or not s[:1].isdigit():
+        return ""
+    try:
+        return socket.inet_ntoa(socket.inet_aton(s))
+    except (OSError, ValueError):
+        return ""
 
 
 def _looks_like_address(s: str) -> bool:
@@ -110,6 +155,154 @@ def _port(p: str, text: str) -> int:
     if not p.isdigit() or not 0 < int(p) < 65536:
         raise AllowlistError(f"'{text}': port must be a number from 1 to 65535")
     return int(p)
+
+
+# -- entries from observed names ---------------------------------------------------
+
+def host_form(name: str) -> str | None:
+    """``name`` as an allowlist writes it (lowercase ASCII, IDNs as ``xn--`` A-labels), or
+    None when it is not a valid host name: letters, digits and hyphens, labels of 1 to 63
+    bytes, at most 253 bytes, a top-level label that is not all digits. Labels that are not
+    ASCII go through IDNA 2008 as they are (what it rejects, such as upper case or joiners,
+    is rejected here); ``xn--`` labels must be what IDNA would have produced."""
+    name = name[:-1] if name.endswith(".") else name
+    # a U-label is never longer than its A-label: the bound also keeps IDNA's work small
+    if not name or len(name) > 253:
+        return None
+    labels = []
+    for label in name.split("."):
+        if len(label) > 63:
+            return None
+        if label.isascii():
+            label = label.lower()
+            if label.startswith("xn--") and _alabel(label) != label:
+                return None
+        else:
+            label = _alabel(label) or ""
+        if not _LDH.match(label):
+            return None
+        labels.append(label)
+    out = ".".join(labels)
+    if len(out) > 253 or labels[-1].isdigit():
+        return None
+    return out
+
+
+def _alabel(label: str) -> str | None:
+    try:
+        return idna.alabel(label).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=1)
+def _psl():
+    # the list ships inside the package: no download, ever
+    from publicsuffixlist import PublicSuffixList
+    return PublicSuffixList()
+
+
+def registrable_domain(host: str) -> str | None:
+    """The domain a single owner registered (``example.co.uk`` for ``a.b.example.co.uk``),
+    by the Public Suffix List with its private part (``github.io``, ``s3.amazonaws.com``...);
+    None when ``host`` is itself a public suffix or a top-level name."""
+    return _psl().privatesuffix(host)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One allowlist entry a user may add for an observed name."""
+    entry: str    # the allowlist line: "api.anthropic.com" or "*.anthropic.com"
+    allows: str   # one line saying what it lets through
+
+
+@dataclass(frozen=True, slots=True)
+class Choices:
+    """What may be added to the allowlist for one observed name."""
+    host: str | None            # the name as an allowlist writes it; None: not a host name
+    choices: tuple[Choice, ...]
+    why: str = ""               # one line: why nothing, or only the exact name, is offered
+
+
+# A deep name (a.b.c.d....example.com) would otherwise offer one wildcard per level.
+_MAX_WILDCARDS = 4
+
+
+def choices_for(observed: str) -> Choices:
+    """The entries a user may choose for a name seen on the wire, exact name first.
+
+    Never an address or a network (an entry for ``0.0.0.0/0`` allows everything), never a
+    name holding ``*`` (clients connect to host names, not patterns), and no wildcard wider
+    than the name's registrable domain: ``a.b.example.co.uk`` offers itself,
+    ``*.b.example.co.uk`` and ``*.example.co.uk``, never ``*.co.uk``."""
+    if "*" in observed:
+        return Choices(None, (), "a name with '*' is not a host name, so nothing is offered; if you trust "
+                                 "a whole domain, write its *.domain entry into the allowlist file yourself")
+    host = host_form(observed)
+    kind = _address_kind(observed.rstrip(".")) or (_address_kind(host) if host else "")
+    if kind:
+        return Choices(None, (), f"{kind}, not a host name, so nothing is offered; if you really mean it, "
+                                 "write it into the allowlist file yourself")
+    if host is None:
+        return Choices(None, (), "not a valid host name (letters, digits and hyphens, labels of at most 63 "
+                                 "bytes, at most 253 in all), so nothing is offered; write the real host "
+                                 "name into the allowlist file yourself")
+    unicode = _unicode_form(host)
+    exact = Choice(host, f"only {host}" + (f" ({unicode})" if unicode != host else ""))
+    base = registrable_domain(host)
+    if base is None:
+        return Choices(host, (exact,), f"no wildcard: {host} is a public suffix or a top-level name, "
+                                       "under which anyone can register their own domains")
+    labels = host.split(".")
+    parents = [".".join(labels[i:]) for i in range(1, len(labels) - base.count("."))]
+    if len(parents) > _MAX_WILDCARDS:
+        parents = parents[:_MAX_WILDCARDS - 1] + [base]
+    wild = tuple(Choice(f"*.{p}", f"{host} and any other subdomain of {p}, not {p} itself")
+                 for p in parents)
+    return Choices(host, (exact, *wild))
+
+
+def _address_kind(name: str) -> str:
+    """"an address", "an address range" or "" for a name that is neither."""
+    s = name.strip().strip("[]")
+    try:
+        ipaddress.ip_address(s)
+        return "an address"
+    except ValueError:
+        pass
+    if _inet_aton(s):
+        return "an address in disguise (resolvers read it as " + _inet_aton(s) + ")"
+    if "/" in s:
+        try:
+            ipaddress.ip_network(s, strict=False)
+            return "an address range"
+        except ValueError:
+            pass
+    return ""
+
+
+def _unicode_form(host: str) -> str:
+    if "xn--" not in host:
+        return host
+    try:
+        return idna.decode(host)
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return host
+
+
+def learned_allowlist(seen: Iterable[tuple[str, str]]) -> tuple[Allowlist, list[str]]:
+    """The minimal allowlist for ``(name, comment)`` pairs seen during a run: each name's
+    exact entry when it is a host name. Returns it and one line for each name left out,
+    saying why (the name visibly escaped: it comes from the container)."""
+    al = Allowlist()
+    skipped = []
+    for name, comment in seen:
+        c = choices_for(name)
+        if c.host is None:
+            skipped.append(f"'{visible(name)}': {c.why}")
+        else:
+            al.add(parse_entry(c.host, "learn", comment))
+    return al, skipped
 
 
 # -- presets -------------------------------------------------------------------------
@@ -168,22 +361,72 @@ def preset_entries(spec: str) -> list[Entry]:
     return [parse_entry(p, f"preset {spec}", why) for p, why in items]
 
 
-@dataclass
 class Allowlist:
-    entries: list[Entry] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
+    """Entries in file order, deduplicated by (pattern, port), with an index so that
+    loading and every lookup stay linear however long the list is.
+
+    ``match`` reports the first entry, in file order, that allows a name: the same answer
+    as trying every entry in turn, found through exact names (a dict), wildcards (a dict
+    keyed by the domain after ``*.``, probed with the name's parents) and networks (a dict
+    per prefix length, probed with the address cut to that length)."""
+
+    def __init__(self, entries: Iterable[Entry] = (), sources: Iterable[str] = ()):
+        self.sources: list[str] = list(sources)
+        self.entries = entries
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """The entries in order; assign a new sequence to replace them all."""
+        return tuple(self._by_key.values())
+
+    @entries.setter
+    def entries(self, entries: Iterable[Entry]) -> None:
+        self._by_key: dict[tuple[str, int | None], Entry] = {}
+        self._exact: dict[str, list[tuple[int, Entry]]] = {}
+        self._wild: dict[str, list[tuple[int, Entry]]] = {}
+        self._wild_longest = 0
+        self._nets: dict[tuple[int, int], dict[object, list[tuple[int, Entry]]]] = {}
+        self._next = 0
+        for e in entries:
+            self.add(e)
 
     def __bool__(self) -> bool:
         return bool(self.sources)
 
+    def __repr__(self) -> str:
+        return f"Allowlist({len(self._by_key)} entries, sources={self.sources!r})"
+
     def add(self, entry: Entry) -> None:
-        if not any(e.pattern == entry.pattern and e.port == entry.port for e in self.entries):
-            self.entries.append(entry)
+        key = (entry.pattern, entry.port)
+        if key in self._by_key:
+            return
+        pos = self._next
+        self._next += 1
+        self._by_key[key] = entry
+        if entry.network is not None:
+            net = entry.network
+            self._nets.setdefault((net.version, net.prefixlen), {}).setdefault(net, []).append((pos, entry))
+        elif entry.wildcard:
+            base = entry.pattern[2:]
+            self._wild.setdefault(base, []).append((pos, entry))
+            self._wild_longest = max(self._wild_longest, len(base))
+        else:
+            self._exact.setdefault(entry.pattern, []).append((pos, entry))
 
     def remove(self, pattern: str) -> bool:
-        before = len(self.entries)
-        self.entries = [e for e in self.entries if e.pattern != pattern]
-        return len(self.entries) != before
+        kept = [e for e in self._by_key.values() if e.pattern != pattern]
+        if len(kept) == len(self._by_key):
+            return False
+        self.entries = kept
+        return True
+
+    def remove_matching(self, name: str) -> list[Entry]:
+        """Remove every entry that allows ``name`` (on any port); returns them in file order."""
+        gone = [e for _, e in sorted(self._candidates(_lookup_form(name)), key=lambda pe: pe[0])]
+        if gone:
+            drop = {(e.pattern, e.port) for e in gone}
+            self.entries = [e for k, e in self._by_key.items() if k not in drop]
+        return gone
 
     def add_preset(self, spec: str) -> None:
         for e in preset_entries(spec):
@@ -191,11 +434,21 @@ class Allowlist:
         self.sources.append(f"preset {spec}")
 
     def add_file(self, path: str) -> None:
+        """Read an allowlist file once (FIFOs and ``<(cmd)`` work), at most MAX_FILE_BYTES."""
+        cap = MAX_FILE_BYTES
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                data = f.read(cap + 1)
         except OSError as e:
             raise AllowlistError(f"cannot read allowlist {path}: {e.strerror}") from None
+        if len(data) > cap:
+            raise AllowlistError(f"allowlist {path} is larger than {cap // (1024 * 1024)} MiB: an allowlist "
+                                 "holds one host a line; check that this is the right file")
+        if b"\0" in data:
+            raise AllowlistError(f"allowlist {path} holds NUL bytes: it is not a text file; "
+                                 "check that this is the right file")
+        try:
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise AllowlistError(f"allowlist {path} is not UTF-8 text") from None
         self.add_text(text, path)
@@ -208,17 +461,39 @@ class Allowlist:
             if not body:
                 continue
             if len(body.split()) > 1:
-                raise AllowlistError(f"{origin} line {i}: one entry per line, found '{body}'")
+                raise AllowlistError(f"{origin} line {i}: one entry per line, found '{visible(body)}'")
             try:
                 self.add(parse_entry(body, f"{origin}:{i}", comment.strip()))
             except AllowlistError as e:
                 raise AllowlistError(f"{origin} line {i}: {e}") from None
 
+    def _candidates(self, name: str):
+        """(position, entry) for every entry whose pattern covers ``name`` (already in
+        lookup form), whatever its port."""
+        yield from self._exact.get(name, ())
+        i = name.rfind(".")
+        while i > 0:  # something must come before the dot: *.x does not match x
+            suffix = name[i + 1:]
+            if len(suffix) > self._wild_longest:
+                break
+            yield from self._wild.get(suffix, ())
+            i = name.rfind(".", 0, i)
+        if self._nets:
+            try:
+                addr = ipaddress.ip_address(name)
+            except ValueError:
+                return
+            for (version, prefixlen), nets in self._nets.items():
+                if version == addr.version:
+                    yield from nets.get(ipaddress.ip_network((addr, prefixlen), strict=False), ())
+
     def match(self, name: str, port: int | None = None) -> Entry | None:
-        for e in self.entries:
-            if e.matches_name(name) and (e.port is None or port is None or e.port == port):
-                return e
-        return None
+        """The first entry, in file order, that allows ``name`` on ``port`` (any port: None)."""
+        best: tuple[int, Entry] | None = None
+        for pos, e in self._candidates(_lookup_form(name)):
+            if (best is None or pos < best[0]) and (e.port is None or port is None or e.port == port):
+                best = (pos, e)
+        return best[1] if best else None
 
     def verdict(self, name: str, ports: list[int] | None = None,
                 addresses: list[str] | None = None) -> bool | None:
@@ -240,7 +515,9 @@ class Allowlist:
     def to_text(self) -> str:
         lines = ["# egress-tui allowlist: one host per line, *.domain for subdomains, optional :port"]
         for e in self.entries:
-            lines.append(e.text() + (f"  # {e.comment}" if e.comment else ""))
+            # a comment is one line, whatever it was made from (a command line, say)
+            comment = " ".join(e.comment.split())
+            lines.append(e.text() + (f"  # {comment}" if comment else ""))
         return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from textual.app import App, SystemCommand
 from textual.message import Message
 
-from .allowlist import AllowlistError, build
+from .allowlist import AllowlistError, build, visible
 from .capture import Batch, Capturer, PcapRecorder, ReplaySource
 from .session import Session
 
@@ -266,17 +266,17 @@ class EgressApp(App):
         try:
             entry = self.session.allow(pattern)
         except AllowlistError as e:
-            self.notify(str(e), severity="error")
+            self.notify(str(e), severity="error", markup=False)
             return
-        self.notify(f"allowed {entry.text()}  (ctrl+s saves)", timeout=3)
+        self.notify(f"allowed {entry.text()}  (ctrl+s saves)", timeout=3, markup=False)
         self._verdicts_changed()
 
     def disallow(self, name: str) -> None:
         removed = self.session.disallow(name)
         if removed:
-            self.notify("removed " + ", ".join(removed), timeout=3)
+            self.notify("removed " + ", ".join(removed), timeout=3, markup=False)
         else:
-            self.notify(f"{name} is not on the allowlist", severity="warning")
+            self.notify(f"{visible(name, 120)} is not on the allowlist", severity="warning", markup=False)
         self._verdicts_changed()
 
     def add_preset(self, spec: str) -> None:

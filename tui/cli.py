@@ -415,17 +415,14 @@ def cmd_learn(args) -> int:
     print(f"egress-tui: {record.status}; {len(rows)} host(s)", file=sys.stderr)
     sys.stdout.write(render(rows, args.format, {"source": f"learn {info.name}: {spec.describe()}"}))
     if args.write_allowlist:
-        from .allowlist import Allowlist, parse_entry
-        minimal = Allowlist()
-        for name, h in record.hosts.items():
-            if not h["connections"]:
-                continue
-            try:
-                entry = parse_entry(name, "learn", f"{'reached' if h['reached'] else 'tried, blocked'} "
-                                                   f"by {' '.join(spec.command)} [{spec.provider}]")
-            except AllowlistError:
-                continue  # a bare address or an odd name: left for a human to decide
-            minimal.add(entry)
+        from .allowlist import learned_allowlist
+        # names come from the container: only valid host names, exact, ever reach the file
+        minimal, skipped = learned_allowlist(
+            (name, f"{'reached' if h['reached'] else 'tried, blocked'} by {' '.join(spec.command)} "
+                   f"[{spec.provider}]")
+            for name, h in record.hosts.items() if h["connections"])
+        for line in skipped:
+            print(f"egress-tui: left out of the allowlist: {line}", file=sys.stderr)
         try:
             with open(args.write_allowlist, "w", encoding="utf-8") as f:
                 f.write(minimal.to_text())

@@ -18,14 +18,6 @@ DENIED = "denied"
 UNLISTED = "unlisted"
 
 
-def parent_wildcard(name: str) -> str | None:
-    """``*.anthropic.com`` for ``api.anthropic.com``; None when there is no sensible parent."""
-    labels = name.split(".")
-    if len(labels) < 3 or all(p.isdigit() for p in labels):
-        return None
-    return "*." + ".".join(labels[1:])
-
-
 def _covered(addr: str, allowed: set[str]) -> bool:
     if addr in allowed:
         return True
@@ -118,9 +110,7 @@ class Session:
 
     def disallow(self, name: str) -> list[str]:
         """Remove every entry that allows this host; returns what was removed."""
-        removed = [e.text() for e in self.allowlist.entries if e.matches_name(name)]
-        for text in removed:
-            self.allowlist.entries = [e for e in self.allowlist.entries if e.text() != text]
+        removed = [e.text() for e in self.allowlist.remove_matching(name)]
         if removed:
             self.dirty_allowlist = True
         return removed

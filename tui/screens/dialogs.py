@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
+
+from ..allowlist import Choices, visible
 
 
 class ChoiceDialog(ModalScreen[str | None]):
@@ -27,6 +32,43 @@ class ChoiceDialog(ModalScreen[str | None]):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def option_id(entry: str) -> str:
+    """A widget id for an allowlist entry: a hash, so no name from the wire becomes an id."""
+    return "c" + hashlib.sha256(entry.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class AllowDialog(ModalScreen[str | None]):
+    """The entries that may be added for one observed name, each saying what it allows;
+    dismisses with the chosen entry, or None. For a name with no valid entry (an address
+    range, a wildcard, not a host name) it says why and what to do instead."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, name: str, choices: Choices):
+        super().__init__()
+        self.observed = name
+        self.choices = choices
+        self.by_id = {option_id(c.entry): c.entry for c in choices.choices}
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog allow"):
+            yield Label(Text.assemble("Add to the allowlist: ", (visible(self.observed, 120), "bold")),
+                        classes="dialog-title", markup=False)
+            if self.choices.choices:
+                yield OptionList(*[Option(Text.assemble((c.entry, "bold"), "\n", c.allows), id=option_id(c.entry))
+                                   for c in self.choices.choices], id="allow-choices")
+            if self.choices.why:
+                yield Label(Text(self.choices.why), id="allow-why", classes="dialog-why", markup=False)
+            yield Label("enter to add, escape to cancel" if self.choices.choices else "escape to close",
+                        classes="dialog-hint")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.by_id.get(event.option.id or ""))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -8,13 +8,12 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, RichLog
 
-from ..allowlist import PRESET_EXAMPLES, PRESETS, AllowlistError
+from ..allowlist import PRESET_EXAMPLES, PRESETS, AllowlistError, choices_for
 from ..report import FORMATS
-from ..session import parent_wildcard
 from ..widgets.detail import DetailPane
 from ..widgets.host_table import COLUMNS, HostTable
 from ..widgets.status import StatusBar
-from .dialogs import ChoiceDialog, InputDialog
+from .dialogs import AllowDialog, ChoiceDialog, InputDialog
 from .help import HelpScreen
 
 
@@ -161,16 +160,12 @@ class MainScreen(Screen):
         if not name:
             self.notify("no host selected", severity="warning")
             return
-        choices = [(name, f"allow {name}")]
-        parent = parent_wildcard(name)
-        if parent:
-            choices.append((parent, f"allow {parent} (every subdomain)"))
 
         def done(pattern: str | None) -> None:
             if pattern:
                 self.app.allow(pattern)
 
-        self.app.push_screen(ChoiceDialog(f"Add {name} to the allowlist", choices), done)
+        self.app.push_screen(AllowDialog(name, choices_for(name)), done)
 
     def action_disallow(self) -> None:
         name = self.table.highlighted_host
