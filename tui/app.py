@@ -428,6 +428,7 @@ class EgressApp(App):
     def _run_work(self, rec) -> None:
         import time as _time
         from .runs import RunError, hosts_during, run_in_container
+        from .secrets import redact, secret_values
         tail: list[str] = []
 
         def line(text: str) -> None:
@@ -438,9 +439,9 @@ class EgressApp(App):
         try:
             rec.exit_code, rec.timed_out = run_in_container(self.docker(), self.container.id, rec.spec, line)
         except RunError as e:
-            rec.error = str(e)
+            rec.error = str(e)  # already masked
         except Exception as e:  # Docker went away mid-run: recorded, not raised into the UI
-            rec.error = f"{type(e).__name__}: {e}"
+            rec.error = redact(f"{type(e).__name__}: {e}", secret_values(rec.spec.env))
         rec.ended = _time.time()
         _time.sleep(1.0)  # late packets (FIN, SYN retries) of the run still count
         rec.output_tail = tail
