@@ -61,6 +61,7 @@ class AppConfig:
 
     container: str | None = None          # name or id; None with no pcap: show the picker
     pcap: str | None = None               # replay this capture instead
+    pcap_input: object = None             # pcapfile.CaptureInput: the --pcap stream, opened once by the CLI
     speed: float = 1.0
     allow_files: list[str] = field(default_factory=list)
     presets: list[str] = field(default_factory=list)
@@ -104,8 +105,8 @@ class EgressApp(App):
             self.refresh_status()
             return
         if self.config.pcap:
-            self.start_source(ReplaySource(self.config.pcap, self.config.speed), os.path.basename(self.config.pcap),
-                              "replay")
+            self.start_source(ReplaySource(self.config.pcap_input or self.config.pcap, self.config.speed),
+                              os.path.basename(self.config.pcap), "replay")
         elif self.config.container:
             self.attach(self.config.container)
         else:
@@ -317,10 +318,12 @@ class EgressApp(App):
                 self.notify(f"firewall script saved to {path}", timeout=3)
                 return
             if fmt == "pcap":
-                src = self.config.pcap or self._record_path
+                # a replayed regular file is copied as is; a pipe cannot be read again: the recording
+                replayed = self.config.pcap if self.config.pcap and os.path.isfile(self.config.pcap) else None
+                src = replayed or self._record_path
                 if not src:
                     raise AllowlistError("no packets captured yet")
-                if self.capturer and not self.config.pcap:
+                if self.capturer and not replayed:
                     with self.capturer.lock:  # the capture thread appends to it
                         self._recorder.flush()
                         shutil.copyfile(src, path)
