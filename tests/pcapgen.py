@@ -98,20 +98,23 @@ def write_pcap(path: str, frames: list[tuple[float, bytes]], linktype: int = 1, 
             f.write(struct.pack(e + "IIII", sec, frac, len(fr), len(fr)) + fr)
 
 
-def write_pcapng(path: str, frames: list[tuple[float, bytes]], linktype: int = 1) -> None:
+def write_pcapng(path: str, frames: list[tuple[float, bytes]], linktype: int = 1,
+                 big_endian: bool = False) -> None:
+    e = ">" if big_endian else "<"
+
     def block(btype: int, body: bytes) -> bytes:
         body += b"\0" * (-len(body) % 4)
         n = 12 + len(body)
-        return struct.pack("<II", btype, n) + body + struct.pack("<I", n)
+        return struct.pack(e + "II", btype, n) + body + struct.pack(e + "I", n)
 
     with open(path, "wb") as f:
-        f.write(block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)))
+        f.write(block(0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1)))
         # if_tsresol = 9 (nanoseconds), to prove the option is honoured
-        f.write(block(1, struct.pack("<HHI", linktype, 0, 262144) + struct.pack("<HHB3x", 9, 1, 9)
-                      + struct.pack("<HH", 0, 0)))
+        f.write(block(1, struct.pack(e + "HHI", linktype, 0, 262144) + struct.pack(e + "HHB3x", 9, 1, 9)
+                      + struct.pack(e + "HH", 0, 0)))
         for ts, fr in frames:
             t = round(ts * 1e9)
-            f.write(block(6, struct.pack("<IIIII", 0, t >> 32, t & 0xFFFFFFFF, len(fr), len(fr)) + fr))
+            f.write(block(6, struct.pack(e + "IIIII", 0, t >> 32, t & 0xFFFFFFFF, len(fr), len(fr)) + fr))
 
 
 class Conversation:

@@ -61,6 +61,7 @@ class AppConfig:
 
     container: str | None = None          # name or id; None with no pcap: show the picker
     pcap: str | None = None               # replay this capture instead
+    pcap_input: object = None             # pcapfile.CaptureInput: the --pcap stream, opened once by the CLI
     speed: float = 1.0
     allow_files: list[str] = field(default_factory=list)
     presets: list[str] = field(default_factory=list)
@@ -88,6 +89,7 @@ class EgressApp(App):
         self._record_path: str | None = None
         self._recorder: PcapRecorder | None = None
         self.guard = None            # firewall.Guard, when attached to a container from the host
+        self.no_firewall_reason = ""  # why there is no guard for this container, when there is a reason
         self.firewall_text = ""       # shown in the status bar when a container is attached
         self.container = None        # containers.ContainerInfo
         self.runs: list = []         # runs.RunRecord
@@ -104,8 +106,8 @@ class EgressApp(App):
             self.refresh_status()
             return
         if self.config.pcap:
-            self.start_source(ReplaySource(self.config.pcap, self.config.speed), os.path.basename(self.config.pcap),
-                              "replay")
+            self.start_source(ReplaySource(self.config.pcap_input or self.config.pcap, self.config.speed),
+                              os.path.basename(self.config.pcap), "replay")
         elif self.config.container:
             self.attach(self.config.container)
         else:
@@ -141,7 +143,7 @@ class EgressApp(App):
             src.on_state = lambda text: self.post_message(CaptureState(text))
         self.container = src.info
         self.start_source(src, src.info.name, label)
-        from .containers import DEFAULT_HELPER_IMAGE, engine_resolvers
+        from .containers import DEFAULT_HELPER_IMAGE, engine_resolvers, host_network_refusal
         from .firewall import Firewall, Guard, HelperRunner, NamespaceRunner
         info = src.info
         if label.startswith("netns"):
@@ -153,6 +155,12 @@ class EgressApp(App):
         except DockerError as e:
             resolvers = []
             self.notify(f"firewall unavailable: {e}", severity="warning", markup=False)
+        refused = host_network_refusal(self.docker(), info)
+        if refused:
+            self.guard = None  # `f` says why; a firewall here would lock down this host
+            self.no_firewall_reason = refused
+            self.refresh_status()
+            return
         self.guard = Guard(Firewall(runner, info.id), info.pid, resolvers)
         self.capturer.engine.on_dns_answer = self.guard.on_dns_answer
         self.capturer.engine.on_dns_withdraw = self.guard.on_dns_withdraw
@@ -317,10 +325,12 @@ class EgressApp(App):
                 self.notify(f"firewall script saved to {path}", timeout=3)
                 return
             if fmt == "pcap":
-                src = self.config.pcap or self._record_path
+                # a replayed regular file is copied as is; a pipe cannot be read again: the recording
+                replayed = self.config.pcap if self.config.pcap and os.path.isfile(self.config.pcap) else None
+                src = replayed or self._record_path
                 if not src:
                     raise AllowlistError("no packets captured yet")
-                if self.capturer and not self.config.pcap:
+                if self.capturer and not replayed:
                     with self.capturer.lock:  # the capture thread appends to it
                         self._recorder.flush()
                         shutil.copyfile(src, path)
@@ -339,8 +349,8 @@ class EgressApp(App):
 
     def toggle_firewall(self) -> None:
         if self.guard is None:
-            self.notify("the firewall needs a live container captured from the host (as root)",
-                        severity="warning")
+            self.notify(self.no_firewall_reason or "the firewall needs a live container captured from the host "
+                        "(as root)", severity="warning", markup=False)
             return
         if not self.guard.on and not self.session.allowlist.entries:
             self.notify("the allowlist is empty: allow hosts (a) or add a preset (p) first", severity="warning")
@@ -428,6 +438,7 @@ class EgressApp(App):
     def _run_work(self, rec) -> None:
         import time as _time
         from .runs import RunError, hosts_during, run_in_container
+        from .secrets import redact, secret_values
         tail: list[str] = []
 
         def line(text: str) -> None:
@@ -438,9 +449,9 @@ class EgressApp(App):
         try:
             rec.exit_code, rec.timed_out = run_in_container(self.docker(), self.container.id, rec.spec, line)
         except RunError as e:
-            rec.error = str(e)
+            rec.error = str(e)  # already masked
         except Exception as e:  # Docker went away mid-run: recorded, not raised into the UI
-            rec.error = f"{type(e).__name__}: {e}"
+            rec.error = redact(f"{type(e).__name__}: {e}", secret_values(rec.spec.env))
         rec.ended = _time.time()
         _time.sleep(1.0)  # late packets (FIN, SYN retries) of the run still count
         rec.output_tail = tail

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from .engine import Engine
-from .pcapfile import PcapError, open_capture, read_frames
+from .pcapfile import CaptureInput, PcapError, open_capture, read_frames
 
 Frame = tuple[int, float, bytes]
 
@@ -310,23 +310,35 @@ class NetnsSource:
 
 
 class ReplaySource:
-    """A capture file, replayed at its recorded pace times ``speed`` (0: as fast as possible)."""
+    """A capture replayed at its recorded pace times ``speed`` (0: as fast as possible).
 
-    def __init__(self, path: str, speed: float = 1.0):
-        self.path = path
+    ``capture`` is a path, or a CaptureInput already opened (and checked) by the caller: a
+    FIFO, ``<(cmd)`` or stdin can be read only once, so whoever checked it hands it on."""
+
+    def __init__(self, capture: str | CaptureInput, speed: float = 1.0):
+        self.input = capture if isinstance(capture, CaptureInput) else None
+        self.path = capture.path if isinstance(capture, CaptureInput) else capture
         self.speed = speed
         pace = "as fast as possible" if not speed else (f"{speed:g}x" if speed != 1 else "recorded pace")
-        self.description = f"replay of {os.path.basename(path)} at {pace}"
+        name = "stdin" if self.path == "-" else os.path.basename(self.path)
+        self.description = f"replay of {name} at {pace}"
         self.kernel_drops = 0
         self.errors = 0
         self.done = False
+
+    def _frames(self) -> Iterator[Frame]:
+        if self.input is None:
+            yield from open_capture(self.path, strict=False)
+            return
+        with self.input as src:
+            yield from read_frames(src.stream, strict=False)
 
     def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
         start_wall = time.monotonic()
         start_ts = None
         batch: list[Frame] = []
         last_yield = time.monotonic()
-        for frame in open_capture(self.path, strict=False):
+        for frame in self._frames():
             if stop.is_set():
                 return
             ts = frame[1]

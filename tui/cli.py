@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     ln.add_argument("--session-report", metavar="FILE",
                     help="write the session report for the security team (.md: Markdown, else JSON)")
     ln.add_argument("--quiet", action="store_true", help="do not echo the command's output")
+    ln.add_argument("--method", choices=("auto", "netns", "helper"), default="auto",
+                    help="capture from the host (netns, root, local engine) or through a helper container")
+    ln.add_argument("--helper-image", metavar="IMAGE", help="with --method helper: image with tcpdump")
     ln.add_argument("cmd", nargs="*", help="the command (after --)")
     return p
 
@@ -145,11 +148,24 @@ def _tui_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_subcommand(argv: list[str]) -> argparse.Namespace:
+    """Parse a headless command. ``learn CONTAINER [options] -- CMD...``: everything after the
+    first ``--`` is the command, taken as is (its own options included)."""
+    if argv[0] == "learn" and "--" in argv:
+        cut = argv.index("--")
+        args = _parser().parse_args(argv[:cut])
+        if args.cmd:
+            _parser().error(f"learn: give the command after -- only (got {' '.join(args.cmd)} before it)")
+        args.cmd = argv[cut + 1:]
+        return args
+    return _parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            args = _parser().parse_args(argv)
+            args = parse_subcommand(argv)
             if args.command == "report":
                 return cmd_report(args)
             if args.command == "firewall":
@@ -179,17 +195,10 @@ def cmd_report(args) -> int:
         path = args.pcap
     else:
         raise UserError("report needs a capture: --pcap FILE, --container NAME, or --demo")
-    if args.container:
-        pass
-    elif path == "-":
-        from .pcapfile import read_frames
-        from .engine import Engine
-        engine = Engine()
-        engine.feed_frames(read_frames(sys.stdin.buffer))
-    else:
+    if not args.container:
         if os.path.isdir(path):
             raise UserError(f"{path} is a directory, not a capture file")
-        engine = analyze_file(path)
+        engine = analyze_file(path)  # a file, -, a FIFO or <(cmd): opened and read once
     rows = host_rows(engine, allowlist)
     meta = meta_for("demo capture" if args.demo else path, engine, allowlist)
     text = render(rows, args.format, meta)
@@ -218,43 +227,65 @@ def cmd_tui(args) -> int:
     pcap = demo_capture() if args.demo else args.pcap
     if pcap and args.container:
         raise UserError("give a CONTAINER or --pcap/--demo, not both")
+    build_allowlist(args.allow, args.preset)
+    pcap_input = None
     if pcap:
-        from .pcapfile import open_capture
         if os.path.isdir(pcap):
             raise UserError(f"{pcap} is a directory, not a capture file")
-        next(iter(open_capture(pcap)), None)  # unreadable or not a capture: fail now, in one line
-    build_allowlist(args.allow, args.preset)
+        pcap_input = open_replay(pcap)  # unreadable or not a capture: fail now, in one line
     docker_client = None
     if not pcap:
-        from .containers import client, find_container
+        from .containers import choose_method, client, find_container
         docker_client = client()
-        if args.container:
-            find_container(docker_client, args.container)
+        info = find_container(docker_client, args.container) if args.container else None
         if args.method == "netns" and os.geteuid() != 0:
             raise UserError("--method netns needs root (it enters the container's network namespace); "
                             "run with sudo, or use --method helper")
+        choose_method(docker_client, info, args.method)  # an unprovable netns: refused before the screen
     if not sys.stdout.isatty():
         raise UserError("the live inspector needs a terminal; without one use egress-tui report")
     from .app import AppConfig, create_app  # Textual is imported only for the screen
-    app = create_app(AppConfig(container=args.container, pcap=pcap, speed=args.speed,
+    app = create_app(AppConfig(container=args.container, pcap=pcap, pcap_input=pcap_input, speed=args.speed,
                                allow_files=args.allow, presets=args.preset, method=args.method,
                                helper_image=args.helper_image, docker_client=docker_client))
     app.run()
     return app.return_code or 0
 
 
+def open_replay(pcap: str, stdin=None):
+    """The TUI's --pcap, opened once and checked (CaptureInput). With ``-`` the capture is
+    stdin, so the screen takes its keys from /dev/tty instead: fd 0 becomes the terminal."""
+    from .pcapfile import CaptureInput
+    if pcap != "-":
+        return CaptureInput(pcap)
+    if stdin is None:
+        if sys.stdin.isatty():
+            raise UserError("--pcap - reads the capture from stdin, which is the terminal: pipe a capture "
+                            "in (egress-tui --pcap - < FILE), or give a file")
+        try:
+            tty = os.open("/dev/tty", os.O_RDWR)
+        except OSError:
+            raise UserError("--pcap - needs a terminal for the screen (/dev/tty); without one use "
+                            "egress-tui report --pcap -") from None
+        stdin = os.fdopen(os.dup(0), "rb")
+        os.dup2(tty, 0)
+        os.close(tty)
+    return CaptureInput("-", stdin=stdin)
+
+
 def capture_source(dc, ref: str, method: str, helper_image: str | None):
-    """The live source for a container: from the host when possible, else a helper."""
+    """The live source for a container: from the host when the engine is provably local
+    (see containers.netns_refusal), else a helper container; an explicit netns that cannot
+    be proven is refused (DockerError)."""
     from .capture import CaptureError
     from .containers import (DEFAULT_HELPER_IMAGE, ContainerSource, HelperSource, can_enter_namespaces,
-                             is_local)
-    if method == "auto":
-        method = "netns" if can_enter_namespaces() and is_local(dc) else "helper"
-    if method == "netns":
+                             choose_method, find_container)
+    info = find_container(dc, ref)
+    if choose_method(dc, info, method) == "netns":
         if not can_enter_namespaces():
             raise CaptureError("capturing from the host needs root; run with sudo, or use --method helper")
-        return ContainerSource(dc, ref), "netns (host)"
-    src = HelperSource(dc, ref, helper_image or DEFAULT_HELPER_IMAGE)
+        return ContainerSource(dc, info.id), "netns (host)"
+    src = HelperSource(dc, info.id, helper_image or DEFAULT_HELPER_IMAGE)
     return src, f"helper {src.image}"
 
 
@@ -290,25 +321,26 @@ def live_capture(args):
     return cap.engine
 
 
-def container_firewall(ref: str, method: str = "auto", helper_image: str | None = None):
-    """(Firewall, ContainerInfo, resolvers) for a running container; one-line errors."""
-    from .containers import (DEFAULT_HELPER_IMAGE, can_enter_namespaces, client, engine_resolvers, find_container,
-                             is_local)
+def container_firewall(ref: str, method: str = "auto", helper_image: str | None = None, dc=None):
+    """(Firewall, ContainerInfo, resolvers) for a running container; one-line errors. From the
+    host only when the engine is provably local (see containers.choose_method)."""
+    from .containers import (DEFAULT_HELPER_IMAGE, choose_method, client, engine_resolvers, find_container,
+                             host_network_refusal)
     from .firewall import Firewall, HelperRunner, NamespaceRunner
-    dc = client()
+    dc = dc or client()
     info = find_container(dc, ref)
     if info.status != "running" or not info.pid:
         raise UserError(f"container {info.name} is {info.status}: start it first")
-    if method == "auto":
-        method = "netns" if can_enter_namespaces() and is_local(dc) else "helper"
-    if method == "netns":
+    refused = host_network_refusal(dc, info)
+    if refused:
+        raise UserError(refused)
+    if choose_method(dc, info, method) == "netns":
         if os.geteuid() != 0:
             raise UserError("the firewall is applied from the host into the container's namespace: run as "
                             "root, or use --method helper")
         return Firewall(NamespaceRunner(info.pid), info.id), info, engine_resolvers(dc, info)
     runner = HelperRunner(dc, info.id, helper_image or DEFAULT_HELPER_IMAGE)
-    resolvers = engine_resolvers(dc, info)
-    return Firewall(runner, info.id), info, resolvers
+    return Firewall(runner, info.id), info, engine_resolvers(dc, info)
 
 
 def cmd_firewall(args) -> int:
@@ -384,7 +416,7 @@ def cmd_learn(args) -> int:
                    region=args.region or "", env=env, timeout=args.timeout)
     dc = client()
     info = find_container(dc, args.container)
-    source, method = capture_source(dc, info.id, "auto", None)
+    source, method = capture_source(dc, info.id, args.method, args.helper_image)
     cap = Capturer(source, lambda batch: None)
     cap.start()
     ready = getattr(source, "ready", None)
@@ -433,7 +465,7 @@ def cmd_learn(args) -> int:
         from .evidence import session_data, tool_versions, write_session
         fw_state = None
         try:
-            fw, _info, _res = container_firewall(info.id)
+            fw, _info, _res = container_firewall(info.id, args.method, args.helper_image, dc=dc)
             st = fw.status()
             fw_state = {"on": st.on, "allowlist": st.allowlist, "dropped_packets": st.dropped_packets}
             record.firewall = st.on

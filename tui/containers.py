@@ -51,8 +51,9 @@ def client():
         c.ping()
         return c
     except DockerException as e:
-        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        reason = str(e).split("(")[0].strip() or type(e).__name__
+        from .secrets import mask_urls  # DOCKER_HOST may carry a login (ssh://user@host)
+        where = mask_urls(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
+        reason = mask_urls(str(e).split("(")[0].strip()) or type(e).__name__
         if "Permission denied" in str(e):
             raise DockerError(f"no permission to talk to Docker at {where}: run as root or join "
                               "the docker group") from None
@@ -160,9 +161,88 @@ def find_container(dc, ref: str) -> ContainerInfo:
 
 
 def is_local(dc) -> bool:
-    """True when the engine runs on this machine (its containers' PIDs are ours to enter)."""
-    url = dc.api.base_url
+    """True when the engine is reached through a unix socket on this machine. Anything else
+    (tcp://, ssh://, even tcp://127.0.0.1, which may be a tunnel to another machine) is remote."""
+    url = str(getattr(dc.api, "base_url", ""))
     return url.startswith("http+docker://localhost") or url.startswith("http+docker://localunixsocket")
+
+
+def engine_address(dc) -> str:
+    """Where the engine is, for messages (userinfo masked)."""
+    from .secrets import mask_urls
+    if is_local(dc):
+        return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return mask_urls(os.environ.get("DOCKER_HOST") or str(getattr(dc.api, "base_url", "?")))
+
+
+def pid_refusal(info: ContainerInfo, proc: str = "/proc") -> str:
+    """Why the PID the engine reports for this container is not provably one of its processes
+    on this host ("" when it is): its cgroup must name the container's full id, and it must not
+    be this host's PID 1. An engine elsewhere (or in another PID namespace) hands out PIDs
+    that mean other processes here, and entering one would act on the wrong namespace."""
+    pid = info.pid
+    if pid <= 1:
+        return f"the engine reports PID {pid} for container {info.name}"
+    if len(info.id) != 64 or any(c not in "0123456789abcdef" for c in info.id):
+        return f"container {info.name} has no full id to check its PID against"
+    seen = False
+    for name in ("cgroup", "cpuset"):
+        try:
+            with open(f"{proc}/{pid}/{name}", encoding="utf-8", errors="replace") as f:
+                if info.id in f.read(65536):
+                    return ""
+            seen = True
+        except OSError:
+            continue
+    if not seen:
+        return f"PID {pid}, which the engine reports for container {info.name}, is not a process on this host"
+    return f"process {pid} on this host is not in container {info.name} (its cgroup does not name the container)"
+
+
+def host_network_refusal(dc, info: ContainerInfo) -> str:
+    """Why no firewall may be applied for this container ("" when it may): one on the host's
+    own network (--network host, directly or through another container) would lock down
+    this host, not the container."""
+    from docker.errors import DockerException
+    seen = set()
+    ref = info.id
+    while ref not in seen:
+        seen.add(ref)
+        try:
+            mode = (dc.containers.get(ref).attrs.get("HostConfig") or {}).get("NetworkMode") or ""
+        except DockerException:
+            return ""
+        if mode == "host":
+            return (f"container {info.name} uses the host's network (--network host): a firewall there "
+                    "would lock down this host, not the container")
+        if not mode.startswith("container:"):
+            return ""
+        ref = mode.split(":", 1)[1]
+    return ""
+
+
+def netns_refusal(dc, info: ContainerInfo | None = None) -> str:
+    """Why egress-tui must not act from this host in the container's network namespace (""
+    when it may): the engine is not local, or the container's PID is not provably its own.
+    A stopped container's PID is checked when it starts (ContainerSource)."""
+    if not is_local(dc):
+        return f"the Docker engine at {engine_address(dc)} is not a local unix socket"
+    if info is not None and info.pid:
+        return pid_refusal(info)
+    return ""
+
+
+def choose_method(dc, info: ContainerInfo | None, method: str) -> str:
+    """"netns" or "helper" for a requested method; an explicit netns that cannot be proven
+    safe is refused with one line (DockerError)."""
+    if method == "helper":
+        return "helper"
+    reason = netns_refusal(dc, info)
+    if method == "auto":
+        return "netns" if can_enter_namespaces() and not reason else "helper"
+    if reason:
+        raise DockerError(f"--method netns refused: {reason}; use --method helper")
+    return "netns"
 
 
 def can_enter_namespaces() -> bool:
@@ -209,6 +289,9 @@ class ContainerSource:
                 if stop.wait(1.0):
                     return
                 continue
+            refused = pid_refusal(info)
+            if refused:
+                raise CaptureError(f"not entering the namespace: {refused}; use --method helper")
             self.info = info
             # which DNS answers count: only those from the resolvers the engine configured
             self.resolvers = engine_resolvers(self.dc, info)

@@ -18,7 +18,7 @@ from . import quic, tls
 from .hosts import NAMED_ADDRESS, NAMED_DNS, NAMED_HTTP, NAMED_SNI, Conn, Host, addr_text
 from .packet import (PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES, TCP_ACK, TCP_FIN,
                      TCP_RST, TCP_SYN, LINKTYPE_NAMES, decode_at)
-from .pcapfile import PcapError, is_classic_pcap, open_records, read_pcap_blocks
+from .pcapfile import CaptureInput, PcapError, read_pcap_blocks, read_records
 
 # A ClientHello is at most a few KB (about 1.9 KB with a post-quantum key share); one
 # TLS record holds 16 KB. Past this many bytes a stream is not going to tell us more.
@@ -763,11 +763,12 @@ def _strip_port(authority: str) -> str:
 
 
 def analyze_file(path: str, engine: Engine | None = None) -> Engine:
-    """Read a whole capture file into an engine. Raises PcapError with a one-line reason."""
+    """Read a whole capture into an engine: a file, ``-`` (stdin), a FIFO or ``<(cmd)``, opened
+    once and read once. Raises PcapError with a one-line reason."""
     engine = engine or Engine()
-    if is_classic_pcap(path):
-        with open(path, "rb") as f:
-            engine.feed_pcap_blocks(read_pcap_blocks(f))
-    else:
-        engine.feed_records(open_records(path))
+    with CaptureInput(path) as src:
+        if src.kind == "pcap":
+            engine.feed_pcap_blocks(read_pcap_blocks(src.stream))
+        else:
+            engine.feed_records(read_records(src.stream))
     return engine

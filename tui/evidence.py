@@ -7,6 +7,7 @@ Markdown for people, JSON for machines, from the same data. Nothing here imports
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from importlib import metadata
 from . import __version__
 from .report import VERDICT_TEXT, iso, outcome_text
 from .runs import RunRecord, diff_runs
+from .secrets import redact_argv, secret_values
 
 
 def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -37,7 +39,11 @@ def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def session_data(*, source: str, container: dict | None, rows: list[dict], runs: list[RunRecord],
-                 allowlist: list[str], firewall: dict | None, versions: dict[str, str]) -> dict:
+                 allowlist: list[str], firewall: dict | None, versions: dict[str, str],
+                 argv: list[str] | None = None) -> dict:
+    """The report's data. The command line is recorded without environment values (``-e
+    KEY=<not recorded>``) and with every credential egress-tui knows of masked."""
+    hide = secret_values(os.environ, *(r.spec.env for r in runs))
     return {
         "generated": iso(time.time()),
         "source": source,
@@ -47,7 +53,7 @@ def session_data(*, source: str, container: dict | None, rows: list[dict], runs:
         "hosts": [dict(r, first_seen=iso(r["first_seen"]), last_seen=iso(r["last_seen"])) for r in rows],
         "runs": [r.to_json() for r in runs],
         "tools": versions,
-        "command_line": sys.argv,
+        "command_line": redact_argv(sys.argv if argv is None else argv, hide),
     }
 
 

@@ -8,6 +8,7 @@ Yields ``(linktype, timestamp, frame_bytes)``; knows nothing about protocols.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -133,11 +134,6 @@ def read_pcap_blocks(f: BinaryIO, *, strict: bool = True) -> Iterator[tuple[int,
             return
 
 
-def is_classic_pcap(path: str) -> bool:
-    with _open(path) as f:
-        return f.read(4) in PCAP_MAGICS
-
-
 def _read_pcap(r: _Buffered, strict: bool) -> Iterator[tuple[int, float, bytes, int, int]]:
     if not r.need(24):
         raise PcapError("capture is truncated: pcap header is shorter than 24 bytes")
@@ -237,15 +233,91 @@ def _if_tsresol(buf: bytes, pos: int, blen: int, endian: str) -> float:
 
 
 def open_capture(path: str, *, strict: bool = True) -> Iterator[tuple[int, float, bytes]]:
-    """Read frames from a capture file; raises PcapError with a readable message."""
-    with _open(path) as f:
-        yield from read_frames(f, strict=strict)
+    """Read frames from a capture file (or ``-``, a FIFO, ``/dev/fd/N``); raises PcapError
+    with a readable message."""
+    with CaptureInput(path) as src:
+        yield from read_frames(src.stream, strict=strict)
 
 
 def open_records(path: str, *, strict: bool = True) -> Iterator[tuple[int, float, bytes, int, int]]:
     """Like open_capture, yielding read_records' zero-copy (buffer, start, end) items."""
-    with _open(path) as f:
-        yield from read_records(f, strict=strict)
+    with CaptureInput(path) as src:
+        yield from read_records(src.stream, strict=strict)
+
+
+class CaptureInput:
+    """A capture opened exactly once: a regular file, ``-`` (stdin), a FIFO or ``<(cmd)``
+    (``/dev/fd/N``). The format (``kind``: "pcap" or "pcapng", either byte order) comes from
+    the first bytes of that same stream, and ``stream`` hands those bytes back to the reader:
+    a pipe cannot be opened twice or rewound.
+
+    Raises PcapError in one line when it cannot be read or is not a capture.
+    """
+
+    def __init__(self, path: str, stdin: BinaryIO | None = None):
+        self.path = path
+        self.name = "stdin" if path == "-" else path
+        if path == "-":
+            f, self._owned = (stdin or sys.stdin.buffer), False
+        else:
+            f, self._owned = _open(path), True
+        try:
+            head = _read_exactly(f, 4)
+        except OSError as e:
+            self.close(f)
+            raise PcapError(f"cannot read {self.name}: {e.strerror}") from None
+        if head in PCAP_MAGICS:
+            self.kind = "pcap"
+        elif head == PCAPNG_SHB:
+            self.kind = "pcapng"
+        else:
+            self.close(f)
+            empty = " (it is empty)" if not head else ""
+            raise PcapError(f"{self.name} is not a pcap or pcapng capture{empty}")
+        self._file = f
+        self.stream = _Prefixed(head, f)
+
+    def close(self, f: BinaryIO | None = None) -> None:
+        f = f or getattr(self, "_file", None)
+        if f is not None and self._owned:
+            f.close()
+
+    def __enter__(self) -> CaptureInput:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Prefixed:
+    """A binary stream with bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, f: BinaryIO):
+        self.head = head
+        self.f = f
+        self._read1 = getattr(f, "read1", None) or f.read
+
+    def read1(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = (self.head, b"") if n < 0 else (self.head[:n], self.head[n:])
+            return out
+        return self._read1(n)
+
+    def read(self, n: int = -1) -> bytes:
+        head, self.head = (self.head, b"") if n < 0 else (self.head[:n], self.head[n:])
+        rest = self.f.read(-1 if n < 0 else n - len(head)) if n < 0 or n > len(head) else b""
+        return head + (rest or b"")
+
+
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    """Up to n bytes, fewer only at the end of the stream (a pipe may deliver them piecemeal)."""
+    out = b""
+    while len(out) < n:
+        chunk = f.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
 def _open(path: str) -> BinaryIO:

@@ -1,4 +1,7 @@
-"""`r`: what to run in the container, with which provider environment, for how long."""
+"""`r`: what to run in the container, with which provider environment, for how long.
+
+Credentials never go into an Input: passed-through ones are listed by name, and a value the
+user typed for a secret name is kept in memory and shown masked when the dialog reopens."""
 
 from __future__ import annotations
 
@@ -8,9 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select
+from textual.widgets import Button, Input, Label, Select, Static
 
 from ..runs import DEFAULT_REGIONS, PROVIDERS, RunSpec, provider_env
+from ..secrets import HIDDEN, mask_value, redact, secret_values
 
 
 class RunDialog(ModalScreen[RunSpec | None]):
@@ -21,6 +25,10 @@ class RunDialog(ModalScreen[RunSpec | None]):
     def __init__(self, last: RunSpec | None = None):
         super().__init__()
         self.last = last or RunSpec()
+        base = provider_env(self.last.provider, self.last.region)
+        # what the user typed last time (not what the preset passes through)
+        self.extra = {k: v for k, v in self.last.env.items() if base.get(k) != v}
+        self.shown_command = redact(shlex.join(self.last.command), secret_values(self.last.env))
 
     def compose(self) -> ComposeResult:
         last = self.last
@@ -31,10 +39,11 @@ class RunDialog(ModalScreen[RunSpec | None]):
             yield Label("region (bedrock, vertex)")
             yield Input(value=last.region or DEFAULT_REGIONS.get(last.provider, ""), id="region")
             yield Label("command")
-            yield Input(value=shlex.join(last.command), id="command")
-            yield Label("extra environment: KEY=VALUE ... (credentials pass through from yours)")
-            yield Input(value=" ".join(f"{k}={v}" for k, v in last.env.items()
-                                       if k not in provider_env(last.provider, last.region, environ={})),
+            yield Input(value=self.shown_command, id="command")
+            yield Static(self._passed_text(last.provider, last.region), id="passed", classes="dialog-hint",
+                         markup=False)
+            yield Label("extra environment: KEY=VALUE ... (typed secrets stay in memory)")
+            yield Input(value=" ".join(_shown(k, v) for k, v in self.extra.items()),
                         id="env", placeholder="ANTHROPIC_MODEL=...")
             yield Label("time limit (seconds)")
             yield Input(value=f"{last.timeout:g}", id="timeout")
@@ -43,8 +52,17 @@ class RunDialog(ModalScreen[RunSpec | None]):
                 yield Button("Run", variant="primary", id="run")
                 yield Button("Cancel", id="cancel")
 
+    @staticmethod
+    def _passed_text(provider: str, region: str) -> str:
+        names = [k for k in PROVIDERS[provider]["pass"] if k in provider_env(provider, region)]
+        if not names:
+            return "from your environment: nothing to pass through"
+        return "from your environment: " + ", ".join(f"{k} (set, passed through)" for k in names)
+
     def on_select_changed(self, event: Select.Changed) -> None:
-        self.query_one("#region", Input).value = DEFAULT_REGIONS.get(str(event.value), "")
+        region = DEFAULT_REGIONS.get(str(event.value), "")
+        self.query_one("#region", Input).value = region
+        self.query_one("#passed", Static).update(self._passed_text(str(event.value), region))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel":
@@ -60,7 +78,8 @@ class RunDialog(ModalScreen[RunSpec | None]):
         provider = str(self.query_one("#provider", Select).value)
         region = self.query_one("#region", Input).value.strip()
         try:
-            command = shlex.split(self.query_one("#command", Input).value)
+            shown = self.query_one("#command", Input).value
+            command = list(self.last.command) if shown == self.shown_command else shlex.split(shown)
             timeout = float(self.query_one("#timeout", Input).value)
             extra = dict(kv.split("=", 1) for kv in shlex.split(self.query_one("#env", Input).value))
         except ValueError as e:
@@ -72,9 +91,18 @@ class RunDialog(ModalScreen[RunSpec | None]):
         if timeout <= 0:
             err.update("the time limit must be positive")
             return
+        for k, v in extra.items():
+            kept = self.extra.get(k)
+            if kept is not None and v == mask_value(k, kept):
+                extra[k] = kept  # left as shown: the value typed before
         env = provider_env(provider, region)
         env.update(extra)
         self.dismiss(RunSpec(command=command, provider=provider, region=region, env=env, timeout=timeout))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def _shown(key: str, value: str) -> str:
+    masked = mask_value(key, value)
+    return f"{key}={masked if masked == HIDDEN else shlex.quote(masked)}"

@@ -1,0 +1,118 @@
+"""Credentials stay in memory: which environment names hold secrets, and how to mask them
+(and any URL userinfo) before a value reaches a screen, a log line, a report or an error.
+
+Everything that leaves the process (session reports, run records, log lines, exception texts)
+goes through here. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+HIDDEN = "<hidden>"            # a secret value shown on a screen or written to a record
+NOT_RECORDED = "<not recorded>"  # an environment value on a recorded command line
+MASK = "***"                   # URL userinfo
+
+# Substrings of a variable name that mark its value as a credential (matched case-insensitively:
+# aws_session_token, Anthropic_Api_Key, GOOGLE_APPLICATION_CREDENTIALS, DB_PASSWD ...).
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "SESSION")
+
+# scheme://userinfo@ : the userinfo runs up to the last "@" before the authority ends ("/", "?",
+# "#" or white space), so a password with an unescaped "@" is masked whole. Anchored on "://"
+# by a fixed-width look-behind, so a long hostile line costs linear time.
+_URL_USERINFO = re.compile(r"(?<=[A-Za-z0-9+.\-]://)[^/?#\s]*@")
+
+# shorter values would mask ordinary words of a log line; no real credential is this short
+MIN_SECRET_LEN = 4
+
+_ENV_OPTIONS = ("-e", "--env")
+
+
+def is_secret_key(key: str) -> bool:
+    """True when an environment variable of this name holds a credential."""
+    k = key.upper()
+    return any(w in k for w in SECRET_WORDS)
+
+
+def mask_urls(text: str) -> str:
+    """Every ``scheme://userinfo@`` in text becomes ``scheme://***@`` (any scheme)."""
+    if "@" not in text or "://" not in text:
+        return text
+    return _URL_USERINFO.sub(MASK + "@", text)
+
+
+def mask_value(key: str, value: str) -> str:
+    """What may be shown of one environment value: nothing for a credential, else the value
+    with URL userinfo masked (``HTTPS_PROXY=http://user:pw@proxy`` → ``http://***@proxy``)."""
+    if is_secret_key(key):
+        return HIDDEN
+    masked = mask_urls(value)
+    if masked == value and key.upper().endswith("_PROXY") and "@" in value and "://" not in value:
+        # curl and Node take proxies without a scheme too: user:pw@proxy:3128
+        masked = f"{MASK}@{value.rsplit('@', 1)[1]}"
+    return masked
+
+
+def mask_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A copy of env that is safe to show or write."""
+    return {k: mask_value(k, v) for k, v in env.items()}
+
+
+def secret_values(*envs: Mapping[str, str]) -> set[str]:
+    """The values in these environments that must never appear in text: credentials, and the
+    userinfo of any URL among the other values."""
+    out: set[str] = set()
+    for env in envs:
+        for k, v in env.items():
+            if not v:
+                continue
+            if is_secret_key(k):
+                out.add(v)
+            elif "@" in v:
+                for m in _URL_USERINFO.finditer(v):
+                    userinfo = m.group(0)[:-1]
+                    out.add(userinfo)
+                    out.add(userinfo.partition(":")[2])
+    return {v for v in out if len(v) >= MIN_SECRET_LEN}
+
+
+def redact(text: str, values: Iterable[str] = ()) -> str:
+    """text with every known secret value replaced and URL userinfo masked."""
+    for v in sorted(values, key=len, reverse=True):  # a longer secret may contain a shorter one
+        if v and v in text:
+            text = text.replace(v, HIDDEN)
+    return mask_urls(text)
+
+
+def redact_argv(argv: Iterable[str], values: Iterable[str] = ()) -> list[str]:
+    """A command line fit to record: environment values given with -e/--env are dropped
+    (``-e ANTHROPIC_API_KEY=<not recorded>``), and known secrets and URL userinfo masked in
+    every other argument."""
+    values = list(values)
+    out: list[str] = []
+    take_env = False
+    for a in argv:
+        if take_env:
+            out.append(_env_arg(a))
+            take_env = False
+            continue
+        if a in _ENV_OPTIONS:
+            out.append(a)
+            take_env = True
+            continue
+        for opt in _ENV_OPTIONS:
+            if opt.startswith("--") and a.startswith(opt + "="):
+                out.append(f"{opt}={_env_arg(a[len(opt) + 1:])}")
+                break
+            if not opt.startswith("--") and a.startswith(opt) and len(a) > len(opt) and "=" in a:
+                out.append(f"{opt}{_env_arg(a[len(opt):])}")
+                break
+        else:
+            out.append(redact(a, values))
+    return out
+
+
+def _env_arg(kv: str) -> str:
+    key, sep, _value = kv.partition("=")
+    return f"{key}={NOT_RECORDED}" if sep else kv
