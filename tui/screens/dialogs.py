@@ -9,6 +9,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
+from ..safetext import safe_text
+from ..widgets.wire import wire
+
+TITLE_WIDTH = 300  # a hostile 10 KB name in the title would push the choices off the screen
+
 
 class ChoiceDialog(ModalScreen[str | None]):
     """A title and a list of choices; dismisses with the chosen id, or None on escape."""
@@ -22,8 +27,9 @@ class ChoiceDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="dialog-title")
-            yield OptionList(*[Option(label, id=cid) for cid, label in self.choices])
+            # titles and labels carry host names: never markup, controls escaped
+            yield Label(safe_text(self.title_text, TITLE_WIDTH), classes="dialog-title", markup=False)
+            yield OptionList(*[Option(wire(label), id=cid) for cid, label in self.choices])
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
@@ -45,7 +51,7 @@ class InputDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.prompt, classes="dialog-title")
+            yield Label(safe_text(self.prompt, TITLE_WIDTH), classes="dialog-title", markup=False)
             yield Input(value=self.value, placeholder=self.placeholder)
             yield Label("enter to confirm, escape to cancel", classes="dialog-hint")
 
