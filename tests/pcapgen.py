@@ -129,11 +129,11 @@ class Conversation:
         self.t += 0.001
         self.frames.append((self.t, self.wrap(packet)))
 
-    def dns(self, client: str, resolver: str, name: str, answers: list[tuple[str, int, str]],
-            qtype: int = 1, rcode: int = 0, sport: int = 40000) -> None:
+    def dns(self, client: str, resolver: str, name: str | bytes, answers: list[tuple],
+            qtype: int = 1, rcode: int = 0, sport: int = 40000, ident: int = 0x1234) -> None:
         """A query and its response; answers are (owner, type, value) with type 1/28/5."""
-        q = dns_message(0x1234, name, qtype, [], response=False)
-        r = dns_message(0x1234, name, qtype, answers, response=True, rcode=rcode)
+        q = dns_message(ident, name, qtype, [], response=False)
+        r = dns_message(ident, name, qtype, answers, response=True, rcode=rcode)
         self.emit(ip(client, resolver, 17, udp(sport, 53, q)))
         self.emit(ip(resolver, client, 17, udp(53, sport, r)))
 
@@ -160,11 +160,12 @@ class Conversation:
             self.emit(ip(client, server, 6, tcp(cport, sport, "PA", seq + off, ack, chunk)))
 
 
-def _qname(name: str) -> bytes:
-    return b"".join(bytes([len(lb)]) + lb.encode() for lb in name.split(".") if lb) + b"\0"
+def _qname(name: str | bytes) -> bytes:
+    raw = name.encode() if isinstance(name, str) else name  # bytes: any label content at all
+    return b"".join(bytes([len(lb)]) + lb for lb in raw.split(b".") if lb) + b"\0"
 
 
-def dns_message(ident: int, name: str, qtype: int, answers: list[tuple[str, int, str]],
+def dns_message(ident: int, name: str | bytes, qtype: int, answers: list[tuple],
                 response: bool, rcode: int = 0, ttl: int = 300) -> bytes:
     flags = (0x8180 if response else 0x0100) | rcode
     out = struct.pack("!HHHHHH", ident, flags, 1, len(answers), 0, 0) + _qname(name) + struct.pack("!HH", qtype, 1)

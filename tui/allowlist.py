@@ -21,6 +21,8 @@ from typing import Iterable
 
 import idna
 
+from .safetext import safe_text
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _REGION_AWS = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d+$")
 _REGION_GCP = re.compile(r"^([a-z]+-[a-z]+\d+|global|us|eu)$")
@@ -33,15 +35,6 @@ _LDH = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 class AllowlistError(ValueError):
     """A bad allowlist entry, file or preset; the message says where and why."""
-
-
-def visible(text: str, limit: int = 80) -> str:
-    """Text from a file or the wire as one bounded line a terminal shows as it is: with
-    any control or format character, the whole of it escaped the way ``ascii()`` does."""
-    cut = text[:limit]
-    if not cut.isprintable():
-        cut = ascii(cut)[1:-1]
-    return cut + ("..." if len(text) > limit else "")
 
 
 def _lookup_form(name: str) -> str:
@@ -94,12 +87,12 @@ def is_host_name(name: str) -> bool:
 def parse_entry(text: str, source: str = "", comment: str = "") -> Entry:
     """Parse one allowlist entry; raises AllowlistError saying what is wrong."""
     s = text.strip().lower()
-    text = visible(text.strip())
+    text = safe_text(text.strip(), 80)
     if not s:
         raise AllowlistError("empty entry")
     if "://" in s:
         bare = s.split("://", 1)[1].split("/", 1)[0]
-        raise AllowlistError(f"'{text}' is a URL, not a host name: write just '{visible(bare)}'")
+        raise AllowlistError(f"'{text}' is a URL, not a host name: write just '{safe_text(bare, 80)}'")
     port = None
     host = s
     if s.startswith("["):
@@ -299,7 +292,7 @@ def learned_allowlist(seen: Iterable[tuple[str, str]]) -> tuple[Allowlist, list[
     for name, comment in seen:
         c = choices_for(name)
         if c.host is None:
-            skipped.append(f"'{visible(name)}': {c.why}")
+            skipped.append(f"'{safe_text(name, 80)}': {c.why}")
         else:
             al.add(parse_entry(c.host, "learn", comment))
     return al, skipped
@@ -461,7 +454,7 @@ class Allowlist:
             if not body:
                 continue
             if len(body.split()) > 1:
-                raise AllowlistError(f"{origin} line {i}: one entry per line, found '{visible(body)}'")
+                raise AllowlistError(f"{origin} line {i}: one entry per line, found '{safe_text(body, 80)}'")
             try:
                 self.add(parse_entry(body, f"{origin}:{i}", comment.strip()))
             except AllowlistError as e:

@@ -8,11 +8,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
+from rich.text import Text
 from textual.app import App, SystemCommand
 from textual.message import Message
 
-from .allowlist import AllowlistError, build, visible
+from .allowlist import AllowlistError, build
 from .capture import Batch, Capturer, PcapRecorder, ReplaySource
+from .safetext import safe_text
 from .session import Session
 
 
@@ -95,6 +97,21 @@ class EgressApp(App):
         self.runs: list = []         # runs.RunRecord
         self.last_spec = None
         self.run_active = False
+
+    # -- plain text only ------------------------------------------------------------------
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        """Every notification as plain text, whoever asks (screens pass ``markup=True``):
+        messages carry host names, paths and errors, which are data, never markup."""
+        super().notify(safe_text(message), title=safe_text(title), severity=severity, timeout=timeout,
+                       markup=False)
+
+    def exit(self, result=None, return_code: int = 0, message=None) -> None:
+        # printed on the real terminal after the screen closes: a str would be parsed as markup
+        if isinstance(message, str):
+            message = Text(safe_text(message))
+        super().exit(result, return_code, message)
 
     # -- start ----------------------------------------------------------------------------
 
@@ -284,7 +301,7 @@ class EgressApp(App):
         if removed:
             self.notify("removed " + ", ".join(removed), timeout=3, markup=False)
         else:
-            self.notify(f"{visible(name, 120)} is not on the allowlist", severity="warning", markup=False)
+            self.notify(f"{name[:120]} is not on the allowlist", severity="warning", markup=False)
         self._verdicts_changed()
 
     def add_preset(self, spec: str) -> None:

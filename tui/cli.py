@@ -14,6 +14,7 @@ from importlib import resources
 from . import __version__
 from .allowlist import PRESETS, PRESET_EXAMPLES, AllowlistError, build, preset_entries
 from .engine import analyze_file
+from .safetext import safe_text
 from .capture import CaptureError
 from .containers import DockerError
 from .firewall import FirewallError
@@ -212,7 +213,7 @@ def cmd_report(args) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     if args.fail_on_denied and any(r["allowed"] is False and r["connections"] for r in rows):
-        denied = [r["name"] for r in rows if r["allowed"] is False and r["connections"]]
+        denied = [safe_text(r["name"], 64) for r in rows if r["allowed"] is False and r["connections"]]
         print(f"egress-tui: {len(denied)} host(s) outside the allowlist were contacted: "
               + ", ".join(denied[:10]) + (" ..." if len(denied) > 10 else ""), file=sys.stderr)
         return EXIT_DENIED
@@ -422,7 +423,7 @@ def cmd_learn(args) -> int:
     ready = getattr(source, "ready", None)
     _time.sleep(1.0)  # let the capture sockets open before the command's first packet
     record = RunRecord(1, spec, info.name, firewall=False, started=_time.time())
-    echo = (lambda line: None) if args.quiet else (lambda line: print(f"  | {line}", file=sys.stderr))
+    echo = (lambda line: None) if args.quiet else (lambda line: print(f"  | {safe_text(line)}", file=sys.stderr))
     print(f"egress-tui: running {spec.describe()} in {info.name} ({method}), up to {spec.timeout:g} s",
           file=sys.stderr)
     try:

@@ -51,16 +51,17 @@ class DnsError(ValueError):
 # RFC 1035 section 2.3.4: a label is at most 63 octets, a name at most 255 on the wire.
 MAX_LABEL = 63
 MAX_NAME = 255
-# Bytes a label may hold as themselves in the name we show; any other byte (a dot inside a
-# label, a space, a control character) is written \DDD as in RFC 4343 presentation form,
-# so a one-label "api.anthropic.com" can never pass for the three-label name.
-_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*")
+# A dot or a backslash inside a label is written \DDD as in RFC 4343 presentation form, so
+# a one-label "api.anthropic.com" can never pass for the three-label name. Other bytes are
+# decoded the way the TLS parser decodes an SNI (ASCII, anything else U+FFFD), so a name
+# looked up and then sent as SNI lands on one row; what a screen or file shows of control
+# characters is escaped where it is shown (safetext).
+_LABEL_ESCAPES = str.maketrans({".": "\\046", "\\": "\\092"})
 
 
 def _label_text(label: bytes) -> str:
-    if all(b in _PLAIN for b in label):
-        return label.decode("ascii").lower()
-    return "".join(chr(b).lower() if b in _PLAIN else f"\\{b:03d}" for b in label)
+    text = label.decode("ascii", "replace").lower()
+    return text.translate(_LABEL_ESCAPES) if "." in text or "\\" in text else text
 
 
 class _Names:

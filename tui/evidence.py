@@ -6,7 +6,6 @@ Markdown for people, JSON for machines, from the same data. Nothing here imports
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -17,6 +16,7 @@ from importlib import metadata
 from . import __version__
 from .report import VERDICT_TEXT, iso, outcome_text
 from .runs import RunRecord, diff_runs
+from .safetext import json_text, md_code, md_text
 from .secrets import redact_argv, secret_values
 
 
@@ -61,44 +61,50 @@ def session_markdown(data: dict) -> str:
     L = ["# egress-tui session report", ""]
     c = data.get("container") or {}
     L.append(f"- generated: {data['generated']}")
-    L.append(f"- source: {data['source']}")
+    L.append(f"- source: {md_text(data['source'])}")
     if c:
-        L.append(f"- container: `{c.get('name')}` (image `{c.get('image')}`, id {str(c.get('id', ''))[:12]})")
+        L.append(f"- container: {md_code(c.get('name'))} (image {md_code(c.get('image'))}, "
+                 f"id {md_text(str(c.get('id', ''))[:12])})")
     fw = data.get("firewall")
     if fw:
         L.append(f"- firewall: {'ON' if fw.get('on') else 'off'}"
                  + (f", {fw.get('dropped_packets')} packets dropped" if fw.get("on") else ""))
     L += ["", "## Allowlist", ""]
-    L += [f"- `{e}`" for e in data["allowlist"]] or ["(none)"]
+    L += [f"- {md_code(e)}" for e in data["allowlist"]] or ["(none)"]
     L += ["", "## Hosts", "", "| host | via | ports | connections | outcomes | verdict |", "|---|---|---|---|---|---|"]
     for h in data["hosts"]:
         verdict = VERDICT_TEXT[h.get("allowed")]
         if h.get("blocked"):
             verdict = f"{verdict}, blocked" if verdict != "-" else "blocked"
-        L.append(f"| {h['name']} | {', '.join(h['via'])} | {', '.join(map(str, h['ports'])) or '-'} | "
-                 f"{h['connections']} | {outcome_text(h['outcomes'])} | {verdict} |")
+        cells = [h["name"], ", ".join(h["via"]), ", ".join(map(str, h["ports"])) or "-", h["connections"],
+                 outcome_text(h["outcomes"]), verdict]
+        L.append("| " + " | ".join(md_text(x) for x in cells) + " |")
     runs = data["runs"]
     if runs:
         L += ["", "## Runs", ""]
         for r in runs:
             spec = r["spec"]
-            L.append(f"### Run {r['number']}: `{' '.join(spec['command'])}` ({spec['provider']}"
-                     f"{' ' + spec['region'] if spec['region'] else ''}), firewall "
+            L.append(f"### Run {r['number']}: {md_code(' '.join(spec['command']))} ({md_text(spec['provider'])}"
+                     f"{' ' + md_text(spec['region']) if spec['region'] else ''}), firewall "
                      f"{'on' if r['firewall'] else 'off'}, {r['status']}")
             L.append("")
             for name, h in sorted(r["hosts"].items()):
                 if h["connections"]:
-                    L.append(f"- {'reached' if h['reached'] else '**blocked**'}: {name} "
+                    L.append(f"- {'reached' if h['reached'] else '**blocked**'}: {md_text(name)} "
                              f"({outcome_text(h['outcomes'])})")
             L.append("")
         recs = [RunRecord(**{**r, "spec": _spec(r["spec"])}) for r in _plain(runs)]
         for a, b in zip(recs, recs[1:]):
             d = diff_runs(a, b)
-            L.append(f"Run {a.number} → run {b.number}: needed {', '.join(d.needed) or '-'}; "
-                     f"stopped {', '.join(d.stopped) or '-'}; appeared {', '.join(d.appeared) or '-'}")
+            L.append(f"Run {a.number} → run {b.number}: needed {_names(d.needed)}; "
+                     f"stopped {_names(d.stopped)}; appeared {_names(d.appeared)}")
         L.append("")
     L += ["## Tools", ""] + [f"- {k}: {v}" for k, v in data["tools"].items()]
     return "\n".join(L) + "\n"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(md_text(n) for n in names) or "-"
 
 
 def _plain(runs: list[dict]) -> list[dict]:
@@ -114,7 +120,7 @@ def _spec(d: dict):
 
 def write_session(path: str, data: dict) -> str:
     """Write the report; Markdown for .md, JSON otherwise."""
-    text = session_markdown(data) if path.endswith((".md", ".markdown")) else json.dumps(data, indent=2) + "\n"
+    text = session_markdown(data) if path.endswith((".md", ".markdown")) else json_text(data, indent=2) + "\n"
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path

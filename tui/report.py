@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from datetime import datetime, timezone
 
 from .allowlist import Allowlist
 from .engine import Engine
 from .hosts import Host
+from .safetext import csv_cell, json_text, md_text, safe_text
 
 FORMATS = ("table", "json", "csv", "markdown")
 
 VERDICT_TEXT = {True: "allowed", False: "denied", None: "-"}
+
+TABLE_COLUMNS = ["host", "via", "addresses", "ports", "conns", "outcomes", "verdict"]
+# Widest a table column gets: a 10 KB name (or a host with a thousand ports) is cut with a
+# marker instead of padding every other row out to its width.
+TABLE_WIDTH = {"host": 64, "via": 24, "addresses": 40, "ports": 32, "conns": 10, "outcomes": 48, "verdict": 24}
 
 
 def host_rows(engine: Engine, allowlist: Allowlist | None = None) -> list[dict]:
@@ -43,8 +48,8 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def outcome_text(outcomes: dict[str, int]) -> str:
-    return " ".join(f"{k}:{v}" for k, v in outcomes.items()) or "-"
+def outcome_text(outcomes: dict[str, int], none: str = "-") -> str:
+    return " ".join(f"{k}:{v}" for k, v in outcomes.items()) or none
 
 
 def status_text(row: dict) -> str:
@@ -60,41 +65,43 @@ def render(rows: list[dict], fmt: str, meta: dict | None = None) -> str:
     if fmt == "json":
         out = dict(meta)
         out["hosts"] = [_json_row(r) for r in rows]
-        return json.dumps(out, indent=2) + "\n"
+        return json_text(out, indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["name", "via", "addresses", "ports", "connections", "outcomes", "allowed",
                     "first_seen", "last_seen", "alpn", "ja4", "tls_versions", "ech", "resolved"])
         for r in rows:
-            w.writerow([r["name"], " ".join(r["via"]), " ".join(r["addresses"]),
-                        " ".join(map(str, r["ports"])), r["connections"], outcome_text(r["outcomes"]),
-                        {True: "true", False: "false", None: ""}[r["allowed"]],
-                        iso(r["first_seen"]), iso(r["last_seen"]), " ".join(r["alpn"]),
-                        " ".join(r["ja4"]), " ".join(r["tls_versions"]), str(r["ech"]).lower(),
-                        " ".join(r["resolved"])])
+            w.writerow([csv_cell(c) for c in (
+                r["name"], " ".join(r["via"]), " ".join(r["addresses"]),
+                " ".join(map(str, r["ports"])), r["connections"], outcome_text(r["outcomes"], ""),
+                {True: "true", False: "false", None: ""}[r["allowed"]],
+                iso(r["first_seen"]), iso(r["last_seen"]), " ".join(r["alpn"]),
+                " ".join(r["ja4"]), " ".join(r["tls_versions"]), str(r["ech"]).lower(),
+                " ".join(r["resolved"]))])
         return buf.getvalue()
-    cols = ["host", "via", "addresses", "ports", "conns", "outcomes", "verdict"]
+    cols = TABLE_COLUMNS
     table = [[r["name"], ",".join(r["via"]) or "-", _short_list(r["addresses"] or r["resolved"]),
               ",".join(map(str, r["ports"])) or "-", str(r["connections"]),
               outcome_text(r["outcomes"]), status_text(r)] for r in rows]
     if fmt == "markdown":
         lines = []
         if meta.get("title"):
-            lines += [f"# {meta['title']}", ""]
+            lines += [f"# {md_text(meta['title'])}", ""]
         for k in ("source", "allowlist", "generated"):
             if meta.get(k):
-                lines.append(f"- {k}: {meta[k]}")
+                lines.append(f"- {k}: {md_text(meta[k])}")
         if len(lines) > 0:
             lines.append("")
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "|".join("---" for _ in cols) + "|")
         for t in table:
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in t) + " |")
+            lines.append("| " + " | ".join(md_text(c) for c in t) + " |")
         return "\n".join(lines) + "\n"
     if fmt == "table":
         if not table:
             return "no hosts found\n"
+        table = [[safe_text(c, TABLE_WIDTH[col]) for col, c in zip(cols, t)] for t in table]
         widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
         fmt_line = "  ".join("{:<%d}" % w for w in widths)
         lines = [fmt_line.format(*cols).rstrip(), fmt_line.format(*("-" * w for w in widths))]

@@ -12,7 +12,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from ..allowlist import Choices, visible
+from ..allowlist import Choices
+from ..safetext import safe_text
+from ..widgets.wire import wire
+
+TITLE_WIDTH = 300  # a hostile 10 KB name in the title would push the choices off the screen
 
 
 class ChoiceDialog(ModalScreen[str | None]):
@@ -27,8 +31,9 @@ class ChoiceDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="dialog-title")
-            yield OptionList(*[Option(label, id=cid) for cid, label in self.choices])
+            # titles and labels carry host names: never markup, controls escaped
+            yield Label(safe_text(self.title_text, TITLE_WIDTH), classes="dialog-title", markup=False)
+            yield OptionList(*[Option(wire(label), id=cid) for cid, label in self.choices])
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
@@ -57,7 +62,7 @@ class AllowDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog allow"):
-            yield Label(Text.assemble("Add to the allowlist: ", (visible(self.observed, 120), "bold")),
+            yield Label(Text.assemble("Add to the allowlist: ", (safe_text(self.observed, 120), "bold")),
                         classes="dialog-title", markup=False)
             if self.choices.choices:
                 yield OptionList(*[Option(Text.assemble((c.entry, "bold"), "\n", c.allows), id=option_id(c.entry))
@@ -87,7 +92,7 @@ class InputDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.prompt, classes="dialog-title")
+            yield Label(safe_text(self.prompt, TITLE_WIDTH), classes="dialog-title", markup=False)
             yield Input(value=self.value, placeholder=self.placeholder)
             yield Label("enter to confirm, escape to cancel", classes="dialog-hint")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -27,7 +28,7 @@ class HelpScreen(ModalScreen[None]):
         t.add_column("key", style="bold cyan", no_wrap=True)
         t.add_column("action")
         for key, desc in [*self.pairs, *EXTRA]:
-            t.add_row(key, desc)
+            t.add_row(Text(key), Text(desc))  # a str cell would be parsed as markup
         with VerticalScroll(classes="dialog help"):
             yield Static(t)
             yield Static("escape closes this help", classes="dialog-hint")

@@ -13,6 +13,7 @@ from ..report import FORMATS
 from ..widgets.detail import DetailPane
 from ..widgets.host_table import COLUMNS, HostTable
 from ..widgets.status import StatusBar
+from ..widgets.wire import wire
 from .dialogs import AllowDialog, ChoiceDialog, InputDialog
 from .help import HelpScreen
 
@@ -126,11 +127,11 @@ class MainScreen(Screen):
     def show_log(self, title: str) -> None:
         log = self.query_one("#runlog", RichLog)
         log.display = True
-        from rich.text import Text
-        log.write(Text(f"── {title}", style="bold"))
+        log.write(wire(f"── {title}", style="bold"))
 
     def log_line(self, line: str) -> None:
-        self.query_one("#runlog", RichLog).write(line)
+        # the container's own output: its escape sequences must not reach our terminal
+        self.query_one("#runlog", RichLog).write(wire(line))
 
     def action_pause(self) -> None:
         self.app.toggle_pause()

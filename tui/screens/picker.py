@@ -8,6 +8,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label
 
 from ..containers import ContainerInfo
+from ..widgets.wire import wire
 
 
 class PickerScreen(Screen[str]):
@@ -49,7 +50,8 @@ class PickerScreen(Screen[str]):
         for c in self.items:
             hay = f"{c.name} {c.image} {' '.join(c.networks)} {c.short_id}".lower()
             if all(p in hay for p in f):
-                t.add_row(c.name, c.image, c.status, ", ".join(c.networks), c.short_id, key=c.id)
+                # the engine reports these; the container may have chosen them: never markup
+                t.add_row(*map(wire, (c.name, c.image, c.status, ", ".join(c.networks), c.short_id)), key=c.id)
         if not t.row_count:
             self.query_one("#picker-title", Label).update(
                 "No running containers match." if self.items else

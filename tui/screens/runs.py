@@ -13,6 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from ..runs import RunRecord, diff_runs
+from ..safetext import safe_text
+from ..widgets.wire import wire
 
 
 class RunsScreen(ModalScreen[None]):
@@ -35,8 +37,8 @@ class RunsScreen(ModalScreen[None]):
         for r in self.runs:
             reached = sum(1 for h in r.hosts.values() if h["reached"])
             blocked = sum(1 for h in r.hosts.values() if h["blocked"])
-            t.add_row(str(r.number), time.strftime("%H:%M:%S", time.localtime(r.started)), r.spec.describe(),
-                      "on" if r.firewall else "off", r.status, str(reached), str(blocked), key=str(r.number))
+            t.add_row(*map(wire, (r.number, time.strftime("%H:%M:%S", time.localtime(r.started)), r.spec.describe(),
+                                  "on" if r.firewall else "off", r.status, reached, blocked)), key=str(r.number))
         if self.runs:
             t.move_cursor(row=len(self.runs) - 1)
         self._show(len(self.runs) - 1)
@@ -52,14 +54,14 @@ class RunsScreen(ModalScreen[None]):
             return
         b = self.runs[i]
         t = Text()
-        t.append(f"\nRun {b.number}: {b.spec.describe()}  firewall {'on' if b.firewall else 'off'}  {b.status}\n",
-                 style="bold")
+        t.append(f"\nRun {b.number}: {safe_text(b.spec.describe())}  "
+                 f"firewall {'on' if b.firewall else 'off'}  {b.status}\n", style="bold")
         for name, h in sorted(b.hosts.items()):
             if not h["connections"]:
                 continue
             mark = "reached" if h["reached"] else "blocked"
             t.append(f"  {mark:8} ", style="green" if h["reached"] else "bold dark_orange")
-            t.append(f"{name}  {', '.join(f'{k}:{v}' for k, v in h['outcomes'].items())}\n")
+            t.append(f"{safe_text(name)}  {', '.join(f'{k}:{v}' for k, v in h['outcomes'].items())}\n")
         if i > 0:
             a = self.runs[i - 1]
             d = diff_runs(a, b)
@@ -71,7 +73,7 @@ class RunsScreen(ModalScreen[None]):
                                         ("blocked in both", d.still_blocked, "red")):
                 if names:
                     t.append(f"  {label}: ", style=style)
-                    t.append(", ".join(names) + "\n")
+                    t.append(safe_text(", ".join(names)) + "\n")
         out.update(t)
 
     def action_close(self) -> None:

@@ -9,7 +9,9 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from ..report import outcome_text
+from ..safetext import safe_text
 from ..session import ALLOWED, DENIED
+from .wire import wire
 
 COLUMNS = [
     ("host", "Host"), ("via", "Via"), ("addresses", "Addresses"), ("ports", "Ports"),
@@ -26,6 +28,7 @@ SORT_KEYS = {
 STYLES = {ALLOWED: "green", DENIED: "bold red", "unlisted": ""}
 BLOCKED_STYLE = "bold dark_orange"
 BLOCKED_MARK = "⊘ "  # every attempt dropped or refused: visible without color too
+NAME_WIDTH = 64      # longer names are cut here (as in the report); the detail pane shows them whole
 
 
 def clock(ts: float) -> str:
@@ -55,20 +58,37 @@ def address_cell(row: dict) -> Text:
     return Text(text, style="" if row["addresses"] else "dim italic")
 
 
-def row_cells(row: dict) -> list:
+class NameCell(Text):
+    """The host cell: the name escaped and cut to fit, and the name itself, which sorting
+    needs (the text shown can no longer be mapped back to it)."""
+
+    __slots__ = ("host",)
+
+    def __init__(self, host: str, blocked: bool, style: str):
+        super().__init__((BLOCKED_MARK if blocked else "") + safe_text(host, NAME_WIDTH), style=style)
+        self.host = host
+
+
+def row_cells(row: dict) -> list[Text]:
     style = WARN_STYLE if row.get("warning") else BLOCKED_STYLE if row["blocked"] else STYLES[
         ALLOWED if row.get("allowed") is True else DENIED if row.get("allowed") is False else "unlisted"]
+    # Text everywhere: a str cell would be parsed as markup
     return [
-        Text((BLOCKED_MARK if row["blocked"] else "") + row["name"], style=style),
-        ",".join(row["via"]) or "-",
+        NameCell(row["name"], row["blocked"], style),
+        wire(",".join(row["via"]) or "-"),
         address_cell(row),
-        ",".join(map(str, row["ports"][:4])) + ("…" if len(row["ports"]) > 4 else "") or "-",
-        str(row["connections"]),
-        outcome_text(row["outcomes"]),
-        clock(row["first_seen"]),
-        clock(row["last_seen"]),
+        Text(",".join(map(str, row["ports"][:4])) + ("…" if len(row["ports"]) > 4 else "") or "-"),
+        Text(str(row["connections"])),
+        Text(outcome_text(row["outcomes"])),
+        Text(clock(row["first_seen"])),
+        Text(clock(row["last_seen"])),
         verdict_text(row),
     ]
+
+
+def _same(a: Text, b: Text) -> bool:
+    # Text equality ignores the base style: a name turning from denied to allowed keeps its text
+    return a == b and a.style == b.style
 
 
 class HostTable(DataTable):
@@ -118,12 +138,11 @@ class HostTable(DataTable):
                 added = True
             else:
                 for (key, _label), new, was in zip(COLUMNS, cells, old):
-                    if new != was:
+                    if not _same(new, was):
                         # widening re-measures the whole column on the next idle: only when needed
                         col = self.columns.get(key)
-                        width = len(new.plain) if isinstance(new, Text) else len(str(new))
                         self.update_cell(name, key, new,
-                                         update_width=col is None or width > col.content_width)
+                                         update_width=col is None or new.cell_len > col.content_width)
             self._shown[name] = cells
         # New hosts arrive in first-seen order, so the default order needs no re-sort (a
         # sort re-lays out every row: the one costly step with thousands of hosts).
@@ -151,7 +170,7 @@ class HostTable(DataTable):
         highlighted = self.highlighted_host
         order = {n: i for i, n in enumerate(sorted(self._shown, key=lambda n: keyfn(all_rows[n]),
                                                   reverse=self.sort_reverse))}
-        self.sort("host", key=lambda cell: order.get((cell.plain if isinstance(cell, Text) else str(cell)).removeprefix(BLOCKED_MARK), 0))
+        self.sort("host", key=lambda cell: order.get(cell.host, 0))
         if highlighted in self._shown:
             self.move_cursor(row=self.get_row_index(highlighted))
 

@@ -5,23 +5,26 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from ..safetext import safe_text
+
 
 class StatusBar(Static):
     def show(self, *, target: str, method: str, rate: float, packets: int, drops: int, errors: int,
              allowlist: str, paused: bool, state: str, hosts: int, firewall: str = "") -> None:
-        # most important first: a narrow terminal cuts the end of the line
+        # most important first: a narrow terminal cuts the end of the line. The target (a file
+        # or container name), the state and the allowlist path may hold anything: escaped.
         t = Text()
-        t.append(f" {target} ", style="bold reverse")
+        t.append(f" {safe_text(target, 48)} ", style="bold reverse")
         if state:
-            t.append(f" {state}", style="yellow")
+            t.append(f" {safe_text(state)}", style="yellow")
         if paused:
             t.append("  PAUSED (still capturing)", style="bold yellow")
         if firewall:
             t.append("  ")
-            t.append(firewall, style="bold reverse green" if firewall.startswith("FIREWALL ON") else "dim")
+            t.append(safe_text(firewall), style="bold reverse green" if firewall.startswith("FIREWALL ON") else "dim")
         t.append(f"  {method}  {rate:,.0f} pkt/s  {packets:,} pkts  {hosts} hosts  ")
         t.append(f"drops {drops}", style="bold red" if drops else "")
         t.append("  ")
         t.append(f"errors {errors}", style="bold red" if errors else "")
-        t.append(f"  allowlist: {allowlist}")
+        t.append(f"  allowlist: {safe_text(allowlist)}")
         self.update(t)

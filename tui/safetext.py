@@ -1,0 +1,87 @@
+"""Strings from the wire, made safe to show: on a terminal, in a text table, in CSV and Markdown.
+
+The watched container chooses every SNI, ALPN, Host header, DNS name and CNAME we display.
+Written as is, such a string can drive the terminal (``ESC[8m`` hides the verdict after it,
+``ESC]0;...`` retitles the window), reorder or hide text (bidi and zero-width controls), run a
+formula in a spreadsheet, or break a Markdown table. Everything here turns such a string into
+plain, visible data. No Textual, no Rich: the report, the CLI and the TUI all use it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+ELLIPSIS = "…"
+
+# Every code point a terminal or a text renderer treats as something other than a glyph:
+# C0, DEL and C1 controls (Cc), format and bidi controls that hide or reorder text (Cf),
+# line and paragraph separators (Zl, Zp: str.splitlines breaks on them), and lone surrogates
+# (Cs: left by errors="surrogateescape", they make printing raise). The backslash is escaped
+# too, so the escaped form is unambiguous: a name cannot fake an escape it does not contain.
+# tests/test_hostile_output.py checks this class against unicodedata.
+_UNSAFE = re.compile(
+    "[\\\\\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f]")
+_SHORT = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_cache: dict[str, str] = {}
+
+
+def _escape_one(m: re.Match) -> str:
+    c = m.group()
+    e = _cache.get(c)
+    if e is None:
+        n = ord(c)
+        e = _SHORT.get(c) or (f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+        _cache[c] = e
+    return e
+
+
+def safe_text(value: object, limit: int | None = None) -> str:
+    """``value`` as text that prints as itself: every control visibly escaped (``\\x1b``,
+    ``\\u202e``, ``\\n``, ``\\\\``). With ``limit``, at most that many characters, the last
+    one ``…`` when something was cut."""
+    s = _UNSAFE.sub(_escape_one, value if isinstance(value, str) else str(value))
+    if limit is not None and len(s) > limit:
+        s = s[:max(limit - 1, 0)] + ELLIPSIS
+    return s
+
+
+# OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: controls escaped, and a leading ``'`` when it
+    would otherwise start a formula (``=cmd|...``, ``+1``, ``@SUM(...)``)."""
+    s = safe_text(value)
+    return "'" + s if s.startswith(_FORMULA_START) else s
+
+
+# Backslash and pipe keep a table row whole; the rest stop a name from turning into a link,
+# an image, HTML, emphasis or a code span when the report is rendered.
+_MD_SPECIAL = re.compile(r"([\\|`*_\[\]<>&~])")
+
+
+def md_text(value: object) -> str:
+    """Text for a Markdown table cell or a line of prose: controls and newlines escaped
+    visibly, and Markdown's own syntax (``|``, ``\\``, ``[``, ``<``, ...) escaped so it
+    renders as the characters themselves."""
+    return _MD_SPECIAL.sub(r"\\\1", safe_text(value))
+
+
+def md_code(value: object) -> str:
+    """An inline code span holding ``value`` as is: the fence is longer than any run of
+    backticks inside, so the value cannot close it (backslashes do not escape in code)."""
+    s = safe_text(value)
+    runs = [len(r) for r in re.findall(r"`+", s)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or not s.strip() else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def json_text(obj: object, **kw) -> str:
+    """JSON whose every control is escaped: ``json.dumps`` leaves DEL raw, even in ASCII mode."""
+    return json.dumps(obj, ensure_ascii=True, **kw).replace("\x7f", "\\u007f")
