@@ -242,3 +242,41 @@ def test_a_short_last_record_is_not_a_traceback(tmp_path):
     write_pcap(str(p), [(1.0, ether(query())), (2.0, b"\x00\x01\x02\x03\x04")])
     eng = analyze_file(str(p))
     assert eng.packets == 2 and NAME in eng.hosts
+
+
+# -- where a user sees it ---------------------------------------------------------------------
+
+def test_report_marks_suspicious_dns(tmp_path):
+    from tests.pcapgen import write_pcap
+    from tui.cli import main
+    p = tmp_path / "forged.pcap"
+    write_pcap(str(p), frames(answer(addr=FORGED, src=CLIENT), connect(FORGED)))
+    out = tmp_path / "r.txt"
+    assert main(["report", "--pcap", str(p), "--preset", "anthropic", "-o", str(out)]) == 0
+    line = next(ln for ln in out.read_text().splitlines() if ln.startswith(NAME))
+    assert line.rstrip().endswith("allowed, 1 suspicious DNS")
+    assert main(["report", "--pcap", str(p), "--format", "json", "-o", str(out)]) == 0
+    import json
+    data = json.loads(out.read_text())
+    assert data["suspicious_dns"] == 1
+    host = next(h for h in data["hosts"] if h["name"] == NAME)
+    assert host["suspicious"][0]["claims"] == [f"{NAME} A {FORGED}"] and host["suspicious"][0]["time"].endswith("Z")
+
+
+@pytest.mark.asyncio
+async def test_the_screen_marks_the_claimed_name_and_says_why(tmp_path):
+    from tests.pcapgen import write_pcap
+    from tests.test_app import SIZE, screen_text, wait_replay
+    from tui.app import AppConfig, create_app
+    p = tmp_path / "forged.pcap"
+    write_pcap(str(p), frames(answer(addr=FORGED, src=CLIENT), connect(FORGED)))
+    app = create_app(AppConfig(pcap=str(p), speed=0, presets=["anthropic"]))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_replay(app, pilot)
+        t = app.main.table
+        assert t.get_cell(NAME, "verdict").plain == "allowed ⚑1 forged DNS?"
+        t.move_cursor(row=t.get_row_index(NAME))
+        await pilot.pause()
+        text = screen_text(app)
+        assert "DNS answer not believed: answers no query the container sent" in text
+        assert f"claimed {NAME} A {FORGED}" in " ".join(text.split())

@@ -11,7 +11,7 @@ from tui.app import AppConfig, create_app
 from tui.containers import ContainerInfo
 from tui.hosts import Host
 from tui.runs import RunRecord, RunSpec
-from tui.screens.dialogs import AllowDialog, ChoiceDialog
+from tui.screens.dialogs import AllowDialog
 from tui.screens.picker import PickerScreen
 from tui.screens.runs import RunsScreen
 

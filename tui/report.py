@@ -23,7 +23,7 @@ VERDICT_TEXT = {True: "allowed", False: "denied", None: "-"}
 TABLE_COLUMNS = ["host", "via", "addresses", "ports", "conns", "outcomes", "verdict"]
 # Widest a table column gets: a 10 KB name (or a host with a thousand ports) is cut with a
 # marker instead of padding every other row out to its width.
-TABLE_WIDTH = {"host": 64, "via": 24, "addresses": 40, "ports": 32, "conns": 10, "outcomes": 48, "verdict": 24}
+TABLE_WIDTH = {"host": 64, "via": 24, "addresses": 40, "ports": 32, "conns": 10, "outcomes": 48, "verdict": 44}
 
 
 def host_rows(engine: Engine, allowlist: Allowlist | None = None) -> list[dict]:
@@ -53,11 +53,17 @@ def outcome_text(outcomes: dict[str, int], none: str = "-") -> str:
 
 
 def status_text(row: dict) -> str:
-    """What a reader wants first: is it allowed, and did it get through."""
+    """What a reader wants first: is it allowed, did it get through, and was DNS forged."""
     v = VERDICT_TEXT[row["allowed"]]
     if row["blocked"]:
-        return "blocked" if v == "-" else f"{v}, blocked"
-    return v
+        v = "blocked" if v == "-" else f"{v}, blocked"
+    return v + suspicious_text(row)
+
+
+def suspicious_text(row: dict) -> str:
+    """A marker for DNS answers about this name that were not believed (README: trust model)."""
+    n = row.get("suspicious_dns") or 0
+    return f", {n} suspicious DNS" if n else ""
 
 
 def render(rows: list[dict], fmt: str, meta: dict | None = None) -> str:
@@ -70,7 +76,7 @@ def render(rows: list[dict], fmt: str, meta: dict | None = None) -> str:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["name", "via", "addresses", "ports", "connections", "outcomes", "allowed",
-                    "first_seen", "last_seen", "alpn", "ja4", "tls_versions", "ech", "resolved"])
+                    "first_seen", "last_seen", "alpn", "ja4", "tls_versions", "ech", "resolved", "suspicious_dns"])
         for r in rows:
             w.writerow([csv_cell(c) for c in (
                 r["name"], " ".join(r["via"]), " ".join(r["addresses"]),
@@ -78,7 +84,7 @@ def render(rows: list[dict], fmt: str, meta: dict | None = None) -> str:
                 {True: "true", False: "false", None: ""}[r["allowed"]],
                 iso(r["first_seen"]), iso(r["last_seen"]), " ".join(r["alpn"]),
                 " ".join(r["ja4"]), " ".join(r["tls_versions"]), str(r["ech"]).lower(),
-                " ".join(r["resolved"]))])
+                " ".join(r["resolved"]), r.get("suspicious_dns", 0))])
         return buf.getvalue()
     cols = TABLE_COLUMNS
     table = [[r["name"], ",".join(r["via"]) or "-", _short_list(r["addresses"] or r["resolved"]),
@@ -118,6 +124,8 @@ def _short_list(items: list[str], n: int = 2) -> str:
 
 def _json_row(r: dict) -> dict:
     d = dict(r)
+    if r.get("suspicious"):
+        d["suspicious"] = [dict(n, time=iso(n["time"])) for n in r["suspicious"]]
     d["first_seen"] = iso(r["first_seen"])
     d["last_seen"] = iso(r["last_seen"])
     return d
@@ -131,5 +139,7 @@ def meta_for(source: str, engine: Engine, allowlist: Allowlist) -> dict:
         "capture_end": iso(engine.last_ts),
         "allowlist": ", ".join(allowlist.sources) if allowlist else None,
         "resolvers": sorted(engine.resolvers),
+        "trusted_resolvers": sorted(engine.trusted_resolvers) if engine.trusted_resolvers is not None else None,
+        "suspicious_dns": engine.suspicious_count,
         "generated": iso(time.time()),
     }

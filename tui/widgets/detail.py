@@ -9,7 +9,7 @@ from textual.widgets import Static
 
 from ..report import iso, outcome_text
 from ..safetext import safe_text
-from .host_table import clock, verdict_text
+from .host_table import SUSPICIOUS_MARK, SUSPICIOUS_STYLE, clock, verdict_text
 from .wire import wire
 
 OUTCOME_STYLE = {"connected": "green", "closed": "green", "refused": "red", "unanswered": "magenta"}
@@ -60,6 +60,13 @@ class DetailPane(Static):
                 others = sorted(shared.get(a, set()) - {row["name"]})
                 if others:
                     t.append(f"\n{a} also answered for: {safe_text(', '.join(others[:5]))}", style="yellow")
+        for note in list(row.get("suspicious") or [])[-5:]:
+            t.append(f"\n{SUSPICIOUS_MARK} DNS answer not believed: ", style=SUSPICIOUS_STYLE)
+            t.append(safe_text(f"{note['reason']}; from {note['from']} to {note['to']}"
+                               + (f", claimed {', '.join(note['claims'][:3])}" if note.get("claims") else ""), 300))
+        if (row.get("suspicious_dns") or 0) > 5:
+            t.append(f"\n({row['suspicious_dns'] - 5} earlier ones not shown; the JSON report lists the latest 20)",
+                     style="dim")
         flows = Table(box=None, padding=(0, 1), show_edge=False, expand=True)
         for col in ("time", "proto", "client", "server", "outcome", "named by", "app", "pkts out/in"):
             flows.add_column(col, style="dim" if col in ("time", "client") else None, no_wrap=True)

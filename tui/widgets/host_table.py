@@ -36,6 +36,8 @@ def clock(ts: float) -> str:
 
 
 WARN_STYLE = "bold yellow"
+SUSPICIOUS_STYLE = "bold magenta"
+SUSPICIOUS_MARK = "⚑"
 WARNINGS = {"not-in-firewall": "allowed, address not in firewall", "shared-address": "allowed, shared address"}
 
 
@@ -43,10 +45,15 @@ def verdict_text(row: dict) -> Text:
     v = row.get("allowed")
     word = "allowed" if v is True else "denied" if v is False else "-"
     if row.get("warning"):
-        return Text("⚠ " + WARNINGS[row["warning"]], style=WARN_STYLE)
-    if row["blocked"]:
-        return Text(f"{word}, blocked" if v is not None else "blocked", style=BLOCKED_STYLE)
-    return Text(word, style=STYLES[ALLOWED if v is True else DENIED if v is False else "unlisted"])
+        text = Text("⚠ " + WARNINGS[row["warning"]], style=WARN_STYLE)
+    elif row["blocked"]:
+        text = Text(f"{word}, blocked" if v is not None else "blocked", style=BLOCKED_STYLE)
+    else:
+        text = Text(word, style=STYLES[ALLOWED if v is True else DENIED if v is False else "unlisted"])
+    if row.get("suspicious_dns"):
+        # its own marker: forged or unmatched DNS answers claimed this name (detail pane: why)
+        text.append(f" {SUSPICIOUS_MARK}{row['suspicious_dns']} forged DNS?", style=SUSPICIOUS_STYLE)
+    return text
 
 
 def address_cell(row: dict) -> Text:
