@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.dnsbomb import compression_bomb  # noqa: E402
 from tests.pcapgen import dns_message, ether, ip, tcp, udp  # noqa: E402
 from tests.strategies import client_hello  # noqa: E402
-from tui.engine import Engine  # noqa: E402
+from egress_tui.core.engine import Engine  # noqa: E402
 
 C, R, S = "198.18.0.10", "198.18.0.2", "198.18.64.10"
 LIMIT_MS = 3.0

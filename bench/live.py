@@ -197,7 +197,7 @@ def stop_proc(p: subprocess.Popen | None) -> None:
 
 def capture_child(pid: int) -> int:
     """Run in a child process: a Capturer on the namespace of pid; answer "stats" on stdin."""
-    from tui.capture import Capturer, NetnsSource
+    from egress_tui.live.capture import Capturer, NetnsSource
 
     src = NetnsSource(pid, "bench")
     batches = {"n": 0, "rows": 0}
@@ -369,7 +369,7 @@ def bench_load(lab, pid: int, seconds: float, res: Results) -> None:
 
 def hello_times(path: str, names: set[str]) -> dict[str, float]:
     """Kernel timestamp of the first ClientHello frame carrying each SNI, from a pcap."""
-    from tui.pcapfile import open_capture
+    from egress_tui.wire.pcapfile import open_capture
 
     wanted = {b"\x00\x00" + bytes([len(n)]) + n.encode(): n for n in names}
     found: dict[str, float] = {}
@@ -396,8 +396,8 @@ def hello_times(path: str, names: set[str]) -> dict[str, float]:
 
 
 async def _latency(lab, pid: int, gap: float) -> dict:
-    from tui.app import AppConfig, create_app
-    from tui.capture import NetnsSource
+    from egress_tui.ui.app import AppConfig, create_app
+    from egress_tui.live.capture import NetnsSource
 
     app = create_app(AppConfig(start_capture=False))
     names = [f"lat-{i:02d}.test" for i in range(LATENCY_CONNS)]
@@ -628,7 +628,7 @@ def apply_child(reps: int) -> int:
 
 
 async def _apply_child(reps: int) -> None:
-    from tui.app import AppConfig, create_app
+    from egress_tui.ui.app import AppConfig, create_app
 
     def say(*parts) -> None:
         print(*parts, flush=True)

@@ -252,7 +252,7 @@ def allowlist_seconds(lines: int) -> float:
     """Best of three: load an allowlist of ``lines`` entries (names, wildcards, networks,
     ports) and ask 1,000 verdicts of it."""
     sys.path.insert(0, str(ROOT))
-    from tui.allowlist import Allowlist
+    from egress_tui.core.allowlist import Allowlist
     text = "\n".join([f"host{i}.example{i % 97}.test", f"*.zone{i}.test", f"10.{i // 256 % 256}.{i % 256}.0/24",
                       f"port{i}.test:{1 + i % 60000}"][i % 4] for i in range(lines))
     best = float("inf")

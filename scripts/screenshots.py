@@ -15,10 +15,10 @@ os.environ["TZ"] = "UTC"
 time.tzset()
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tui.app import AppConfig, create_app  # noqa: E402
-from tui.cli import demo_capture  # noqa: E402
-from tui.containers import ContainerInfo  # noqa: E402
-from tui.screens.picker import PickerScreen  # noqa: E402
+from egress_tui.ui.app import AppConfig, create_app  # noqa: E402
+from egress_tui.cli import demo_capture  # noqa: E402
+from egress_tui.live.containers import ContainerInfo  # noqa: E402
+from egress_tui.ui.screens.picker import PickerScreen  # noqa: E402
 
 SIZE = (150, 42)
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "screenshots")

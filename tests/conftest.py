@@ -34,7 +34,8 @@ def lab():
 @pytest.fixture
 def fw(lab, request):
     """egress-tui's firewall on the lab's client namespace, removed before and after."""
-    from tui.firewall import Firewall, NamespaceRunner
+    from egress_tui.firewall.apply import Firewall
+    from egress_tui.firewall.runners import NamespaceRunner
 
     f = Firewall(NamespaceRunner(lab.pid), f"test-{request.module.__name__}-{lab.client_ns}")
     f.remove()

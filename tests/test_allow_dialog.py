@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from textual.widgets import OptionList
 
-from tui.app import AppConfig, create_app
-from tui.hosts import Host
-from tui.screens.dialogs import AllowDialog, option_id
+from egress_tui.ui.app import AppConfig, create_app
+from egress_tui.core.hosts import Host
+from egress_tui.ui.screens.dialogs import AllowDialog, option_id
 
 SIZE = (150, 44)
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from publicsuffixlist import PublicSuffixList
 
 from tests.hostile_names import hostile_names
-from tui.allowlist import (Allowlist, AllowlistError, build, choices_for, learned_allowlist, parse_entry,
-                           preset_entries)
+from egress_tui.core.allowlist import (Allowlist, AllowlistError, build, choices_for, learned_allowlist, parse_entry,
+                                       preset_entries)
 
 
 @pytest.mark.parametrize("entry,name,port,expected", [
@@ -323,14 +323,14 @@ def test_report_takes_dev_zero_and_process_substitution_like_a_user_would():
     import json
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, "-m", "tui", "report", "--demo", "--allow", "/dev/zero"],
+    r = subprocess.run([sys.executable, "-m", "egress_tui", "report", "--demo", "--allow", "/dev/zero"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.splitlines() == [
         "egress-tui: allowlist /dev/zero is larger than 4 MiB: an allowlist holds one host a line; "
         "check that this is the right file"]
     # <(cmd) is a pipe that can be read once
-    script = 'exec "$0" -m tui report --demo --format json --allow <(printf "api.anthropic.com\\n")'
+    script = 'exec "$0" -m egress_tui report --demo --format json --allow <(printf "api.anthropic.com\\n")'
     r = subprocess.run(["bash", "-c", script, sys.executable], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     verdicts = {h["name"]: h["allowed"] for h in json.loads(r.stdout)["hosts"]}

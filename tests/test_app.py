@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from tui.app import AppConfig, create_app
-from tui.cli import demo_capture
-from tui.containers import ContainerInfo
-from tui.screens.picker import PickerScreen
+from egress_tui.ui.app import AppConfig, create_app
+from egress_tui.cli import demo_capture
+from egress_tui.live.containers import ContainerInfo
+from egress_tui.ui.screens.picker import PickerScreen
 
 os.environ["TZ"] = "UTC"
 time.tzset()
@@ -193,7 +193,7 @@ async def test_picker_lists_and_filters():
 
 @pytest.mark.asyncio
 async def test_run_dialog_builds_the_provider_environment(monkeypatch):
-    from tui.screens.run_dialog import RunDialog
+    from egress_tui.ui.screens.run_dialog import RunDialog
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFROMMYSHELL")
     app = create_app(AppConfig(start_capture=False))
     got = []
@@ -216,7 +216,7 @@ async def test_run_dialog_builds_the_provider_environment(monkeypatch):
 
 @pytest.mark.asyncio
 async def test_run_dialog_refuses_a_bad_time_limit():
-    from tui.screens.run_dialog import RunDialog
+    from egress_tui.ui.screens.run_dialog import RunDialog
     app = create_app(AppConfig(start_capture=False))
     got = []
     async with app.run_test(size=SIZE) as pilot:

@@ -17,7 +17,7 @@ C, S, R = "10.1.0.2", "198.18.64.10", "10.1.0.53"
 
 
 def egress(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "tui", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "egress_tui", *args], capture_output=True, text=True,
                           input=stdin, timeout=60)
 
 
@@ -73,7 +73,7 @@ def test_csv_and_markdown(capture, tmp_path):
 
 def test_stdin(capture):
     with open(capture, "rb") as f:
-        r = subprocess.run([sys.executable, "-m", "tui", "report", "--pcap", "-", "--format", "json"],
+        r = subprocess.run([sys.executable, "-m", "egress_tui", "report", "--pcap", "-", "--format", "json"],
                            stdin=f, capture_output=True, timeout=60)
     assert len(json.loads(r.stdout)["hosts"]) == 2
 
@@ -124,7 +124,7 @@ def test_presets_command():
 
 
 def test_report_never_imports_textual(capture):
-    code = ("import sys; from tui.cli import main; main(['report', '--pcap', %r]); "
+    code = ("import sys; from egress_tui.cli import main; main(['report', '--pcap', %r]); "
             "assert 'textual' not in sys.modules, 'textual imported'; "
             "assert 'scapy' not in sys.modules, 'scapy imported'" % capture)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -134,7 +134,7 @@ def test_report_never_imports_textual(capture):
 def test_docker_unreachable_is_one_line(tmp_path):
     env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
     for argv in (["report", "--container", "claude"], ["claude"]):
-        r = subprocess.run([sys.executable, "-m", "tui", *argv], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-m", "egress_tui", *argv], capture_output=True, text=True,
                            env=env, timeout=60)
         _one_line_error(r, "Docker is not reachable at unix://", "is dockerd running?")
 

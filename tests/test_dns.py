@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from tests.pcapgen import dns_message
-from tui import dns
+from egress_tui.wire import dns
 
 
 def test_query_and_answers():

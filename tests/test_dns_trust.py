@@ -13,8 +13,8 @@ import pytest
 
 from tests.dnsbomb import compression_bomb
 from tests.pcapgen import (PACKET_HOST, PACKET_OUTGOING, Conversation, dns_message, ether, ip, sll2, tcp, udp)
-from tui import dns
-from tui.engine import Engine
+from egress_tui.wire import dns
+from egress_tui.core.engine import Engine
 
 CLIENT = "198.18.0.10"
 RESOLVER = "198.18.0.2"
@@ -237,7 +237,7 @@ def test_a_dot_inside_a_label_cannot_pass_for_a_real_name():
 def test_a_short_last_record_is_not_a_traceback(tmp_path):
     """A record shorter than an Ethernet header at the end of a read buffer."""
     from tests.pcapgen import write_pcap
-    from tui.engine import analyze_file
+    from egress_tui.core.engine import analyze_file
     p = tmp_path / "short.pcap"
     write_pcap(str(p), [(1.0, ether(query())), (2.0, b"\x00\x01\x02\x03\x04")])
     eng = analyze_file(str(p))
@@ -248,7 +248,7 @@ def test_a_short_last_record_is_not_a_traceback(tmp_path):
 
 def test_report_marks_suspicious_dns(tmp_path):
     from tests.pcapgen import write_pcap
-    from tui.cli import main
+    from egress_tui.cli import main
     p = tmp_path / "forged.pcap"
     write_pcap(str(p), frames(answer(addr=FORGED, src=CLIENT), connect(FORGED)))
     out = tmp_path / "r.txt"
@@ -267,7 +267,7 @@ def test_report_marks_suspicious_dns(tmp_path):
 async def test_the_screen_marks_the_claimed_name_and_says_why(tmp_path):
     from tests.pcapgen import write_pcap
     from tests.test_app import SIZE, screen_text, wait_replay
-    from tui.app import AppConfig, create_app
+    from egress_tui.ui.app import AppConfig, create_app
     p = tmp_path / "forged.pcap"
     write_pcap(str(p), frames(answer(addr=FORGED, src=CLIENT), connect(FORGED)))
     app = create_app(AppConfig(pcap=str(p), speed=0, presets=["anthropic"]))

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from tests.test_app import screen_text
-from tui.app import AppConfig, create_app
-from tui.runs import RunSpec, provider_env
+from egress_tui.ui.app import AppConfig, create_app
+from egress_tui.core.runs import RunSpec, provider_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from tui.allowlist import Allowlist
-from tui.capture import Capturer
-from tui.cli import container_firewall
-from tui.containers import ContainerSource
-from tui.firewall import Guard
+from egress_tui.core.allowlist import Allowlist
+from egress_tui.live.capture import Capturer
+from egress_tui.cli import container_firewall
+from egress_tui.live.containers import ContainerSource
+from egress_tui.firewall.dnssync import Guard
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -122,7 +122,7 @@ def test_forged_dns_answers_never_open_the_firewall(docker_lab, docker_client):
 
 def test_no_firewall_for_a_container_on_the_host_network(docker_client, lab_images):
     """Its namespace is the host's: applying the firewall there would lock down this host."""
-    from tui.cli import UserError
+    from egress_tui.cli import UserError
     before = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True).stdout
     c = docker_client.containers.create(lab_images["base"].id, ["sleep", "infinity"], network_mode="host",
                                         labels={"egress-tui.test": "host-network"})

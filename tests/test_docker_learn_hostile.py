@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.pcapgen import python_client_hello
-from tui.allowlist import build
+from egress_tui.core.allowlist import build
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -46,7 +46,7 @@ def hello_with_sni(sni: str) -> bytes:
 
 
 def test_hello_with_sni_is_parsed_as_sent():
-    from tui.tls import parse_client_hello
+    from egress_tui.wire.tls import parse_client_hello
     for sni in [*HOSTILE, GOOD]:
         hello = parse_client_hello(hello_with_sni(sni)[5:])
         assert hello is not None and hello.sni == sni.lower()
@@ -59,7 +59,7 @@ def test_learn_writes_only_the_host_name(docker_lab, tmp_path):
     w = docker_lab.exec(["python3", "-c", f"open('/tmp/send.py', 'w').write({SENDER!r})"])
     assert w.returncode == 0, w.stderr
     # options first: the command is whatever follows the container name
-    r = subprocess.run([sys.executable, "-m", "tui", "learn", "--provider", "none", "--timeout", "30", "--quiet",
+    r = subprocess.run([sys.executable, "-m", "egress_tui", "learn", "--provider", "none", "--timeout", "30", "--quiet",
                         "--format", "json", "--write-allowlist", str(out), docker_lab.target.name,
                         "python3", "/tmp/send.py", addr, *hexes],
                        capture_output=True, text=True, timeout=180, cwd=ROOT)

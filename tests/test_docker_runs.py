@@ -9,9 +9,10 @@ import threading
 import pytest
 
 from tests.dockerlab.images import BASE_TAG
-from tui.containers import choose_method, find_container, netns_refusal, pid_refusal
-from tui.runs import RunError, RunSpec, run_in_container
-from tui.secrets import HIDDEN
+from egress_tui.live.containers import choose_method, find_container, netns_refusal, pid_refusal
+from egress_tui.core.runs import RunError, RunSpec
+from egress_tui.live.execute import run_in_container
+from egress_tui.core.secrets import HIDDEN
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 

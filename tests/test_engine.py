@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from tests.pcapgen import Conversation, python_client_hello, write_pcap, write_pcapng, ip, udp
-from tui.engine import Engine, analyze_file
-from tui.pcapfile import PcapError
+from egress_tui.core.engine import Engine, analyze_file
+from egress_tui.wire.pcapfile import PcapError
 
 C4, S4, R4 = "10.1.0.2", "198.18.64.10", "10.1.0.53"
 C6, S6 = "fd65:6774::2", "fd65:6774:1::10"

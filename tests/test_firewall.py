@@ -8,10 +8,12 @@ import time
 
 import pytest
 
-from tui.allowlist import Allowlist, AllowlistError
-from tui.capture import Capturer, NetnsSource
-from tui.firewall import (Firewall, FirewallError, Guard, NamespaceRunner, build_plan, plan_for, resolvers_of,
-                          verify)
+from egress_tui.core.allowlist import Allowlist, AllowlistError
+from egress_tui.live.capture import Capturer, NetnsSource
+from egress_tui.firewall.apply import Firewall, plan_for, verify
+from egress_tui.firewall.plan import FirewallError, build_plan
+from egress_tui.firewall.dnssync import Guard
+from egress_tui.firewall.runners import NamespaceRunner, resolvers_of
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -184,5 +186,5 @@ def test_reject_makes_clients_fail_fast(lab, fw):
     ("nameserver fe80::1%eth0\nnameserver not-an-address\n", [], ["fe80::1"]),
 ])
 def test_resolv_conf_parsing(text, extra, expected):
-    from tui.firewall import parse_resolv_conf
+    from egress_tui.firewall.runners import parse_resolv_conf
     assert parse_resolv_conf(text, extra) == expected

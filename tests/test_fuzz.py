@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from tests.pcapgen import (PACKET_HOST, PACKET_OUTGOING, dns_message, ether, ip, sll2, tcp, udp, write_pcap,
                            write_pcapng)
 from tests.strategies import client_hello, dns_labels, hostile_names, mutate, wire_bytes
-from tui import dns, quic, tls
-from tui.engine import Engine
-from tui.packet import SUPPORTED_LINKTYPES
-from tui.pcapfile import PcapError, read_frames
+from egress_tui.wire import dns, quic, tls
+from egress_tui.core.engine import Engine
+from egress_tui.wire.packet import SUPPORTED_LINKTYPES
+from egress_tui.wire.pcapfile import PcapError, read_frames
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 C, S, R = "198.18.0.10", "198.18.64.10", "198.18.0.2"

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from tests.hostile import ESC_HIDE, STRINGS, hostile_capture
 from tests.test_cli import egress
-from tui.evidence import session_data, session_markdown
-from tui.hosts import Host
-from tui.report import TABLE_COLUMNS, render
-from tui.runs import RunRecord, RunSpec
-from tui.safetext import csv_cell, json_text, md_code, md_text, safe_text
+from egress_tui.core.evidence import session_data, session_markdown
+from egress_tui.core.hosts import Host
+from egress_tui.core.report import TABLE_COLUMNS, render
+from egress_tui.core.runs import RunRecord, RunSpec
+from egress_tui.core.safetext import csv_cell, json_text, md_code, md_text, safe_text
 
 # What a terminal acts on, or what hides or reorders text. The newline between lines is allowed.
 UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")

@@ -7,13 +7,13 @@ import pytest
 
 from tests.hostile import ESC_HIDE, STRINGS, hostile_capture
 from tests.test_app import SIZE, screen_text, wait_replay
-from tui.app import AppConfig, create_app
-from tui.containers import ContainerInfo
-from tui.hosts import Host
-from tui.runs import RunRecord, RunSpec
-from tui.screens.dialogs import AllowDialog
-from tui.screens.picker import PickerScreen
-from tui.screens.runs import RunsScreen
+from egress_tui.ui.app import AppConfig, create_app
+from egress_tui.live.containers import ContainerInfo
+from egress_tui.core.hosts import Host
+from egress_tui.core.runs import RunRecord, RunSpec
+from egress_tui.ui.screens.dialogs import AllowDialog
+from egress_tui.ui.screens.picker import PickerScreen
+from egress_tui.ui.screens.runs import RunsScreen
 
 # Every key of the main screen but a and c (pressed on their own below). Each key that opens
 # a dialog is followed by escape, which must close it; space twice (pause, then resume).

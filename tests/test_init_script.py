@@ -1,4 +1,4 @@
-"""``init-firewall.sh`` (tui/firewall_script.py): the standalone script gives the same
+"""``init-firewall.sh`` (tui/firewall/script.py): the standalone script gives the same
 firewall as ``tui.firewall.Firewall``.
 
 - unit: the script parses (bash -n, shellcheck), quotes what comes from the allowlist, and
@@ -27,9 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from tui.allowlist import Allowlist, Entry
-from tui.firewall import CHAIN, SETS, Firewall, NamespaceRunner, build_plan, plan_for, resolvers_of
-from tui.firewall_script import render_init_script
+from egress_tui.core.allowlist import Allowlist, Entry
+from egress_tui.firewall.plan import CHAIN, SETS, build_plan
+from egress_tui.firewall.apply import Firewall, plan_for
+from egress_tui.firewall.runners import NamespaceRunner, resolvers_of
+from egress_tui.firewall.script import render_init_script
 
 BASH = shutil.which("bash") or "/bin/bash"
 IS_ROOT = os.geteuid() == 0

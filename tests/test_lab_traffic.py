@@ -42,7 +42,7 @@ def labtest(f):
 
 def egress_report(pcap: Path) -> dict:
     exe = Path(sys.executable).with_name("egress-tui")
-    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "tui"]
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "egress_tui"]
     p = subprocess.run([*argv, "report", "--pcap", str(pcap), "--format", "json"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, f"egress-tui report failed ({p.returncode}): {p.stderr}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tui.cli import parse_subcommand
+from egress_tui.cli import parse_subcommand
 
 
 @pytest.mark.parametrize("argv, container, cmd, timeout", [

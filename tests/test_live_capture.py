@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.lab.netlab import CLIENT_IF, Lab
-from tui.capture import Capturer, NetnsSource, capture_filter
+from egress_tui.live.capture import Capturer, NetnsSource, capture_filter
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 

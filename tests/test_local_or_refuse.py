@@ -12,10 +12,11 @@ import threading
 
 import pytest
 
-from tui import cli
-from tui.capture import CaptureError
-from tui.containers import (ContainerInfo, ContainerSource, DockerError, choose_method, netns_refusal,
-                            pid_refusal)
+from egress_tui import cli
+from egress_tui.live import containers
+from egress_tui.live.capture import CaptureError
+from egress_tui.live.containers import (ContainerInfo, ContainerSource, DockerError, choose_method, netns_refusal,
+                                        pid_refusal)
 
 CID = "3f2a9c1d7e6b" + "0123456789abcdef" * 3 + "0123"
 assert len(CID) == 64
@@ -116,13 +117,13 @@ def test_a_pid_whose_cgroup_names_the_container_is_proof(tmp_path):
                                             ("http+docker://localhost", 1),
                                             ("http+docker://localhost", "unrelated")])
 def test_auto_picks_the_helper_and_explicit_netns_is_refused(monkeypatch, unrelated_process, base_url, pid):
-    monkeypatch.setattr("tui.containers.can_enter_namespaces", lambda: True)  # as root
+    monkeypatch.setattr("egress_tui.live.containers.can_enter_namespaces", lambda: True)  # as root
     dc = FakeRemoteEngine(unrelated_process if pid == "unrelated" else pid, base_url=base_url)
     assert choose_method(dc, dc.info, "auto") == "helper"
-    src, label = cli.capture_source(dc, "claude-box", "auto", None)
+    src, label = containers.capture_source(dc, "claude-box", "auto", None)
     assert label.startswith("helper") and src.info.id == CID
     with pytest.raises(DockerError) as e:
-        cli.capture_source(dc, "claude-box", "netns", None)
+        containers.capture_source(dc, "claude-box", "netns", None)
     assert "--method netns refused" in str(e.value) and "use --method helper" in str(e.value)
     with pytest.raises(DockerError):
         cli.container_firewall("claude-box", "netns", dc=dc)
@@ -152,7 +153,7 @@ def _one_line(capsys) -> str:
     ["claude-box", "--method", "netns"],
 ])
 def test_every_command_refuses_netns_on_a_remote_engine_in_one_line(monkeypatch, capsys, remote, argv):
-    monkeypatch.setattr("tui.containers.client", lambda: remote)
+    monkeypatch.setattr("egress_tui.live.containers.client", lambda: remote)
     monkeypatch.setattr(os, "geteuid", lambda: 0)  # root is not what decides here
     assert cli.main(argv) == cli.EXIT_ERROR
     line = _one_line(capsys)

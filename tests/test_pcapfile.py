@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from tests.pcapgen import write_pcap, write_pcapng
-from tui.pcapfile import PcapError, open_capture, read_frames
+from egress_tui.wire.pcapfile import PcapError, open_capture, read_frames
 
 FRAMES = [(1_700_000_000.25, b"\x01" * 60), (1_700_000_001.5, b"\x02" * 1514), (1_700_000_002.0, b"")]
 

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.pcapgen import ether, ip, ipv4, python_client_hello, tcp
-from tui import dns, tls
-from tui.engine import Engine
-from tui.packet import SUPPORTED_LINKTYPES, decode
+from egress_tui.wire import dns, tls
+from egress_tui.core.engine import Engine
+from egress_tui.wire.packet import SUPPORTED_LINKTYPES, decode
 
 C, S = "10.1.0.2", "198.18.64.10"
 HELLO = python_client_hello("split.anthropic.test", ["h2", "http/1.1"])

@@ -19,8 +19,8 @@ from aioquic.quic.crypto import CryptoPair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tui import quic
-from tui.quic import QUIC_V1, QUIC_V2, CryptoAssembler, parse_initial_datagram
+from egress_tui.wire import quic
+from egress_tui.wire.quic import QUIC_V1, QUIC_V2, CryptoAssembler, parse_initial_datagram
 
 
 def _hex(text: str) -> bytes:

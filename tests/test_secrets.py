@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from tui.evidence import session_data, session_markdown, write_session
-from tui.runs import RunRecord, RunSpec, provider_env
-from tui.secrets import (HIDDEN, NOT_RECORDED, is_secret_key, mask_env, mask_urls, mask_value, redact,
-                         redact_argv, secret_values)
+from egress_tui.core.evidence import session_data, session_markdown, write_session
+from egress_tui.core.runs import RunRecord, RunSpec, provider_env
+from egress_tui.core.secrets import (HIDDEN, NOT_RECORDED, is_secret_key, mask_env, mask_urls, mask_value, redact,
+                                     redact_argv, secret_values)
 
 API_KEY = "sk-ant-api03-NEVER-ON-DISK-1234"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -161,8 +161,8 @@ def _dialog_text(app) -> str:
 async def test_the_run_dialog_never_shows_a_credential_on_any_opening(monkeypatch):
     from textual.widgets import Input
 
-    from tui.app import AppConfig, create_app
-    from tui.screens.run_dialog import RunDialog
+    from egress_tui.ui.app import AppConfig, create_app
+    from egress_tui.ui.screens.run_dialog import RunDialog
     monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
     typed = "tok-typed-by-the-user-5678"
     app = create_app(AppConfig(start_capture=False))

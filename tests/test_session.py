@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 
-from tui.allowlist import Allowlist
-from tui.session import Session
+from egress_tui.core.allowlist import Allowlist
+from egress_tui.core.session import Session
 
 
 def row(name, addresses, ports=(443,)):

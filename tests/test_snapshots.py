@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import time
 
-from tui.app import AppConfig, create_app
-from tui.cli import demo_capture
-from tui.containers import ContainerInfo
-from tui.screens.picker import PickerScreen
+from egress_tui.ui.app import AppConfig, create_app
+from egress_tui.cli import demo_capture
+from egress_tui.live.containers import ContainerInfo
+from egress_tui.ui.screens.picker import PickerScreen
 
 os.environ["TZ"] = "UTC"
 time.tzset()

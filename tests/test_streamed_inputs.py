@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.pcapgen import Conversation, python_client_hello, write_pcap, write_pcapng
-from tui import cli
-from tui.engine import analyze_file
-from tui.pcapfile import CaptureInput, PcapError
+from egress_tui import cli
+from egress_tui.core.engine import analyze_file
+from egress_tui.wire.pcapfile import CaptureInput, PcapError
 
 ROOT = Path(__file__).resolve().parents[1]
 C, S = "10.1.0.2", "198.18.64.10"
@@ -68,7 +68,7 @@ class FifoWriter:
 
 
 def egress(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "tui", *args], capture_output=True, cwd=ROOT, timeout=60, **kw)
+    return subprocess.run([sys.executable, "-m", "egress_tui", *args], capture_output=True, cwd=ROOT, timeout=60, **kw)
 
 
 def _hosts(stdout: bytes) -> dict:
@@ -97,7 +97,7 @@ def test_report_reads_process_substitution(tmp_path, captures, fmt):
     path = tmp_path / fmt
     path.write_bytes(captures[fmt])
     # bash hands the command a /dev/fd/N that is a pipe; every value travels as an argument
-    r = subprocess.run(["bash", "-c", '"$0" -m tui report --pcap <(cat "$1") --format json', sys.executable,
+    r = subprocess.run(["bash", "-c", '"$0" -m egress_tui report --pcap <(cat "$1") --format json', sys.executable,
                         str(path)], capture_output=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
     assert _hosts(r.stdout)[HOST]["connections"] == 1
@@ -133,7 +133,7 @@ def test_capture_input_hands_back_the_bytes_it_read(captures):
 @pytest.mark.parametrize("fmt", ["pcap-le", "pcapng-be"])
 async def test_the_screen_replays_a_fifo(tmp_path, captures, fmt):
     from tests.test_app import SIZE, wait_replay
-    from tui.app import AppConfig, create_app
+    from egress_tui.ui.app import AppConfig, create_app
     w = FifoWriter(tmp_path / "cap", captures[fmt])
     pcap_input = cli.open_replay(w.path)  # what `egress-tui --pcap FIFO` checks, then hands on
     app = create_app(AppConfig(pcap=w.path, pcap_input=pcap_input, speed=0))
@@ -150,7 +150,7 @@ async def test_the_screen_replays_a_fifo(tmp_path, captures, fmt):
 @pytest.mark.asyncio
 async def test_the_screen_replays_stdin(captures):
     from tests.test_app import SIZE, wait_replay
-    from tui.app import AppConfig, create_app
+    from egress_tui.ui.app import AppConfig, create_app
     pcap_input = cli.open_replay("-", stdin=io.BytesIO(captures["pcap-ns"]))
     app = create_app(AppConfig(pcap="-", pcap_input=pcap_input, speed=0))
     async with app.run_test(size=SIZE) as pilot:
@@ -177,8 +177,8 @@ def test_the_screen_replays_process_substitution_and_stdin_in_a_terminal(tmp_pat
     path = tmp_path / "cap.pcapng"
     path.write_bytes(captures["pcapng-le"])
     py, cap = shlex.quote(sys.executable), shlex.quote(str(path))
-    for name, cmd in (("subst", f"{py} -m tui --pcap <(cat {cap}) --speed 0"),
-                      ("stdin", f"cat {cap} | {py} -m tui --pcap - --speed 0")):
+    for name, cmd in (("subst", f"{py} -m egress_tui --pcap <(cat {cap}) --speed 0"),
+                      ("stdin", f"cat {cap} | {py} -m egress_tui --pcap - --speed 0")):
         session = f"egress-streamed-{os.getpid()}-{name}"
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40", "-c", str(ROOT),
                         "bash", "-c", f"env -u COLUMNS -u LINES TERM=xterm-256color {cmd}; sleep 60"], check=True)

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from tests.pcapgen import python_client_hello
-from tui import tls
+from egress_tui.wire import tls
 
 
 def _hello(ciphers, exts, legacy=0x0303) -> bytes:

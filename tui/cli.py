@@ -11,15 +11,15 @@ import os
 import sys
 from importlib import resources
 
-from . import __version__
-from .allowlist import PRESETS, PRESET_EXAMPLES, AllowlistError, build, preset_entries
-from .engine import analyze_file
-from .safetext import safe_text
-from .capture import CaptureError
-from .containers import DockerError
-from .firewall import FirewallError
-from .pcapfile import PcapError
-from .report import FORMATS, host_rows, meta_for, render
+from egress_tui import __version__
+from egress_tui.core.allowlist import PRESETS, PRESET_EXAMPLES, AllowlistError, build, preset_entries
+from egress_tui.core.engine import analyze_file
+from egress_tui.core.safetext import safe_text
+from egress_tui.live.capture import CaptureError
+from egress_tui.live.containers import DockerError
+from egress_tui.firewall.plan import FirewallError
+from egress_tui.wire.pcapfile import PcapError
+from egress_tui.core.report import FORMATS, host_rows, meta_for, render
 
 EXIT_ERROR = 2
 EXIT_DENIED = 3
@@ -30,7 +30,7 @@ class UserError(Exception):
 
 
 def demo_capture() -> str:
-    return str(resources.files("tui") / "data" / "demo.pcap")
+    return str(resources.files("egress_tui") / "data" / "demo.pcap")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -222,7 +222,7 @@ def cmd_report(args) -> int:
 
 def cmd_tui(args) -> int:
     """The live inspector. Everything that can fail is checked before the screen is drawn."""
-    from .allowlist import build as build_allowlist
+    from egress_tui.core.allowlist import build as build_allowlist
     if args.speed < 0:
         raise UserError("--speed must be 0 (as fast as possible) or a positive factor")
     pcap = demo_capture() if args.demo else args.pcap
@@ -236,7 +236,7 @@ def cmd_tui(args) -> int:
         pcap_input = open_replay(pcap)  # unreadable or not a capture: fail now, in one line
     docker_client = None
     if not pcap:
-        from .containers import choose_method, client, find_container
+        from egress_tui.live.containers import choose_method, client, find_container
         docker_client = client()
         info = find_container(docker_client, args.container) if args.container else None
         if args.method == "netns" and os.geteuid() != 0:
@@ -245,7 +245,7 @@ def cmd_tui(args) -> int:
         choose_method(docker_client, info, args.method)  # an unprovable netns: refused before the screen
     if not sys.stdout.isatty():
         raise UserError("the live inspector needs a terminal; without one use egress-tui report")
-    from .app import AppConfig, create_app  # Textual is imported only for the screen
+    from egress_tui.ui.app import AppConfig, create_app  # Textual is imported only for the screen
     app = create_app(AppConfig(container=args.container, pcap=pcap, pcap_input=pcap_input, speed=args.speed,
                                allow_files=args.allow, presets=args.preset, method=args.method,
                                helper_image=args.helper_image, docker_client=docker_client))
@@ -256,7 +256,7 @@ def cmd_tui(args) -> int:
 def open_replay(pcap: str, stdin=None):
     """The TUI's --pcap, opened once and checked (CaptureInput). With ``-`` the capture is
     stdin, so the screen takes its keys from /dev/tty instead: fd 0 becomes the terminal."""
-    from .pcapfile import CaptureInput
+    from egress_tui.wire.pcapfile import CaptureInput
     if pcap != "-":
         return CaptureInput(pcap)
     if stdin is None:
@@ -274,27 +274,12 @@ def open_replay(pcap: str, stdin=None):
     return CaptureInput("-", stdin=stdin)
 
 
-def capture_source(dc, ref: str, method: str, helper_image: str | None):
-    """The live source for a container: from the host when the engine is provably local
-    (see containers.netns_refusal), else a helper container; an explicit netns that cannot
-    be proven is refused (DockerError)."""
-    from .capture import CaptureError
-    from .containers import (DEFAULT_HELPER_IMAGE, ContainerSource, HelperSource, can_enter_namespaces,
-                             choose_method, find_container)
-    info = find_container(dc, ref)
-    if choose_method(dc, info, method) == "netns":
-        if not can_enter_namespaces():
-            raise CaptureError("capturing from the host needs root; run with sudo, or use --method helper")
-        return ContainerSource(dc, info.id), "netns (host)"
-    src = HelperSource(dc, info.id, helper_image or DEFAULT_HELPER_IMAGE)
-    return src, f"helper {src.image}"
-
-
 def live_capture(args):
     """Capture a container until --duration elapses or Ctrl-C; returns the engine."""
+    from egress_tui.live.containers import capture_source
     import time as _time
-    from .capture import CaptureError, Capturer, PcapRecorder
-    from .containers import DockerError, client
+    from egress_tui.live.capture import CaptureError, Capturer, PcapRecorder
+    from egress_tui.live.containers import DockerError, client
     if args.duration is not None and args.duration <= 0:
         raise UserError("--duration must be a positive number of seconds")
     try:
@@ -325,9 +310,10 @@ def live_capture(args):
 def container_firewall(ref: str, method: str = "auto", helper_image: str | None = None, dc=None):
     """(Firewall, ContainerInfo, resolvers) for a running container; one-line errors. From the
     host only when the engine is provably local (see containers.choose_method)."""
-    from .containers import (DEFAULT_HELPER_IMAGE, choose_method, client, engine_resolvers, find_container,
-                             host_network_refusal)
-    from .firewall import Firewall, HelperRunner, NamespaceRunner
+    from egress_tui.live.containers import (DEFAULT_HELPER_IMAGE, choose_method, client, engine_resolvers,
+                                            find_container, host_network_refusal)
+    from egress_tui.firewall.apply import Firewall
+    from egress_tui.firewall.runners import HelperRunner, NamespaceRunner
     dc = dc or client()
     info = find_container(dc, ref)
     if info.status != "running" or not info.pid:
@@ -359,7 +345,7 @@ def cmd_firewall(args) -> int:
 
 
 def _firewall_action(args, fw, info, resolvers, allowlist) -> int:
-    from .firewall import plan_for, verify
+    from egress_tui.firewall.apply import plan_for, verify
     if args.action == "remove":
         removed = fw.remove()
         print(f"firewall removed from {info.name}" if removed else f"no egress-tui firewall on {info.name}")
@@ -400,10 +386,12 @@ def _firewall_action(args, fw, info, resolvers, allowlist) -> int:
 
 def cmd_learn(args) -> int:
     """Capture while a command runs in the container; print the hosts the run reached."""
+    from egress_tui.live.containers import capture_source
     import time as _time
-    from .capture import Capturer
-    from .containers import client, find_container
-    from .runs import RunError, RunRecord, RunSpec, hosts_during, provider_env, run_in_container
+    from egress_tui.live.capture import Capturer
+    from egress_tui.live.containers import client, find_container
+    from egress_tui.core.runs import RunError, RunRecord, RunSpec, hosts_during, provider_env
+    from egress_tui.live.execute import run_in_container
     allowlist = build(args.allow, args.preset)
     env = provider_env(args.provider, args.region, args.model)
     for kv in args.env:
@@ -448,7 +436,7 @@ def cmd_learn(args) -> int:
     print(f"egress-tui: {record.status}; {len(rows)} host(s)", file=sys.stderr)
     sys.stdout.write(render(rows, args.format, {"source": f"learn {info.name}: {spec.describe()}"}))
     if args.write_allowlist:
-        from .allowlist import learned_allowlist
+        from egress_tui.core.allowlist import learned_allowlist
         # names come from the container: only valid host names, exact, ever reach the file
         minimal, skipped = learned_allowlist(
             (name, f"{'reached' if h['reached'] else 'tried, blocked'} by {' '.join(spec.command)} "
@@ -463,7 +451,7 @@ def cmd_learn(args) -> int:
             raise UserError(f"cannot write {args.write_allowlist}: {e.strerror}") from None
         print(f"egress-tui: wrote {len(minimal.entries)} entries to {args.write_allowlist}", file=sys.stderr)
     if args.session_report:
-        from .evidence import session_data, tool_versions, write_session
+        from egress_tui.core.evidence import session_data, tool_versions, write_session
         fw_state = None
         try:
             fw, _info, _res = container_firewall(info.id, args.method, args.helper_image, dc=dc)
@@ -485,7 +473,7 @@ def cmd_learn(args) -> int:
 
 
 def cmd_firewall_script(args) -> int:
-    from .firewall_script import render_init_script
+    from egress_tui.firewall.script import render_init_script
     allowlist = build(args.allow, args.preset)
     if not allowlist.entries:
         raise UserError("firewall script needs an allowlist: --allow FILE and/or --preset NAME")

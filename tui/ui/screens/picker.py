@@ -7,8 +7,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label
 
-from ..containers import ContainerInfo
-from ..widgets.wire import wire
+from egress_tui.live.containers import ContainerInfo
+from egress_tui.ui.widgets.wire import wire
 
 
 class PickerScreen(Screen[str]):

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .capture import CaptureError, Frame, NetnsSource, stream_frames
+from egress_tui.live.capture import CaptureError, Frame, NetnsSource, stream_frames
 
 DEFAULT_HELPER_IMAGE = "nicolaka/netshoot"  # public image with tcpdump; see README
 
@@ -51,7 +51,7 @@ def client():
         c.ping()
         return c
     except DockerException as e:
-        from .secrets import mask_urls  # DOCKER_HOST may carry a login (ssh://user@host)
+        from egress_tui.core.secrets import mask_urls  # DOCKER_HOST may carry a login (ssh://user@host)
         where = mask_urls(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
         reason = mask_urls(str(e).split("(")[0].strip()) or type(e).__name__
         if "Permission denied" in str(e):
@@ -169,7 +169,7 @@ def is_local(dc) -> bool:
 
 def engine_address(dc) -> str:
     """Where the engine is, for messages (userinfo masked)."""
-    from .secrets import mask_urls
+    from egress_tui.core.secrets import mask_urls
     if is_local(dc):
         return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     return mask_urls(os.environ.get("DOCKER_HOST") or str(getattr(dc.api, "base_url", "?")))
@@ -333,7 +333,7 @@ class HelperSource:
 
     def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
         from docker.errors import DockerException, ImageNotFound
-        from .capture import capture_filter
+        from egress_tui.live.capture import capture_filter
         bpf = self.bpf if self.bpf is not None else capture_filter(self.info.addresses)
         self.resolvers = engine_resolvers(self.dc, self.info)
         argv = ["-i", "any", "-U", "-s", "0", "-w", "-", *([bpf] if bpf else [])]
@@ -386,3 +386,16 @@ class _ChunkReader:
         else:
             out, self.buf = self.buf[:n], self.buf[n:]
         return out
+
+
+def capture_source(dc, ref: str, method: str, helper_image: str | None):
+    """The live source for a container: from the host when the engine is provably local
+    (see containers.netns_refusal), else a helper container; an explicit netns that cannot
+    be proven is refused (DockerError)."""
+    info = find_container(dc, ref)
+    if choose_method(dc, info, method) == "netns":
+        if not can_enter_namespaces():
+            raise CaptureError("capturing from the host needs root; run with sudo, or use --method helper")
+        return ContainerSource(dc, info.id), "netns (host)"
+    src = HelperSource(dc, info.id, helper_image or DEFAULT_HELPER_IMAGE)
+    return src, f"helper {src.image}"

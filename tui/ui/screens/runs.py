@@ -12,9 +12,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from ..runs import RunRecord, diff_runs
-from ..safetext import safe_text
-from ..widgets.wire import wire
+from egress_tui.core.runs import RunRecord, diff_runs
+from egress_tui.core.safetext import safe_text
+from egress_tui.ui.widgets.wire import wire
 
 
 class RunsScreen(ModalScreen[None]):

@@ -13,12 +13,12 @@ import struct
 from collections import deque
 from collections.abc import Iterable
 
-from . import dns as dnsmod
-from . import quic, tls
-from .hosts import NAMED_ADDRESS, NAMED_DNS, NAMED_HTTP, NAMED_SNI, Conn, Host, addr_text
-from .packet import (PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES, TCP_ACK, TCP_FIN,
-                     TCP_RST, TCP_SYN, LINKTYPE_NAMES, decode_at)
-from .pcapfile import CaptureInput, PcapError, read_pcap_blocks, read_records
+from egress_tui.wire import dns as dnsmod
+from egress_tui.wire import quic, tls
+from egress_tui.core.hosts import NAMED_ADDRESS, NAMED_DNS, NAMED_HTTP, NAMED_SNI, Conn, Host, addr_text
+from egress_tui.wire.packet import (PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+                                    LINKTYPE_NAMES, decode_at)
+from egress_tui.wire.pcapfile import CaptureInput, PcapError, read_pcap_blocks, read_records
 
 # A ClientHello is at most a few KB (about 1.9 KB with a post-quantum key share); one
 # TLS record holds 16 KB. Past this many bytes a stream is not going to tell us more.

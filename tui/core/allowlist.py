@@ -21,7 +21,7 @@ from typing import Iterable
 
 import idna
 
-from .safetext import safe_text
+from egress_tui.core.safetext import safe_text
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _REGION_AWS = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d+$")

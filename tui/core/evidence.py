@@ -13,11 +13,11 @@ import sys
 import time
 from importlib import metadata
 
-from . import __version__
-from .report import VERDICT_TEXT, iso, outcome_text
-from .runs import RunRecord, diff_runs
-from .safetext import json_text, md_code, md_text
-from .secrets import redact_argv, secret_values
+from egress_tui import __version__
+from egress_tui.core.report import VERDICT_TEXT, iso, outcome_text
+from egress_tui.core.runs import RunRecord, diff_runs
+from egress_tui.core.safetext import json_text, md_code, md_text
+from egress_tui.core.secrets import redact_argv, secret_values
 
 
 def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -114,7 +114,7 @@ def _plain(runs: list[dict]) -> list[dict]:
 
 
 def _spec(d: dict):
-    from .runs import RunSpec
+    from egress_tui.core.runs import RunSpec
     return RunSpec(**d)
 
 

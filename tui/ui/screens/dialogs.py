@@ -12,9 +12,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from ..allowlist import Choices
-from ..safetext import safe_text
-from ..widgets.wire import wire
+from egress_tui.core.allowlist import Choices
+from egress_tui.core.safetext import safe_text
+from egress_tui.ui.widgets.wire import wire
 
 TITLE_WIDTH = 300  # a hostile 10 KB name in the title would push the choices off the screen
 

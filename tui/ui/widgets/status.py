@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ..safetext import safe_text
+from egress_tui.core.safetext import safe_text
 
 
 class StatusBar(Static):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from ..safetext import safe_text
+from egress_tui.core.safetext import safe_text
 
 
 def wire(value: object, style: str = "", limit: int | None = None) -> Text:

@@ -11,10 +11,10 @@ import io
 import time
 from datetime import datetime, timezone
 
-from .allowlist import Allowlist
-from .engine import Engine
-from .hosts import Host
-from .safetext import csv_cell, json_text, md_text, safe_text
+from egress_tui.core.allowlist import Allowlist
+from egress_tui.core.engine import Engine
+from egress_tui.core.hosts import Host
+from egress_tui.core.safetext import csv_cell, json_text, md_text, safe_text
 
 FORMATS = ("table", "json", "csv", "markdown")
 

@@ -7,10 +7,10 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from ..report import iso, outcome_text
-from ..safetext import safe_text
-from .host_table import SUSPICIOUS_MARK, SUSPICIOUS_STYLE, clock, verdict_text
-from .wire import wire
+from egress_tui.core.report import iso, outcome_text
+from egress_tui.core.safetext import safe_text
+from egress_tui.ui.widgets.host_table import SUSPICIOUS_MARK, SUSPICIOUS_STYLE, clock, verdict_text
+from egress_tui.ui.widgets.wire import wire
 
 OUTCOME_STYLE = {"connected": "green", "closed": "green", "refused": "red", "unanswered": "magenta"}
 

@@ -8,10 +8,10 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
-from ..report import outcome_text
-from ..safetext import safe_text
-from ..session import ALLOWED, DENIED
-from .wire import wire
+from egress_tui.core.report import outcome_text
+from egress_tui.core.safetext import safe_text
+from egress_tui.core.session import ALLOWED, DENIED
+from egress_tui.ui.widgets.wire import wire
 
 COLUMNS = [
     ("host", "Host"), ("via", "Via"), ("addresses", "Addresses"), ("ports", "Ports"),

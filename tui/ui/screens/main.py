@@ -8,14 +8,14 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, RichLog
 
-from ..allowlist import PRESET_EXAMPLES, PRESETS, AllowlistError, choices_for
-from ..report import FORMATS
-from ..widgets.detail import DetailPane
-from ..widgets.host_table import COLUMNS, HostTable
-from ..widgets.status import StatusBar
-from ..widgets.wire import wire
-from .dialogs import AllowDialog, ChoiceDialog, InputDialog
-from .help import HelpScreen
+from egress_tui.core.allowlist import PRESET_EXAMPLES, PRESETS, AllowlistError, choices_for
+from egress_tui.core.report import FORMATS
+from egress_tui.ui.widgets.detail import DetailPane
+from egress_tui.ui.widgets.host_table import COLUMNS, HostTable
+from egress_tui.ui.widgets.status import StatusBar
+from egress_tui.ui.widgets.wire import wire
+from egress_tui.ui.screens.dialogs import AllowDialog, ChoiceDialog, InputDialog
+from egress_tui.ui.screens.help import HelpScreen
 
 
 class MainScreen(Screen):

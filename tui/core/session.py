@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .allowlist import Allowlist, AllowlistError, Entry, parse_entry
-from .report import render
+from egress_tui.core.allowlist import Allowlist, AllowlistError, Entry, parse_entry
+from egress_tui.core.report import render
 
 ALLOWED = "allowed"
 DENIED = "denied"

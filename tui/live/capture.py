@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from .engine import Engine
-from .pcapfile import CaptureInput, PcapError, open_capture, read_frames
+from egress_tui.core.engine import Engine
+from egress_tui.wire.pcapfile import CaptureInput, PcapError, open_capture, read_frames
 
 Frame = tuple[int, float, bytes]
 
@@ -236,7 +236,7 @@ class NetnsSource:
             # what a firewall in this namespace drops never reaches an interface: egress-tui's
             # rules copy it to NFLOG, read here (kernels without nfnetlink_log: skipped)
             try:
-                from .nflog import NflogReader
+                from egress_tui.live.nflog import NflogReader
                 nflog = NflogReader()
             except OSError:
                 nflog = None

@@ -12,10 +12,10 @@ from rich.text import Text
 from textual.app import App, SystemCommand
 from textual.message import Message
 
-from .allowlist import AllowlistError, build
-from .capture import Batch, Capturer, PcapRecorder, ReplaySource
-from .safetext import safe_text
-from .session import Session
+from egress_tui.core.allowlist import AllowlistError, build
+from egress_tui.live.capture import Batch, Capturer, PcapRecorder, ReplaySource
+from egress_tui.core.safetext import safe_text
+from egress_tui.core.session import Session
 
 
 class CaptureBatch(Message):
@@ -116,7 +116,7 @@ class EgressApp(App):
     # -- start ----------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        from .screens.main import MainScreen
+        from egress_tui.ui.screens.main import MainScreen
         self.install_screen(MainScreen(), name="main")
         self.push_screen("main")
         if not self.config.start_capture:
@@ -131,8 +131,8 @@ class EgressApp(App):
             self.show_picker()
 
     def show_picker(self) -> None:
-        from .containers import DockerError, client, list_containers
-        from .screens.picker import PickerScreen
+        from egress_tui.live.containers import DockerError, client, list_containers
+        from egress_tui.ui.screens.picker import PickerScreen
         try:
             dc = self.docker()
         except DockerError as e:
@@ -142,15 +142,15 @@ class EgressApp(App):
         self.push_screen(PickerScreen(lambda: list_containers(dc)), lambda cid: cid and self.attach(cid))
 
     def docker(self):
-        from .containers import client
+        from egress_tui.live.containers import client
         if self.config.docker_client is None:
             self.config.docker_client = client()
         return self.config.docker_client
 
     def attach(self, ref: str) -> None:
-        from .capture import CaptureError
-        from .cli import capture_source
-        from .containers import DockerError
+        from egress_tui.live.capture import CaptureError
+        from egress_tui.live.containers import capture_source
+        from egress_tui.live.containers import DockerError
         try:
             src, label = capture_source(self.docker(), ref, self.config.method, self.config.helper_image)
         except (DockerError, CaptureError) as e:
@@ -160,8 +160,10 @@ class EgressApp(App):
             src.on_state = lambda text: self.post_message(CaptureState(text))
         self.container = src.info
         self.start_source(src, src.info.name, label)
-        from .containers import DEFAULT_HELPER_IMAGE, engine_resolvers, host_network_refusal
-        from .firewall import Firewall, Guard, HelperRunner, NamespaceRunner
+        from egress_tui.live.containers import DEFAULT_HELPER_IMAGE, engine_resolvers, host_network_refusal
+        from egress_tui.firewall.apply import Firewall
+        from egress_tui.firewall.dnssync import Guard
+        from egress_tui.firewall.runners import HelperRunner, NamespaceRunner
         info = src.info
         if label.startswith("netns"):
             runner = NamespaceRunner(info.pid)
@@ -325,7 +327,7 @@ class EgressApp(App):
     def export(self, fmt: str, path: str) -> None:
         try:
             if fmt in ("session-md", "session-json"):
-                from .evidence import write_session
+                from egress_tui.core.evidence import write_session
                 write_session(path, self.session_data())
                 self.notify(f"session report saved to {path}", timeout=3)
                 return
@@ -333,7 +335,7 @@ class EgressApp(App):
                 self.save_allowlist(path)
                 return
             if fmt == "init-script":
-                from .firewall_script import render_init_script
+                from egress_tui.firewall.script import render_init_script
                 resolvers = self.guard.resolvers if self.guard else None
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(render_init_script(self.session.allowlist, resolvers=resolvers,
@@ -378,7 +380,7 @@ class EgressApp(App):
                         exit_on_error=False)
 
     def _firewall_work(self) -> None:
-        from .firewall import FirewallError
+        from egress_tui.firewall.plan import FirewallError
         guard = self.guard
         try:
             if guard.on:
@@ -438,12 +440,12 @@ class EgressApp(App):
         if self.run_active:
             self.notify("a run is still going; wait for it to finish", severity="warning")
             return
-        from .screens.run_dialog import RunDialog
+        from egress_tui.ui.screens.run_dialog import RunDialog
         self.push_screen(RunDialog(self.last_spec), lambda spec: spec and self.start_run(spec))
 
     def start_run(self, spec) -> None:
         import time as _time
-        from .runs import RunRecord
+        from egress_tui.core.runs import RunRecord
         self.last_spec = spec
         rec = RunRecord(len(self.runs) + 1, spec, self.container.name,
                         firewall=bool(self.guard and self.guard.on), started=_time.time())
@@ -454,8 +456,9 @@ class EgressApp(App):
 
     def _run_work(self, rec) -> None:
         import time as _time
-        from .runs import RunError, hosts_during, run_in_container
-        from .secrets import redact, secret_values
+        from egress_tui.core.runs import RunError, hosts_during
+        from egress_tui.live.execute import run_in_container
+        from egress_tui.core.secrets import redact, secret_values
         tail: list[str] = []
 
         def line(text: str) -> None:
@@ -494,14 +497,14 @@ class EgressApp(App):
         self.main.log_line(summary)
 
     def show_runs(self) -> None:
-        from .screens.runs import RunsScreen
+        from egress_tui.ui.screens.runs import RunsScreen
         self.push_screen(RunsScreen(self.runs))
 
     # -- quitting ---------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
         if self.guard is not None and self.guard.on:
-            from .screens.dialogs import ChoiceDialog
+            from egress_tui.ui.screens.dialogs import ChoiceDialog
 
             def chosen(choice: str | None) -> None:
                 if choice == "leave":
@@ -526,7 +529,7 @@ class EgressApp(App):
     # -- evidence ---------------------------------------------------------------------------
 
     def session_data(self) -> dict:
-        from .evidence import session_data, tool_versions
+        from egress_tui.core.evidence import session_data, tool_versions
         fw = None
         if self.guard is not None:
             try:

@@ -13,8 +13,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from ..runs import DEFAULT_REGIONS, PROVIDERS, RunSpec, provider_env
-from ..secrets import HIDDEN, mask_value, redact, secret_values
+from egress_tui.core.runs import DEFAULT_REGIONS, PROVIDERS, RunSpec, provider_env
+from egress_tui.core.secrets import HIDDEN, mask_value, redact, secret_values
 
 
 class RunDialog(ModalScreen[RunSpec | None]):

@@ -1,4 +1,4 @@
-"""A standalone ``init-firewall.sh``: the egress firewall of ``tui/firewall.py``, as a bash
+"""A standalone ``init-firewall.sh``: the egress firewall of ``tui/firewall/plan.py``, as a bash
 script that runs inside the container (as root, with NET_ADMIN).
 
 For security teams that want a script in the image (like the devcontainer's
@@ -28,8 +28,8 @@ import ipaddress
 import re
 import shlex
 
-from .allowlist import Allowlist, Entry
-from .firewall import CHAIN, NEW, SETS, SYNC_SET, Plan, _comment, build_plan
+from egress_tui.core.allowlist import Allowlist, Entry
+from egress_tui.firewall.plan import CHAIN, NEW, SETS, SYNC_SET, Plan, _comment, build_plan
 
 SCRIPT_NAME = "init-firewall.sh"
 
@@ -63,7 +63,7 @@ def _safe_comment_text(text: str) -> str:
 
 
 class TemplateError(RuntimeError):
-    """tui/firewall.py's Plan changed in a way this module cannot follow: update it."""
+    """tui/firewall/plan.py's Plan changed in a way this module cannot follow: update it."""
 
 
 def _require(ok: object, what: object) -> None:
@@ -327,7 +327,7 @@ is_ip() {
   [[ "$1" == *:* && "$1" =~ ^[0-9A-Fa-f:.]+$ ]]
 }
 
-# -- the firewall's text: generated from egress-tui's own rules (tui/firewall.py Plan) --
+# -- the firewall's text: generated from egress-tui's own rules (tui/firewall/plan.py Plan) --
 
 @RULES_FN@
 

@@ -1,0 +1,1 @@
+"""The model, headless: the engine, hosts, allowlists, reports, runs and evidence."""

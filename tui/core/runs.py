@@ -1,0 +1,143 @@
+"""Reruns of a command (Claude Code by default) inside the watched container, and what each
+run reached: the record a security team gets, and the difference between two runs.
+
+Through the docker SDK. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from egress_tui.core.engine import Engine
+from egress_tui.core.hosts import CLOSED, CONNECTED
+from egress_tui.core.secrets import mask_env, redact, secret_values
+
+DEFAULT_COMMAND = ["claude", "-p", "hello"]
+DEFAULT_TIMEOUT = 120.0
+
+# What each provider needs, as the seed ran it: fixed values, and variables passed through
+# from egress-tui's own environment when they are set there (credentials never stored).
+PROVIDERS: dict[str, dict] = {
+    "anthropic": {"set": {}, "pass": ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"]},
+    "bedrock": {"set": {"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": "{region}"},
+                "pass": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                         "AWS_BEARER_TOKEN_BEDROCK", "ANTHROPIC_MODEL", "ANTHROPIC_SMALL_FAST_MODEL"]},
+    "vertex": {"set": {"CLAUDE_CODE_USE_VERTEX": "1", "CLOUD_ML_REGION": "{region}"},
+               "pass": ["ANTHROPIC_VERTEX_PROJECT_ID", "GOOGLE_APPLICATION_CREDENTIALS", "ANTHROPIC_MODEL"]},
+    "none": {"set": {}, "pass": []},
+}
+DEFAULT_REGIONS = {"bedrock": "ap-northeast-1", "vertex": "us-east5"}
+
+
+class RunError(Exception):
+    """The command could not be started; the message names the container and the fix."""
+
+
+def provider_env(provider: str, region: str | None = None, model: str | None = None,
+                 environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a provider preset (values passed through only when set)."""
+    if provider not in PROVIDERS:
+        raise RunError(f"unknown provider '{provider}'; use one of {', '.join(PROVIDERS)}")
+    environ = os.environ if environ is None else environ
+    p = PROVIDERS[provider]
+    region = region or DEFAULT_REGIONS.get(provider, "")
+    env = {k: v.format(region=region) for k, v in p["set"].items()}
+    for k in p["pass"]:
+        if environ.get(k):
+            env[k] = environ[k]
+    if model:
+        env["ANTHROPIC_MODEL"] = model
+    return env
+
+
+@dataclass
+class RunSpec:
+    command: list[str] = field(default_factory=lambda: list(DEFAULT_COMMAND))
+    provider: str = "anthropic"
+    region: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+
+    def describe(self) -> str:
+        """One line for screens, logs and reports: credentials and URL userinfo masked."""
+        where = f" {self.region}" if self.region else ""
+        return redact(f"{' '.join(self.command)}  [{self.provider}{where}]", secret_values(self.env))
+
+
+@dataclass
+class RunRecord:
+    """One run: what ran, with the firewall on or off, and which hosts it reached."""
+
+    number: int
+    spec: RunSpec
+    container: str
+    firewall: bool
+    started: float
+    ended: float = 0.0
+    exit_code: int | None = None
+    timed_out: bool = False
+    error: str = ""
+    output_tail: list[str] = field(default_factory=list)
+    hosts: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        if self.timed_out:
+            return "timed out"
+        if self.exit_code is None:
+            return "running"
+        return f"exit {self.exit_code}"
+
+    def to_json(self) -> dict:
+        """The record for files handed around: no credential, in the environment or in any text."""
+        hide = secret_values(self.spec.env)
+        d = asdict(self)
+        d["status"] = self.status
+        d["spec"]["env"] = mask_env(self.spec.env)
+        d["spec"]["command"] = [redact(a, hide) for a in self.spec.command]
+        d["error"] = redact(self.error, hide)
+        d["output_tail"] = [redact(ln, hide) for ln in self.output_tail]
+        return d
+
+
+def hosts_during(engine: Engine, start: float, end: float) -> dict[str, dict]:
+    """Hosts whose connections (or lookups) fall inside [start, end], with outcomes."""
+    out: dict[str, dict] = {}
+    for h in engine.host_list():
+        conns = [c for c in h.conns if start <= c.first <= end]
+        looked_up = h.queries and h.last_seen() >= start and h.first <= end
+        if not conns and not looked_up:
+            continue
+        outcomes: dict[str, int] = {}
+        for c in conns:
+            outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
+        reached = bool(outcomes.get(CONNECTED) or outcomes.get(CLOSED))
+        out[h.name] = {"connections": len(conns), "outcomes": outcomes, "reached": reached,
+                       "blocked": bool(conns) and not reached, "via": sorted(h.via),
+                       "ports": sorted({c.sport for c in conns})}
+    return out
+
+
+@dataclass
+class RunDiff:
+    needed: list[str]        # reached in both runs
+    stopped: list[str]       # reached in the first, blocked in the second
+    appeared: list[str]      # tried only in the second
+    gone: list[str]          # tried only in the first
+    still_blocked: list[str]
+
+
+def diff_runs(a: RunRecord, b: RunRecord) -> RunDiff:
+    ta = {n: h for n, h in a.hosts.items() if h["connections"]}
+    tb = {n: h for n, h in b.hosts.items() if h["connections"]}
+    both = sorted(set(ta) & set(tb))
+    return RunDiff(
+        needed=[n for n in both if ta[n]["reached"] and tb[n]["reached"]],
+        stopped=[n for n in both if ta[n]["reached"] and tb[n]["blocked"]],
+        appeared=sorted(set(tb) - set(ta)),
+        gone=sorted(set(ta) - set(tb)),
+        still_blocked=[n for n in both if ta[n]["blocked"] and tb[n]["blocked"]],
+    )

@@ -1,0 +1,115 @@
+"""What the firewall will install: its chain, sets and rules for an allowlist, as data
+that both `firewall apply` and `init-firewall.sh` are made from.
+"""
+
+from __future__ import annotations
+import re
+from dataclasses import asdict, dataclass, field
+from egress_tui.core.allowlist import Allowlist
+from egress_tui.live.nflog import GROUP as NFLOG_GROUP
+
+CHAIN = "EGRESS-TUI"
+SETS = {4: ("egress-tui-v4", "egress-tui-v4-port"), 6: ("egress-tui-v6", "egress-tui-v6-port")}
+NEW = "-new"  # suffix of the sets being filled before they are swapped in
+# ipset restore batches consecutive adds to one set until another command comes; an add to
+# this scratch set after each real one pushes the real one into the kernel at once
+SYNC_SET = "egress-tui-sync"
+STATE_DIR = "/run/egress-tui"
+MIN_TTL = 60  # a set entry learned from DNS lives at least this long (clients cache)
+
+
+class FirewallError(Exception):
+    """The firewall could not be applied or removed; the namespace is as it was before."""
+
+
+# -- the plan -------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """Everything the firewall will contain, computed before anything is touched."""
+
+    allowlist: list[str]
+    resolvers: list[str]
+    reject: bool = False
+    nets: dict[int, dict[str, str]] = field(default_factory=lambda: {4: {}, 6: {}})   # addr -> comment
+    ports: dict[int, dict[str, str]] = field(default_factory=lambda: {4: {}, 6: {}})  # "addr,tcp:443"
+    resolved: dict[str, list[str]] = field(default_factory=dict)
+    unresolved: list[str] = field(default_factory=list)
+    wildcards: list[str] = field(default_factory=list)
+
+    def ipset_script(self, suffix: str = NEW) -> str:
+        lines = []
+        for fam, (plain, with_port) in SETS.items():
+            family = "inet" if fam == 4 else "inet6"
+            lines.append(f"create {plain}{suffix} hash:net family {family} timeout 0 comment -exist")
+            lines.append(f"flush {plain}{suffix}")
+            lines.append(f"create {with_port}{suffix} hash:net,port family {family} timeout 0 comment -exist")
+            lines.append(f"flush {with_port}{suffix}")
+            for addr, why in sorted(self.nets[fam].items()):
+                lines.append(f'add {plain}{suffix} {addr} timeout 0 comment "{_comment(why)}" -exist')
+            for entry, why in sorted(self.ports[fam].items()):
+                lines.append(f'add {with_port}{suffix} {entry} timeout 0 comment "{_comment(why)}" -exist')
+        return "\n".join(lines) + "\n"
+
+    def iptables_script(self, fam: int, hook_present: bool) -> str:
+        plain, with_port = SETS[fam]
+        c = '-m comment --comment "egress-tui"'
+        rules = [f"-A {CHAIN} -o lo {c} -j ACCEPT",
+                 f"-A {CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED {c} -j ACCEPT"]
+        if fam == 6:
+            # neighbour discovery and router solicitation: without them IPv6 stops working at all
+            for t in ("router-solicitation", "neighbour-solicitation", "neighbour-advertisement"):
+                rules.append(f"-A {CHAIN} -p ipv6-icmp --icmpv6-type {t} {c} -j ACCEPT")
+        for r in self.resolvers:
+            if (":" in r) == (fam == 6):
+                for proto in ("udp", "tcp"):
+                    rules.append(f'-A {CHAIN} -d {r} -p {proto} --dport 53 -m comment --comment "egress-tui resolver" -j ACCEPT')
+        rules.append(f"-A {CHAIN} -m set --match-set {plain} dst {c} -j ACCEPT")
+        rules.append(f"-A {CHAIN} -m set --match-set {with_port} dst,dst {c} -j ACCEPT")
+        # a dropped packet never reaches the device, so no capture would see it: copy it
+        # to the capture first (see nflog.py), so blocked connections show up as such
+        rules.append(f"-A {CHAIN} {c} -j NFLOG --nflog-group {NFLOG_GROUP} --nflog-prefix egress-tui-drop")
+        if self.reject:
+            rules.append(f"-A {CHAIN} -p tcp {c} -j REJECT --reject-with tcp-reset")
+            rules.append(f"-A {CHAIN} {c} -j REJECT")
+        else:
+            rules.append(f"-A {CHAIN} {c} -j DROP")
+        hook = [] if hook_present else [f"-I OUTPUT 1 -j {CHAIN}"]
+        return "\n".join(["*filter", f":{CHAIN} - [0:0]", *rules, *hook, "COMMIT"]) + "\n"
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["nets"] = {str(k): v for k, v in self.nets.items()}
+        d["ports"] = {str(k): v for k, v in self.ports.items()}
+        return d
+
+
+def _comment(text: str) -> str:
+    return re.sub(r'[^A-Za-z0-9_.:*/@ -]', "", text)[:250]
+
+
+def build_plan(allowlist: Allowlist, resolved: dict[str, list[tuple[str, int]]], resolvers: list[str],
+               reject: bool = False) -> Plan:
+    """Turn an allowlist and the addresses its names resolved to into set entries."""
+    plan = Plan(allowlist=[e.text() for e in allowlist.entries], resolvers=resolvers, reject=reject)
+    for e in allowlist.entries:
+        if e.network is not None:
+            addrs = [e.pattern]  # "198.18.0.0/16", or a bare address
+        elif e.wildcard:
+            plan.wildcards.append(e.pattern)
+            continue
+        else:
+            got = resolved.get(e.pattern, [])
+            addrs = sorted({a for a, _ttl in got})
+            plan.resolved[e.pattern] = addrs
+            if not addrs:
+                plan.unresolved.append(e.pattern)
+                continue
+        for a in addrs:
+            fam = 6 if ":" in a else 4
+            if e.port is None:
+                plan.nets[fam][a] = e.pattern
+            else:
+                for proto in ("tcp", "udp"):  # udp too: QUIC uses the same port
+                    plan.ports[fam][f"{a},{proto}:{e.port}"] = e.pattern
+    return plan

@@ -1,0 +1,1 @@
+"""Live plumbing: network namespaces, container engines, capture sources and threads."""

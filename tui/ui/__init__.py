@@ -1,0 +1,1 @@
+"""The screen (Textual): the app, its messages, screens and widgets."""

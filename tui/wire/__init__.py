@@ -1,0 +1,1 @@
+"""Parsers for what comes off the wire: capture files, link/IP headers, TLS, QUIC, DNS."""
