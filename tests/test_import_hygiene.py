@@ -55,4 +55,4 @@ def test_the_package_is_egress_tui_not_tui():
     """The folder is tui/; imported under that name every module would exist twice."""
     r = subprocess.run([sys.executable, "-c", "import tui"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode != 0 and "import egress_tui, not tui" in r.stderr
-    assert egress_tui.__file__.startswith(os.path.join(ROOT, "tui"))
+    assert os.path.realpath(egress_tui.__file__).startswith(os.path.realpath(os.path.join(ROOT, "tui")))
