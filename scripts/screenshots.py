@@ -19,6 +19,7 @@ from egress_tui.ui.app import AppConfig, create_app  # noqa: E402
 from egress_tui.cli import demo_capture  # noqa: E402
 from egress_tui.live.containers import ContainerInfo  # noqa: E402
 from egress_tui.ui.screens.picker import PickerScreen  # noqa: E402
+from tests.pilot import select_host, until, wait_replay  # noqa: E402
 
 SIZE = (150, 42)
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "screenshots")
@@ -37,18 +38,11 @@ def demo_app():
 
 
 async def settle(app, pilot):
-    t0 = time.monotonic()
-    while app.state != "replay finished":
-        if time.monotonic() - t0 > 30:
-            raise SystemExit("replay did not finish")
-        await pilot.pause(0.05)
-    await pilot.pause(0.2)
+    await wait_replay(app, pilot)
 
 
 async def select(app, pilot, host):
-    t = app.main.table
-    t.move_cursor(row=t.get_row_index(host))
-    await pilot.pause(0.2)
+    await select_host(app, pilot, host)
 
 
 async def shots() -> list[str]:
@@ -69,19 +63,20 @@ async def shots() -> list[str]:
         await save(app, "blocked-detail.svg")
         await select(app, pilot, "api.anthropic.com")
         await pilot.press("a")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: type(app.screen).__name__ == "AllowDialog", 10, "the allow dialog")
         await save(app, "allow-dialog.svg")
         await pilot.press("down", "enter")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: app.screen is app.main, 10, "the allow dialog to close")
         await save(app, "allowlist-colors.svg")
         await pilot.press("question_mark")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen", 10, "the help screen")
         await save(app, "help.svg")
 
     app = create_app(AppConfig(start_capture=False))
     async with app.run_test(size=SIZE) as pilot:
         app.push_screen(PickerScreen(lambda: SAMPLE_CONTAINERS))
-        await pilot.pause(0.2)
+        await until(pilot, lambda: any(t.row_count == len(SAMPLE_CONTAINERS) for t in app.screen.query("#picker-table")),
+                    10, "the picker")
         await save(app, "picker.svg")
     return made
 

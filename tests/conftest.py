@@ -41,3 +41,17 @@ def fw(lab, request):
     f.remove()
     yield f
     f.remove()
+
+
+@pytest.fixture(autouse=True)
+def _no_cursor_blink(monkeypatch):
+    """Inputs keep a steady cursor in tests: a blinking one makes screenshots depend on timing."""
+    from textual.widgets import Input
+
+    init = Input.__init__
+
+    def steady(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.set_reactive(Input.cursor_blink, False)
+
+    monkeypatch.setattr(Input, "__init__", steady)

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.pilot import screen_text, select_host, wait_replay  # noqa: F401 (other modules import them from here too)
+
 from egress_tui.ui.app import AppConfig, create_app
 from egress_tui.cli import demo_capture
 from egress_tui.live.containers import ContainerInfo
@@ -17,22 +19,6 @@ os.environ["TZ"] = "UTC"
 time.tzset()
 
 SIZE = (150, 44)
-
-
-async def wait_replay(app, pilot, timeout=20.0):
-    t0 = time.monotonic()
-    while app.state != "replay finished":
-        assert time.monotonic() - t0 < timeout, f"replay did not finish: state={app.state!r}"
-        await pilot.pause(0.05)
-    await pilot.pause()
-
-
-def screen_text(app) -> str:
-    """What the terminal shows, as plain text (from Textual's own SVG screenshot)."""
-    import html
-    import re
-    svg = app.export_screenshot()
-    return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
 
 
 def demo_app(**kw):
@@ -147,9 +133,7 @@ async def test_detail_pane_lists_flows():
     app = demo_app()
     async with app.run_test(size=SIZE) as pilot:
         await wait_replay(app, pilot)
-        t = app.main.table
-        t.move_cursor(row=t.get_row_index("example.com"))
-        await pilot.pause(0.1)
+        await select_host(app, pilot, "example.com")
         text = screen_text(app)
         assert "example.com  denied" not in text  # no allowlist: no verdict word
         assert "2 connection(s)" in text

@@ -13,6 +13,7 @@ from egress_tui.ui.app import AppConfig, create_app
 from egress_tui.cli import demo_capture
 from egress_tui.live.containers import ContainerInfo
 from egress_tui.ui.screens.picker import PickerScreen
+from tests.pilot import select_host, until, wait_replay
 
 os.environ["TZ"] = "UTC"
 time.tzset()
@@ -21,15 +22,9 @@ SIZE = (140, 40)
 
 
 async def finish_replay(pilot, host: str | None = None):
-    app = pilot.app
-    t0 = time.monotonic()
-    while app.state != "replay finished":
-        assert time.monotonic() - t0 < 30
-        await pilot.pause(0.05)
+    await wait_replay(pilot.app, pilot)
     if host:
-        t = app.main.table
-        t.move_cursor(row=t.get_row_index(host))
-    await pilot.pause(0.2)
+        await select_host(pilot.app, pilot, host)
 
 
 def demo(**kw):
@@ -52,7 +47,7 @@ def test_filtered(snap_compare):
     async def run_before(pilot):
         await finish_replay(pilot)
         await pilot.press("slash", *"anthropic", "enter")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: pilot.app.main.table.row_count < len(pilot.app.session.rows), 10, "the filter")
     assert snap_compare(demo(presets=["anthropic"]), terminal_size=SIZE, run_before=run_before)
 
 
@@ -64,5 +59,6 @@ def test_picker(snap_compare):
 
     async def run_before(pilot):
         app.push_screen(PickerScreen(lambda: items))
-        await pilot.pause(0.2)
+        await until(pilot, lambda: any(t.row_count == len(items) for t in app.screen.query("#picker-table")), 10,
+                    "the picker")
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
