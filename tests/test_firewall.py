@@ -4,14 +4,13 @@ what it lets through, what it stops, IPv6, DNS, atomicity and clean removal."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
 from egress_tui.core.allowlist import Allowlist, AllowlistError
 from egress_tui.live.capture import Capturer, NetnsSource
 from egress_tui.firewall.apply import Firewall, plan_for, verify
-from egress_tui.firewall.plan import FirewallError, build_plan
+from egress_tui.firewall.plan import FirewallError
 from egress_tui.firewall.dnssync import Guard
 from egress_tui.firewall.runners import NamespaceRunner, resolvers_of
 
@@ -158,33 +157,8 @@ def test_dns_answers_keep_the_set_current(lab, fw):
         guard.remove()
 
 
-def test_plan_entries():
-    al = allow("api.anthropic.com\nx.test:443\n*.amazonaws.com\n198.18.0.0/16\n[fd65::1]:8443\n")
-    plan = build_plan(al, {"api.anthropic.com": [("198.18.1.1", 60), ("fd65::9", 60)],
-                           "x.test": [("198.18.1.2", 60)]}, ["198.18.0.2"])
-    assert plan.nets[4] == {"198.18.1.1": "api.anthropic.com", "198.18.0.0/16": "198.18.0.0/16"}
-    assert plan.nets[6] == {"fd65::9": "api.anthropic.com"}
-    assert set(plan.ports[4]) == {"198.18.1.2,tcp:443", "198.18.1.2,udp:443"}
-    assert set(plan.ports[6]) == {"fd65::1,tcp:8443", "fd65::1,udp:8443"}
-    assert plan.wildcards == ["*.amazonaws.com"]
-
-
 def test_reject_makes_clients_fail_fast(lab, fw):
     fw.apply(plan_for(lab.pid, allow("alpha.test\n"), resolvers_of(lab.pid), reject=True))
-    t0 = time.monotonic()
     r = lab.curl("-sk", "--connect-timeout", "5", "https://rejected.test/", timeout=20)
-    assert r.returncode == 7            # "Failed to connect": refused, not a timeout
-    assert time.monotonic() - t0 < 3
+    assert r.returncode == 7            # "Failed to connect": refused at once, not a time-out (28)
     assert reach(lab, "https://alpha.test/")
-
-
-@pytest.mark.parametrize("text,extra,expected", [
-    ("nameserver 198.18.0.2\n", ["8.8.8.8"], ["198.18.0.2"]),                    # no embedded DNS
-    ("nameserver 127.0.0.11\noptions ndots:0\n", ["198.18.0.2"], ["127.0.0.11", "198.18.0.2"]),
-    ("nameserver 127.0.0.11\n# ExtServers: [host(192.0.2.53) 2001:db8::53]\n", [],
-     ["127.0.0.11", "192.0.2.53", "2001:db8::53"]),
-    ("nameserver fe80::1%eth0\nnameserver not-an-address\n", [], ["fe80::1"]),
-])
-def test_resolv_conf_parsing(text, extra, expected):
-    from egress_tui.firewall.runners import parse_resolv_conf
-    assert parse_resolv_conf(text, extra) == expected
