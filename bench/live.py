@@ -416,8 +416,8 @@ async def _latency(lab, pid: int, gap: float) -> dict:
             apply_cost.append(time.perf_counter() - a)
             now = time.time()
             for r in rows:
-                if "tls" in r["via"] and r["name"] not in shown and in_table(r["name"]):
-                    shown[r["name"]] = now
+                if "tls" in r.via and r.name not in shown and in_table(r.name):
+                    shown[r.name] = now
 
         def in_table(name: str) -> bool:
             try:
@@ -435,8 +435,8 @@ async def _latency(lab, pid: int, gap: float) -> dict:
         def on_batch(b) -> None:
             now = time.time()
             for r in b.rows:
-                if "tls" in r["via"]:
-                    emitted.setdefault(r["name"], now)
+                if "tls" in r.via:
+                    emitted.setdefault(r.name, now)
             orig_batch(b)
 
         cap.on_batch = on_batch
@@ -522,8 +522,9 @@ JA4 = ["t13d1516h2_8daaf6152771_e5627efa2ab1", "t13d1715h2_5b57614c22b0_3d542443
        "t13d301000_01455d0db58d_5ac7197df9d2"]
 
 
-def make_row(i: int, rng: random.Random, t0: float) -> dict:
-    """A row shaped like Host.to_dict() (before the session adds "allowed")."""
+def make_row(i: int, rng: random.Random, t0: float):
+    """A row as the engine makes one (before the session adds the verdict)."""
+    from egress_tui.core.rows import HostRow
     zone = rng.choice(ZONES)
     name = f"{rng.choice(WORDS)}-{i}.{rng.choice(['', 'eu-west-1.', 'us-east-1.', 'ap-northeast-1.'])}{zone}"
     v6 = rng.random() < 0.3
@@ -535,27 +536,28 @@ def make_row(i: int, rng: random.Random, t0: float) -> dict:
     via = ["dns", "tls"] if rng.random() < 0.85 else (["dns", "quic", "tls"] if rng.random() < 0.5 else ["dns", "http"])
     first = t0 + i * 0.05
     outcomes = {"closed": conns - 1, "connected": 1} if connected else {"unanswered": conns}
-    return {
-        "name": name, "via": via, "addresses": addrs, "resolved": list(addrs),
-        "ports": [443] if "http" not in via else [80],
-        "connections": conns, "outcomes": {k: v for k, v in sorted(outcomes.items()) if v},
-        "blocked": not connected, "first_seen": first, "last_seen": first + rng.uniform(0, 600),
-        "dns_queries": rng.randint(1, 10), "dns_rcodes": ["NOERROR"], "cnames": [],
-        "alpn": ["h2", "http/1.1"] if "tls" in via else [], "tls_versions": ["TLS1.3"] if "tls" in via else [],
-        "ech": False, "ja4": [rng.choice(JA4)] if "tls" in via else [],
-    }
+    return HostRow(
+        name=name, via=via, addresses=addrs, resolved=list(addrs),
+        ports=[443] if "http" not in via else [80],
+        connections=conns, outcomes={k: v for k, v in sorted(outcomes.items()) if v},
+        blocked=not connected, first_seen=first, last_seen=first + rng.uniform(0, 600),
+        dns_queries=rng.randint(1, 10), dns_rcodes=["NOERROR"], cnames=[],
+        alpn=["h2", "http/1.1"] if "tls" in via else [], tls_versions=["TLS1.3"] if "tls" in via else [],
+        ech=False, ja4=[rng.choice(JA4)] if "tls" in via else [],
+    )
 
 
-def touched(row: dict, rng: random.Random, now: float) -> dict:
+def touched(row, rng: random.Random, now: float):
     """The same host one batch later: one more connection, seen again just now."""
-    r = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v) for k, v in row.items()}
-    r.pop("allowed", None)
-    r["connections"] += 1
-    r["outcomes"]["closed"] = r["outcomes"].get("closed", 0) + 1
-    r["blocked"] = False
-    r["last_seen"] = now
+    import copy
+    r = copy.deepcopy(row)
+    r.allowed, r.warning = None, ""
+    r.connections += 1
+    r.outcomes["closed"] = r.outcomes.get("closed", 0) + 1
+    r.blocked = False
+    r.last_seen = now
     if rng.random() < 0.1:
-        r["ports"] = sorted(set(r["ports"]) | {8443})
+        r.ports = sorted(set(r.ports) | {8443})
     return r
 
 

@@ -25,8 +25,9 @@ def screen_text(app) -> str:
 def rows(names):
     out = []
     for i, n in enumerate(names):
-        d = Host(n).to_dict()
-        d.update(first_seen=1000.0 + i, last_seen=1000.0 + i, ports=[443], connections=1)
+        d = Host(n).to_row()
+        d.first_seen = d.last_seen = 1000.0 + i
+        d.ports, d.connections = [443], 1
         out.append(d)
     return out
 
@@ -100,12 +101,12 @@ async def test_allowing_from_the_dialog_changes_verdicts():
         await pilot.press("down", "enter")                    # *.anthropic.com
         await pilot.pause()
         assert [e.text() for e in app.session.allowlist.entries] == ["*.anthropic.com"]
-        assert app.session.rows["statsig.anthropic.com"]["allowed"] is True
-        assert app.session.rows["anthropic.com"]["allowed"] is False     # not the domain itself
+        assert app.session.rows["statsig.anthropic.com"].allowed is True
+        assert app.session.rows["anthropic.com"].allowed is False     # not the domain itself
         await open_allow(app, pilot, "bücher.example")
         await pilot.press("enter")
         await pilot.pause()
-        assert app.session.rows["bücher.example"]["allowed"] is True
+        assert app.session.rows["bücher.example"].allowed is True
         assert app.session.allowlist.to_text().splitlines()[1:] == ["*.anthropic.com", "xn--bcher-kva.example"]
 
 
@@ -128,4 +129,4 @@ async def test_remove_key_on_every_hostile_row():
         assert "[/]x.example is not on the allowlist" in said   # shown as text, not markup
         assert "evil\\x1b]0;pwned\\x07\\x1b[8m.example is not on the allowlist" in said
         assert not any("\x1b" in m for m in said)
-        assert app.session.rows["api.anthropic.com"]["allowed"] is False
+        assert app.session.rows["api.anthropic.com"].allowed is False

@@ -113,7 +113,7 @@ async def test_filter_sort_pause_clear_help():
         app.main.table.sort_by("conns", app.session.rows)
         await pilot.pause()
         first = t.coordinate_to_cell_key((0, 0)).row_key.value
-        assert app.session.rows[first]["connections"] == max(r["connections"] for r in app.session.rows.values())
+        assert app.session.rows[first].connections == max(r.connections for r in app.session.rows.values())
         await pilot.press("space")
         await pilot.pause()
         assert app.paused

@@ -48,24 +48,24 @@ def frames(*packets, wrap=ether):
 
 
 def row(eng, name):
-    return eng.hosts[name].to_dict()
+    return eng.hosts[name].to_row()
 
 
 def test_a_matching_answer_names_the_address():
     eng = feed(frames(query(), answer(), connect("198.18.64.7")))
-    assert "198.18.64.7" in row(eng, NAME)["addresses"]
-    assert row(eng, NAME)["suspicious_dns"] == 0 and eng.suspicious_count == 0
+    assert "198.18.64.7" in row(eng, NAME).addresses
+    assert row(eng, NAME).suspicious_dns == 0 and eng.suspicious_count == 0
 
 
 def test_unsolicited_forged_answer_names_nothing():
     """The issue's attack: one UDP packet shaped like a DNS response, no query behind it."""
     eng = feed(frames(answer(addr=FORGED, src=CLIENT, dport=40000), connect(FORGED)))
     assert FORGED in eng.hosts  # the connection stays named by its bare address
-    assert FORGED not in row(eng, NAME)["resolved"] and FORGED not in row(eng, NAME)["addresses"]
+    assert FORGED not in row(eng, NAME).resolved and FORGED not in row(eng, NAME).addresses
     r = row(eng, NAME)
-    assert r["suspicious_dns"] == 1
-    assert "answers no query" in r["suspicious"][0]["reason"]
-    assert r["suspicious"][0]["claims"] == [f"{NAME} A {FORGED}"]
+    assert r.suspicious_dns == 1
+    assert "answers no query" in r.suspicious[0]["reason"]
+    assert r.suspicious[0]["claims"] == [f"{NAME} A {FORGED}"]
 
 
 @pytest.mark.parametrize("bad, reason", [
@@ -274,7 +274,7 @@ async def test_the_screen_marks_the_claimed_name_and_says_why(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await wait_replay(app, pilot)
         t = app.main.table
-        assert t.get_cell(NAME, "verdict").plain == "allowed ⚑1 forged DNS?"
+        assert t.get_cell(NAME, "verdict").plain == "allowed, 1 suspicious DNS"
         t.move_cursor(row=t.get_row_index(NAME))
         await pilot.pause()
         text = screen_text(app)

@@ -54,7 +54,7 @@ async def test_watch_lock_rerun_compare_export_quit(docker_lab, tmp_path):
         await until(pilot, lambda: not app.run_active, 60, "run 2")
         r2 = app.runs[1]
         assert r2.firewall and r2.hosts["api.anthropic.com"]["blocked"]
-        await until(pilot, lambda: app.session.rows.get("api.anthropic.com", {}).get("blocked"), 10, "row")
+        await until(pilot, lambda: getattr(app.session.rows.get("api.anthropic.com"), "blocked", False), 10, "row")
         cell = app.main.table.get_cell("api.anthropic.com", "verdict").plain
         assert cell == "denied, blocked"
         # run 3: Bedrock again, still allowed through

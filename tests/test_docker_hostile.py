@@ -103,10 +103,10 @@ def test_forged_dns_answers_never_open_the_firewall(docker_lab, docker_client):
         with cap.lock:
             eng = cap.engine
             assert eng.addr_name.get(forged) != NAME
-            row = eng.hosts[NAME].to_dict()
-            flagged = row["suspicious_dns"]
-            reasons = {n["reason"] for n in row["suspicious"]}
-        assert forged not in row["resolved"]
+            row = eng.hosts[NAME].to_row()
+            flagged = row.suspicious_dns
+            reasons = {n["reason"] for n in row.suspicious}
+        assert forged not in row.resolved
         # every forged answer is flagged: three unsolicited ones (the one the firewall dropped
         # seen through NFLOG as leaving eth0) and the five racing Docker's resolver (the kernel
         # usually moves those off port 53, their tuple clashing with the real query's NAT

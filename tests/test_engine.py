@@ -20,7 +20,7 @@ def run(conv: Conversation, tmp_path, link: int = 1, ng: bool = False) -> dict[s
     p = str(tmp_path / ("c.pcapng" if ng else "c.pcap"))
     (write_pcapng if ng else write_pcap)(p, conv.frames, link)
     eng = analyze_file(p)
-    return {h.name: h.to_dict() for h in eng.host_list()}
+    return {h.name: h.to_row() for h in eng.host_list()}
 
 
 def tls_conn(conv: Conversation, sni: str, cuts=(), order=None, client=C4, server=S4, port=443,
@@ -38,13 +38,13 @@ def test_sni_over_every_link_type_and_file_format(tmp_path, link, ng):
     tls_conn(conv, "api.anthropic.com")
     hosts = run(conv, tmp_path, link, ng)
     h = hosts["api.anthropic.com"]
-    assert h["via"] == ["tls"]
-    assert h["addresses"] == [S4]
-    assert h["ports"] == [443]
-    assert h["outcomes"] == {"connected": 1}
-    assert h["alpn"] == ["h2", "http/1.1"]
-    assert h["ja4"][0].startswith("t13d") and h["ja4"][0][8:10] == "h2"
-    assert "1.3" in h["tls_versions"]
+    assert h.via == ["tls"]
+    assert h.addresses == [S4]
+    assert h.ports == [443]
+    assert h.outcomes == {"connected": 1}
+    assert h.alpn == ["h2", "http/1.1"]
+    assert h.ja4[0].startswith("t13d") and h.ja4[0][8:10] == "h2"
+    assert "1.3" in h.tls_versions
 
 
 @pytest.mark.parametrize("cuts,order", [
@@ -61,7 +61,7 @@ def test_split_client_hello(tmp_path, cuts, order):
     tls_conn(conv, "bedrock-runtime.ap-northeast-1.amazonaws.com", cuts, order)
     hosts = run(conv, tmp_path)
     assert "bedrock-runtime.ap-northeast-1.amazonaws.com" in hosts
-    assert hosts["bedrock-runtime.ap-northeast-1.amazonaws.com"]["via"] == ["tls"]
+    assert hosts["bedrock-runtime.ap-northeast-1.amazonaws.com"].via == ["tls"]
 
 
 def test_overlapping_retransmission_with_different_boundaries(tmp_path):
@@ -86,8 +86,8 @@ def test_ipv6_with_extension_header(tmp_path):
     conv.frames.append((1.1, ether(ipv6(S6, C6, 6, tcp(443, 50002, "SA", 9, 2), ext=True))))
     conv.frames.append((1.2, ether(ipv6(C6, S6, 6, tcp(50002, 443, "PA", 2, 10, hello), ext=True))))
     h = run(conv, tmp_path)["v6.test"]
-    assert h["addresses"] == [S6]
-    assert h["outcomes"] == {"connected": 1}
+    assert h.addresses == [S6]
+    assert h.outcomes == {"connected": 1}
 
 
 def test_vlan_tagged_frames(tmp_path):
@@ -104,11 +104,11 @@ def test_dropped_connection_is_named_from_dns_and_unanswered(tmp_path):
     conv.dns(C4, R4, "api.anthropic.com", [("api.anthropic.com", 1, S4)])
     conv.tcp_open(C4, 50004, S4, 443, answer="none")
     h = run(conv, tmp_path)["api.anthropic.com"]
-    assert h["via"] == ["dns"]
-    assert h["outcomes"] == {"unanswered": 1}
-    assert h["blocked"] is True
-    assert h["resolved"] == [S4]
-    assert h["connections"] == 1
+    assert h.via == ["dns"]
+    assert h.outcomes == {"unanswered": 1}
+    assert h.blocked is True
+    assert h.resolved == [S4]
+    assert h.connections == 1
 
 
 def test_refused_connection(tmp_path):
@@ -116,8 +116,8 @@ def test_refused_connection(tmp_path):
     conv.dns(C4, R4, "closed.test", [("closed.test", 1, S4)])
     conv.tcp_open(C4, 50005, S4, 8443, answer="rst")
     h = run(conv, tmp_path)["closed.test"]
-    assert h["outcomes"] == {"refused": 1}
-    assert h["ports"] == [8443]
+    assert h.outcomes == {"refused": 1}
+    assert h.ports == [8443]
 
 
 def test_icmp_unreachable_counts_as_refused(tmp_path):
@@ -127,7 +127,7 @@ def test_icmp_unreachable_counts_as_refused(tmp_path):
     conv.emit(syn)
     conv.emit(ipv4(S4, C4, 1, bytes([3, 3, 0, 0, 0, 0, 0, 0]) + syn[:28]))
     h = run(conv, tmp_path)[S4]
-    assert h["outcomes"] == {"refused": 1}
+    assert h.outcomes == {"refused": 1}
 
 
 def test_cname_chain_names_the_address_after_the_name_asked(tmp_path):
@@ -140,8 +140,8 @@ def test_cname_chain_names_the_address_after_the_name_asked(tmp_path):
     conv.segments(C4, 50007, S4, 80, seq, ack, b"\x00\x01binary protocol", [])
     hosts = run(conv, tmp_path)
     h = hosts["statsig.anthropic.com"]
-    assert h["cnames"] == ["edge.cdn.test", "e1.cdn.test"]
-    assert h["connections"] == 1 and h["addresses"] == [S4]
+    assert h.cnames == ["edge.cdn.test", "e1.cdn.test"]
+    assert h.connections == 1 and h.addresses == [S4]
     assert "edge.cdn.test" not in hosts
 
 
@@ -150,9 +150,9 @@ def test_sni_wins_over_dns_name(tmp_path):
     conv.dns(C4, R4, "alias.test", [("alias.test", 1, S4)])
     tls_conn(conv, "real.test")
     hosts = run(conv, tmp_path)
-    assert hosts["real.test"]["connections"] == 1
-    assert hosts["alias.test"]["connections"] == 0
-    assert hosts["alias.test"]["via"] == ["dns"]
+    assert hosts["real.test"].connections == 1
+    assert hosts["alias.test"].connections == 0
+    assert hosts["alias.test"].via == ["dns"]
 
 
 def test_http_host_header_and_connect_proxy(tmp_path):
@@ -164,9 +164,9 @@ def test_http_host_header_and_connect_proxy(tmp_path):
     conv.segments(C4, 50009, S4, 3128, seq, ack,
                   b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n", [])
     hosts = run(conv, tmp_path)
-    assert hosts["plain.test"]["via"] == ["http"]
-    assert hosts["api.anthropic.com"]["via"] == ["http"]
-    assert hosts["api.anthropic.com"]["ports"] == [3128]
+    assert hosts["plain.test"].via == ["http"]
+    assert hosts["api.anthropic.com"].via == ["http"]
+    assert hosts["api.anthropic.com"].ports == [3128]
 
 
 def test_dns_only_and_nxdomain(tmp_path):
@@ -174,9 +174,9 @@ def test_dns_only_and_nxdomain(tmp_path):
     conv.dns(C4, R4, "gone.test", [], rcode=3)
     conv.dns(C4, R4, "v6only.test", [("v6only.test", 28, S6)], qtype=28)
     hosts = run(conv, tmp_path)
-    assert hosts["gone.test"]["dns_rcodes"] == ["NXDOMAIN"]
-    assert hosts["gone.test"]["connections"] == 0
-    assert hosts["v6only.test"]["resolved"] == [S6]
+    assert hosts["gone.test"].dns_rcodes == ["NXDOMAIN"]
+    assert hosts["gone.test"].connections == 0
+    assert hosts["v6only.test"].resolved == [S6]
 
 
 def test_quic_initial_from_aioquic(tmp_path):
@@ -190,10 +190,10 @@ def test_quic_initial_from_aioquic(tmp_path):
     for dgram, _addr in qc.datagrams_to_send(now=0.0):
         conv.emit(ip(C4, S4, 17, udp(51000, 443, dgram)))
     h = run(conv, tmp_path)["quic.test"]
-    assert h["via"] == ["quic"]
-    assert h["alpn"] == ["h3"]
-    assert h["ja4"][0].startswith("q13d")
-    assert h["outcomes"] == {"unanswered": 1}
+    assert h.via == ["quic"]
+    assert h.alpn == ["h3"]
+    assert h.ja4[0].startswith("q13d")
+    assert h.outcomes == {"unanswered": 1}
 
 
 def test_connection_before_its_dns_answer_is_renamed(tmp_path):
@@ -202,7 +202,7 @@ def test_connection_before_its_dns_answer_is_renamed(tmp_path):
     conv.tcp_open(C4, 50010, S4, 443, answer="none")
     conv.dns(C4, R4, "late.test", [("late.test", 1, S4)])
     hosts = run(conv, tmp_path)
-    assert hosts["late.test"]["connections"] == 1
+    assert hosts["late.test"].connections == 1
     assert S4 not in hosts
 
 

@@ -18,6 +18,7 @@ from tests.hostile import ESC_HIDE, STRINGS, hostile_capture
 from tests.test_cli import egress
 from egress_tui.core.evidence import session_data, session_markdown
 from egress_tui.core.hosts import Host
+from egress_tui.core.rows import HostRow
 from egress_tui.core.report import TABLE_COLUMNS, render
 from egress_tui.core.runs import RunRecord, RunSpec
 from egress_tui.core.safetext import csv_cell, json_text, md_code, md_text, safe_text
@@ -188,10 +189,10 @@ def test_json_holds_the_names_exactly(capture):
     assert "hide" + ESC_HIDE + ".example" in names and "del\x7fbyte.example" in names
 
 
-def row(name: str, i: int = 0) -> dict:
-    d = Host(name, first=1_700_000_000.0 + i, last=1_700_000_001.0 + i).to_dict()
-    d["allowed"] = False
-    d["via"], d["resolved"], d["ports"] = ["tls"], ["198.18.0.1"], list(range(1, 2000))
+def row(name: str, i: int = 0) -> HostRow:
+    d = Host(name, first=1_700_000_000.0 + i, last=1_700_000_001.0 + i).to_row()
+    d.allowed = False
+    d.via, d.resolved, d.ports = ["tls"], ["198.18.0.1"], list(range(1, 2000))
     return d
 
 

@@ -59,7 +59,7 @@ async def test_every_key_on_every_row(capture):
         await wait_replay(app, pilot)
         t = app.main.table
         rows = list(app.session.rows.values())
-        names = [r["name"] for r in rows]
+        names = [r.name for r in rows]
         assert len(names) > len(STRINGS)  # each string named a host, some two
         for name in names:
             if name not in app.session.rows:      # c cleared the table: put the rows back
@@ -89,9 +89,9 @@ def hostile_row(i: int, s: str) -> dict:
     h.cnames = [s, STRINGS[(i + 1) % len(STRINGS)]]
     h.resolved = {"198.18.0.1"}
     h.queries = 1
-    row = h.to_dict()
-    row["alpn"] = [STRINGS[(i + 2) % len(STRINGS)]]
-    row["ja4"] = [s]
+    row = h.to_row()
+    row.alpn = [STRINGS[(i + 2) % len(STRINGS)]]
+    row.ja4 = [s]
     return row
 
 
@@ -122,7 +122,7 @@ async def test_sorting_keeps_hosts_whose_shown_names_are_cut_alike():
     app = create_app(AppConfig(start_capture=False))
     a, b = "l" * 5000 + "a", "l" * 5000 + "b"
     rows = [hostile_row(0, b), hostile_row(1, a)]
-    rows[0]["connections"], rows[1]["connections"] = 1, 7
+    rows[0].connections, rows[1].connections = 1, 7
     async with app.run_test(size=SIZE) as pilot:
         app.feed_rows(rows)
         await pilot.pause()
@@ -139,7 +139,7 @@ async def test_sorting_keeps_hosts_whose_shown_names_are_cut_alike():
 async def test_name_color_follows_its_verdict():
     app = create_app(AppConfig(start_capture=False))
     name = "api.anthropic.com"
-    row = Host(name, first=1.0, last=2.0).to_dict()
+    row = Host(name, first=1.0, last=2.0).to_row()
     async with app.run_test(size=SIZE) as pilot:
         app.feed_rows([row])
         await pilot.pause()

@@ -72,7 +72,7 @@ def live():
         rows = {}
         for b in batches:
             for r in b.rows:
-                rows[r["name"]] = r
+                rows[r.name] = r
         yield {"rows": rows, "wire": wire, "seen": src.packets, "src": src, "cap": cap,
                "results": results, "batches": batches, "lab": lab}
 
@@ -85,14 +85,14 @@ def test_capture_thread_reported_no_error(live):
 
 def test_hosts_appear(live):
     rows = live["rows"]
-    assert "tls" in rows["alpha.test"]["via"]
-    assert "tls" in rows["split.test"]["via"]        # a two-segment ClientHello
-    assert "quic" in rows["quic.test"]["via"]
-    assert rows["dns-only.test"]["connections"] == 0
+    assert "tls" in rows["alpha.test"].via
+    assert "tls" in rows["split.test"].via        # a two-segment ClientHello
+    assert "quic" in rows["quic.test"].via
+    assert rows["dns-only.test"].connections == 0
     b = rows["blackholed.test"]
-    assert b["blocked"] and b["outcomes"].get("unanswered")
-    assert "http" in rows["bulk.test"]["via"]
-    assert rows["alpha.test"]["outcomes"].get("closed") or rows["alpha.test"]["outcomes"].get("connected")
+    assert b.blocked and b.outcomes.get("unanswered")
+    assert "http" in rows["bulk.test"].via
+    assert rows["alpha.test"].outcomes.get("closed") or rows["alpha.test"].outcomes.get("connected")
 
 
 def test_bulk_traffic_stays_in_the_kernel(live):

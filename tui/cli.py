@@ -212,8 +212,8 @@ def cmd_report(args) -> int:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
-    if args.fail_on_denied and any(r["allowed"] is False and r["connections"] for r in rows):
-        denied = [safe_text(r["name"], 64) for r in rows if r["allowed"] is False and r["connections"]]
+    if args.fail_on_denied and any(r.allowed is False and r.contacted for r in rows):
+        denied = [safe_text(r.name, 64) for r in rows if r.allowed is False and r.contacted]
         print(f"egress-tui: {len(denied)} host(s) outside the allowlist were contacted: "
               + ", ".join(denied[:10]) + (" ..." if len(denied) > 10 else ""), file=sys.stderr)
         return EXIT_DENIED
@@ -429,10 +429,7 @@ def cmd_learn(args) -> int:
         raise UserError(cap.error)
     with cap.lock:
         record.hosts = hosts_during(cap.engine, record.started, record.ended + 1.0)
-        rows = [h.to_dict() for h in cap.engine.host_list() if h.name in record.hosts]
-    for r in rows:
-        r["allowed"] = allowlist.verdict(r["name"], r["ports"] or None, r["addresses"] or None)
-    rows.sort(key=lambda r: (r["first_seen"], r["name"]))
+        rows = [r for r in host_rows(cap.engine, allowlist) if r.name in record.hosts]
     print(f"egress-tui: {record.status}; {len(rows)} host(s)", file=sys.stderr)
     sys.stdout.write(render(rows, args.format, {"source": f"learn {info.name}: {spec.describe()}"}))
     if args.write_allowlist:

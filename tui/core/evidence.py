@@ -14,7 +14,8 @@ import time
 from importlib import metadata
 
 from egress_tui import __version__
-from egress_tui.core.report import VERDICT_TEXT, iso, outcome_text
+from egress_tui.core.report import outcome_text
+from egress_tui.core.rows import HostRow, iso
 from egress_tui.core.runs import RunRecord, diff_runs
 from egress_tui.core.safetext import json_text, md_code, md_text
 from egress_tui.core.secrets import redact_argv, secret_values
@@ -38,7 +39,7 @@ def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
     return v
 
 
-def session_data(*, source: str, container: dict | None, rows: list[dict], runs: list[RunRecord],
+def session_data(*, source: str, container: dict | None, rows: list[HostRow], runs: list[RunRecord],
                  allowlist: list[str], firewall: dict | None, versions: dict[str, str],
                  argv: list[str] | None = None) -> dict:
     """The report's data. The command line is recorded without environment values (``-e
@@ -50,7 +51,7 @@ def session_data(*, source: str, container: dict | None, rows: list[dict], runs:
         "container": container,
         "allowlist": allowlist,
         "firewall": firewall,
-        "hosts": [dict(r, first_seen=iso(r["first_seen"]), last_seen=iso(r["last_seen"])) for r in rows],
+        "hosts": [r.to_json() for r in rows],
         "runs": [r.to_json() for r in runs],
         "tools": versions,
         "command_line": redact_argv(sys.argv if argv is None else argv, hide),
@@ -73,11 +74,8 @@ def session_markdown(data: dict) -> str:
     L += [f"- {md_code(e)}" for e in data["allowlist"]] or ["(none)"]
     L += ["", "## Hosts", "", "| host | via | ports | connections | outcomes | verdict |", "|---|---|---|---|---|---|"]
     for h in data["hosts"]:
-        verdict = VERDICT_TEXT[h.get("allowed")]
-        if h.get("blocked"):
-            verdict = f"{verdict}, blocked" if verdict != "-" else "blocked"
         cells = [h["name"], ", ".join(h["via"]), ", ".join(map(str, h["ports"])) or "-", h["connections"],
-                 outcome_text(h["outcomes"]), verdict]
+                 outcome_text(h["outcomes"]), h["verdict"]]
         L.append("| " + " | ".join(md_text(x) for x in cells) + " |")
     runs = data["runs"]
     if runs:

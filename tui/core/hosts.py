@@ -11,6 +11,8 @@ import socket
 from collections import deque
 from dataclasses import dataclass, field
 
+from egress_tui.core.rows import HostRow
+
 CONNECTED = "connected"
 REFUSED = "refused"
 UNANSWERED = "unanswered"
@@ -181,32 +183,29 @@ class Host:
     def ports(self) -> list[int]:
         return sorted({c.sport for c in self.conns})
 
-    def port_protos(self) -> set[tuple[int, str]]:
-        return {(c.sport, c.transport) for c in self.conns}
-
-    def to_dict(self) -> dict:
+    def to_row(self) -> HostRow:
         hellos = [c.hello for c in self.conns if c.hello is not None]
-        return {
-            "name": self.name,
-            "via": sorted(self.via),
-            "addresses": self.addresses(),
-            "resolved": sorted(self.resolved, key=_addr_key),
-            "ports": self.ports(),
-            "connections": self.connections,
-            "outcomes": {k: v for k, v in sorted(self.outcomes().items())},
-            "blocked": self.blocked,
-            "first_seen": self.first,
-            "last_seen": self.last_seen(),
-            "dns_queries": self.queries,
-            "dns_rcodes": sorted(self.rcodes),
-            "cnames": list(self.cnames),
-            "alpn": _uniq(a for h in hellos for a in h.alpn),
-            "tls_versions": _uniq(v for h in hellos for v in h.versions),
-            "ech": any(h.ech for h in hellos),
-            "ja4": _uniq(h.ja4 for h in hellos),
-            "suspicious_dns": self.suspicious,
-            "suspicious": [dict(n) for n in self.suspicious_notes],
-        }
+        return HostRow(
+            name=self.name,
+            via=sorted(self.via),
+            addresses=self.addresses(),
+            resolved=sorted(self.resolved, key=_addr_key),
+            ports=self.ports(),
+            connections=self.connections,
+            outcomes={k: v for k, v in sorted(self.outcomes().items())},
+            blocked=self.blocked,
+            first_seen=self.first,
+            last_seen=self.last_seen(),
+            dns_queries=self.queries,
+            dns_rcodes=sorted(self.rcodes),
+            cnames=list(self.cnames),
+            alpn=_uniq(a for h in hellos for a in h.alpn),
+            tls_versions=_uniq(v for h in hellos for v in h.versions),
+            ech=any(h.ech for h in hellos),
+            ja4=_uniq(h.ja4 for h in hellos),
+            suspicious_dns=self.suspicious,
+            suspicious=[dict(n) for n in self.suspicious_notes],
+        )
 
 
 def _uniq(it) -> list:

@@ -9,16 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import time
-from datetime import datetime, timezone
 
 from egress_tui.core.allowlist import Allowlist
 from egress_tui.core.engine import Engine
-from egress_tui.core.hosts import Host
+from egress_tui.core.rows import HostRow, iso
 from egress_tui.core.safetext import csv_cell, json_text, md_text, safe_text
 
 FORMATS = ("table", "json", "csv", "markdown")
-
-VERDICT_TEXT = {True: "allowed", False: "denied", None: "-"}
 
 TABLE_COLUMNS = ["host", "via", "addresses", "ports", "conns", "outcomes", "verdict"]
 # Widest a table column gets: a 10 KB name (or a host with a thousand ports) is cut with a
@@ -26,51 +23,31 @@ TABLE_COLUMNS = ["host", "via", "addresses", "ports", "conns", "outcomes", "verd
 TABLE_WIDTH = {"host": 64, "via": 24, "addresses": 40, "ports": 32, "conns": 10, "outcomes": 48, "verdict": 44}
 
 
-def host_rows(engine: Engine, allowlist: Allowlist | None = None) -> list[dict]:
-    """One dict per host, with its allowlist verdict, in a stable order."""
+def host_rows(engine: Engine, allowlist: Allowlist | None = None) -> list[HostRow]:
+    """One row per host, with its allowlist verdict, in a stable order."""
     al = allowlist or Allowlist()
     rows = []
     for h in engine.host_list():
-        d = h.to_dict()
-        d["allowed"] = verdict(h, al)
-        rows.append(d)
-    rows.sort(key=lambda d: (d["first_seen"], d["name"]))
+        row = h.to_row()
+        row.allowed = verdict(row, al)
+        rows.append(row)
+    rows.sort(key=HostRow.sort_key)
     return rows
 
 
-def verdict(h: Host, al: Allowlist) -> bool | None:
-    return al.verdict(h.name, h.ports() or None, h.addresses() or None)
-
-
-def iso(ts: float) -> str:
-    if not ts:
-        return ""
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def verdict(row: HostRow, al: Allowlist) -> bool | None:
+    return al.verdict(row.name, row.ports or None, row.addresses or None)
 
 
 def outcome_text(outcomes: dict[str, int], none: str = "-") -> str:
     return " ".join(f"{k}:{v}" for k, v in outcomes.items()) or none
 
 
-def status_text(row: dict) -> str:
-    """What a reader wants first: is it allowed, did it get through, and was DNS forged."""
-    v = VERDICT_TEXT[row["allowed"]]
-    if row["blocked"]:
-        v = "blocked" if v == "-" else f"{v}, blocked"
-    return v + suspicious_text(row)
-
-
-def suspicious_text(row: dict) -> str:
-    """A marker for DNS answers about this name that were not believed (README: trust model)."""
-    n = row.get("suspicious_dns") or 0
-    return f", {n} suspicious DNS" if n else ""
-
-
-def render(rows: list[dict], fmt: str, meta: dict | None = None) -> str:
+def render(rows: list[HostRow], fmt: str, meta: dict | None = None) -> str:
     meta = meta or {}
     if fmt == "json":
         out = dict(meta)
-        out["hosts"] = [_json_row(r) for r in rows]
+        out["hosts"] = [r.to_json() for r in rows]
         return json_text(out, indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
@@ -79,17 +56,17 @@ def render(rows: list[dict], fmt: str, meta: dict | None = None) -> str:
                     "first_seen", "last_seen", "alpn", "ja4", "tls_versions", "ech", "resolved", "suspicious_dns"])
         for r in rows:
             w.writerow([csv_cell(c) for c in (
-                r["name"], " ".join(r["via"]), " ".join(r["addresses"]),
-                " ".join(map(str, r["ports"])), r["connections"], outcome_text(r["outcomes"], ""),
-                {True: "true", False: "false", None: ""}[r["allowed"]],
-                iso(r["first_seen"]), iso(r["last_seen"]), " ".join(r["alpn"]),
-                " ".join(r["ja4"]), " ".join(r["tls_versions"]), str(r["ech"]).lower(),
-                " ".join(r["resolved"]), r.get("suspicious_dns", 0))])
+                r.name, " ".join(r.via), " ".join(r.addresses),
+                " ".join(map(str, r.ports)), r.connections, outcome_text(r.outcomes, ""),
+                {True: "true", False: "false", None: ""}[r.allowed],
+                iso(r.first_seen), iso(r.last_seen), " ".join(r.alpn),
+                " ".join(r.ja4), " ".join(r.tls_versions), str(r.ech).lower(),
+                " ".join(r.resolved), r.suspicious_dns)])
         return buf.getvalue()
     cols = TABLE_COLUMNS
-    table = [[r["name"], ",".join(r["via"]) or "-", _short_list(r["addresses"] or r["resolved"]),
-              ",".join(map(str, r["ports"])) or "-", str(r["connections"]),
-              outcome_text(r["outcomes"]), status_text(r)] for r in rows]
+    table = [[r.name, ",".join(r.via) or "-", _short_list(r.addresses or r.resolved),
+              ",".join(map(str, r.ports)) or "-", str(r.connections),
+              outcome_text(r.outcomes), r.verdict_text()] for r in rows]
     if fmt == "markdown":
         lines = []
         if meta.get("title"):
@@ -120,15 +97,6 @@ def _short_list(items: list[str], n: int = 2) -> str:
     if not items:
         return "-"
     return ",".join(items[:n]) + (f" +{len(items) - n}" if len(items) > n else "")
-
-
-def _json_row(r: dict) -> dict:
-    d = dict(r)
-    if r.get("suspicious"):
-        d["suspicious"] = [dict(n, time=iso(n["time"])) for n in r["suspicious"]]
-    d["first_seen"] = iso(r["first_seen"])
-    d["last_seen"] = iso(r["last_seen"])
-    return d
 
 
 def meta_for(source: str, engine: Engine, allowlist: Allowlist) -> dict:

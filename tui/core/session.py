@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from egress_tui.core.allowlist import Allowlist, AllowlistError, Entry, parse_entry
 from egress_tui.core.report import render
+from egress_tui.core.rows import HostRow
 
 ALLOWED = "allowed"
 DENIED = "denied"
@@ -40,7 +41,7 @@ def _covered(addr: str, allowed: set[str]) -> bool:
 class Session:
     allowlist: Allowlist = field(default_factory=Allowlist)
     allowlist_path: str | None = None
-    rows: dict[str, dict] = field(default_factory=dict)
+    rows: dict[str, HostRow] = field(default_factory=dict)
     dirty_allowlist: bool = False
     source: str = ""
     firewall_addresses: set[str] | None = None     # what the firewall lets through; None when off
@@ -48,54 +49,54 @@ class Session:
 
     # -- rows ------------------------------------------------------------------------------
 
-    def update(self, rows: list[dict]) -> list[dict]:
+    def update(self, rows: list[HostRow]) -> list[HostRow]:
         """Take changed rows from a batch; returns them with their verdicts filled in."""
         for r in rows:
-            r["allowed"] = self.verdict(r)
-            r["warning"] = self.warning(r)
-            self.rows[r["name"]] = r
+            r.allowed = self.verdict(r)
+            r.warning = self.warning(r)
+            self.rows[r.name] = r
         return rows
 
-    def warning(self, row: dict) -> str:
+    def warning(self, row: HostRow) -> str:
         """For an allowed host: its address is not in the firewall's sets (DNS moved it and
         the firewall has not seen the new answer), or the address also serves a name the
         allowlist denies (a shared CDN front end: allowing it allows them too)."""
-        if row.get("allowed") is not True:
+        if row.allowed is not True:
             return ""
         fw = self.firewall_addresses
-        if fw is not None and any(not _covered(a, fw) for a in row["addresses"]):
+        if fw is not None and any(not _covered(a, fw) for a in row.addresses):
             return "not-in-firewall"
-        for a in row["addresses"]:
+        for a in row.addresses:
             for other in self.shared.get(a, ()):
-                if other != row["name"] and self.allowlist.match(other) is None:
+                if other != row.name and self.allowlist.match(other) is None:
                     return "shared-address"
         return ""
 
     def clear(self) -> None:
         self.rows.clear()
 
-    def verdict(self, row: dict) -> bool | None:
-        return self.allowlist.verdict(row["name"], row["ports"] or None, row["addresses"] or None)
+    def verdict(self, row: HostRow) -> bool | None:
+        return self.allowlist.verdict(row.name, row.ports or None, row.addresses or None)
 
-    def refresh_verdicts(self) -> list[dict]:
+    def refresh_verdicts(self) -> list[HostRow]:
         """After an allowlist change: every row whose verdict changed."""
         changed = []
         for r in self.rows.values():
             v = self.verdict(r)
-            if v != r.get("allowed"):
-                r["allowed"] = v
+            if v != r.allowed:
+                r.allowed = v
                 changed.append(r)
             w = self.warning(r)
-            if w != r.get("warning"):
-                r["warning"] = w
+            if w != r.warning:
+                r.warning = w
                 if r not in changed:
                     changed.append(r)
         return changed
 
     @staticmethod
-    def status(row: dict) -> str:
+    def status(row: HostRow) -> str:
         """allowed / denied / unlisted: the color of a row."""
-        v = row.get("allowed")
+        v = row.allowed
         return ALLOWED if v is True else DENIED if v is False else UNLISTED
 
     # -- allowlist editing -----------------------------------------------------------------
@@ -144,7 +145,7 @@ class Session:
     # -- export ----------------------------------------------------------------------------
 
     def export(self, fmt: str, path: str, meta: dict | None = None) -> str:
-        rows = sorted(self.rows.values(), key=lambda r: (r["first_seen"], r["name"]))
+        rows = sorted(self.rows.values(), key=HostRow.sort_key)
         text = render(rows, fmt, meta or {"source": self.source,
                                           "allowlist": ", ".join(self.allowlist.sources) or None})
         try:

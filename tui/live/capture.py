@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from egress_tui.core.engine import Engine
+from egress_tui.core.rows import HostRow
 from egress_tui.wire.pcapfile import CaptureInput, PcapError, open_capture, read_frames
 
 Frame = tuple[int, float, bytes]
@@ -391,7 +392,7 @@ def stream_frames(stream: BinaryIO, stop: threading.Event, chunk: int = 256) -> 
 class Batch:
     """What changed since the last batch: the UI applies it in one go."""
 
-    rows: list[dict] = field(default_factory=list)        # Host.to_dict() of changed hosts
+    rows: list[HostRow] = field(default_factory=list)     # the hosts that changed
     packets: int = 0                                       # packets seen in total
     rate: float = 0.0                                      # packets per second lately
     kernel_drops: int = 0
@@ -479,7 +480,7 @@ class Capturer(threading.Thread):
             eng = self.engine
             names = eng.take_dirty()
             # in first-seen order: the table appends new rows, so its default order holds
-            rows = sorted((eng.hosts[n].to_dict() for n in names), key=lambda r: (r["first_seen"], r["name"]))
+            rows = sorted((eng.hosts[n].to_row() for n in names), key=HostRow.sort_key)
             packets = eng.packets
             shared = eng.shared_addresses() if rows else None
             cleared, self._cleared = self._cleared, False

@@ -15,6 +15,7 @@ from textual.message import Message
 from egress_tui.core.allowlist import AllowlistError, build
 from egress_tui.live.capture import Batch, Capturer, PcapRecorder, ReplaySource
 from egress_tui.core.safetext import safe_text
+from egress_tui.core.rows import HostRow
 from egress_tui.core.session import Session
 
 
@@ -539,7 +540,7 @@ class EgressApp(App):
                 fw = {"on": None, "error": str(e)}
         c = self.container
         container = {"name": c.name, "id": c.id, "image": c.image, "networks": c.networks} if c else None
-        rows = sorted(self.session.rows.values(), key=lambda r: (r["first_seen"], r["name"]))
+        rows = sorted(self.session.rows.values(), key=HostRow.sort_key)
         return session_data(source=self.session.source, container=container, rows=rows, runs=self.runs,
                             allowlist=[e.text() for e in self.session.allowlist.entries], firewall=fw,
                             versions=tool_versions())

@@ -67,7 +67,7 @@ class MainScreen(Screen):
         with app.batch_update():
             self.table.apply(rows, app.session.rows)
         sel = self.table.highlighted_host
-        if sel != self._detail_for or any(r["name"] == sel for r in rows):
+        if sel != self._detail_for or any(r.name == sel for r in rows):
             self.show_detail(sel)
 
     _detail_for: str | None = None

@@ -3,66 +3,58 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
 from egress_tui.core.report import outcome_text
+from egress_tui.core.rows import HostRow
 from egress_tui.core.safetext import safe_text
 from egress_tui.core.session import ALLOWED, DENIED
 from egress_tui.ui.widgets.wire import wire
 
-COLUMNS = [
-    ("host", "Host"), ("via", "Via"), ("addresses", "Addresses"), ("ports", "Ports"),
-    ("conns", "Conns"), ("outcomes", "Outcomes"), ("first", "First"), ("last", "Last"),
-    ("verdict", "Verdict"),
-]
-SORT_KEYS = {
-    "host": lambda r: r["name"], "via": lambda r: ",".join(r["via"]),
-    "addresses": lambda r: ",".join(r["addresses"] or r["resolved"]), "ports": lambda r: r["ports"],
-    "conns": lambda r: r["connections"], "outcomes": lambda r: outcome_text(r["outcomes"]),
-    "first": lambda r: r["first_seen"], "last": lambda r: r["last_seen"],
-    "verdict": lambda r: (str(r.get("allowed")), r["blocked"]),
-}
 STYLES = {ALLOWED: "green", DENIED: "bold red", "unlisted": ""}
 BLOCKED_STYLE = "bold dark_orange"
 BLOCKED_MARK = "⊘ "  # every attempt dropped or refused: visible without color too
 NAME_WIDTH = 64      # longer names are cut here (as in the report); the detail pane shows them whole
+WARN_STYLE = "bold yellow"
+SUSPICIOUS_STYLE = "bold magenta"
+SUSPICIOUS_MARK = "⚑"
 
 
 def clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
-WARN_STYLE = "bold yellow"
-SUSPICIOUS_STYLE = "bold magenta"
-SUSPICIOUS_MARK = "⚑"
-WARNINGS = {"not-in-firewall": "allowed, address not in firewall", "shared-address": "allowed, shared address"}
+def row_style(row: HostRow) -> str:
+    if row.warning:
+        return WARN_STYLE
+    if row.blocked:
+        return BLOCKED_STYLE
+    return STYLES[ALLOWED if row.allowed is True else DENIED if row.allowed is False else "unlisted"]
 
 
-def verdict_text(row: dict) -> Text:
-    v = row.get("allowed")
-    word = "allowed" if v is True else "denied" if v is False else "-"
-    if row.get("warning"):
-        text = Text("⚠ " + WARNINGS[row["warning"]], style=WARN_STYLE)
-    elif row["blocked"]:
-        text = Text(f"{word}, blocked" if v is not None else "blocked", style=BLOCKED_STYLE)
-    else:
-        text = Text(word, style=STYLES[ALLOWED if v is True else DENIED if v is False else "unlisted"])
-    if row.get("suspicious_dns"):
-        # its own marker: forged or unmatched DNS answers claimed this name (detail pane: why)
-        text.append(f" {SUSPICIOUS_MARK}{row['suspicious_dns']} forged DNS?", style=SUSPICIOUS_STYLE)
+def verdict_text(row: HostRow) -> Text:
+    """The row's one verdict text (HostRow.verdict_text), colored; the suspicious-DNS part in
+    its own color, so forged answers about a name stand out."""
+    plain = row.verdict_text()
+    text = Text(("⚠ " if row.warning else "") + plain[:len(plain) - len(row.suspicious_text())], style=row_style(row))
+    if row.suspicious_dns:
+        text.append(row.suspicious_text(), style=SUSPICIOUS_STYLE)
     return text
 
 
-def address_cell(row: dict) -> Text:
+def address_cell(row: HostRow) -> Text:
     """Addresses connected to; for a name only looked up, its DNS answers, dimmed."""
-    addrs = row["addresses"] or row["resolved"]
+    addrs = row.addresses or row.resolved
     if not addrs:
         return Text("-")
     text = addrs[0] + (f" +{len(addrs) - 1}" if len(addrs) > 1 else "")
-    return Text(text, style="" if row["addresses"] else "dim italic")
+    return Text(text, style="" if row.addresses else "dim italic")
 
 
 class NameCell(Text):
@@ -76,21 +68,34 @@ class NameCell(Text):
         self.host = host
 
 
-def row_cells(row: dict) -> list[Text]:
-    style = WARN_STYLE if row.get("warning") else BLOCKED_STYLE if row["blocked"] else STYLES[
-        ALLOWED if row.get("allowed") is True else DENIED if row.get("allowed") is False else "unlisted"]
-    # Text everywhere: a str cell would be parsed as markup
-    return [
-        NameCell(row["name"], row["blocked"], style),
-        wire(",".join(row["via"]) or "-"),
-        address_cell(row),
-        Text(",".join(map(str, row["ports"][:4])) + ("…" if len(row["ports"]) > 4 else "") or "-"),
-        Text(str(row["connections"])),
-        Text(outcome_text(row["outcomes"])),
-        Text(clock(row["first_seen"])),
-        Text(clock(row["last_seen"])),
-        verdict_text(row),
-    ]
+@dataclass(frozen=True)
+class Column:
+    """One column: its key and title, the cell it shows for a row, and what it sorts by."""
+
+    key: str
+    label: str
+    cell: Callable[[HostRow], Text]
+    sort: Callable[[HostRow], Any]
+
+
+# Text everywhere: a str cell would be parsed as markup
+COLUMNS = [
+    Column("host", "Host", lambda r: NameCell(r.name, r.blocked, row_style(r)), lambda r: r.name),
+    Column("via", "Via", lambda r: wire(",".join(r.via) or "-"), lambda r: ",".join(r.via)),
+    Column("addresses", "Addresses", address_cell, lambda r: ",".join(r.addresses or r.resolved)),
+    Column("ports", "Ports", lambda r: Text(",".join(map(str, r.ports[:4])) + ("…" if len(r.ports) > 4 else "") or "-"),
+           lambda r: r.ports),
+    Column("conns", "Conns", lambda r: Text(str(r.connections)), lambda r: r.connections),
+    Column("outcomes", "Outcomes", lambda r: Text(outcome_text(r.outcomes)), lambda r: outcome_text(r.outcomes)),
+    Column("first", "First", lambda r: Text(clock(r.first_seen)), lambda r: r.first_seen),
+    Column("last", "Last", lambda r: Text(clock(r.last_seen)), lambda r: r.last_seen),
+    Column("verdict", "Verdict", verdict_text, lambda r: (str(r.allowed), r.blocked, r.suspicious_dns)),
+]
+COLUMN = {c.key: c for c in COLUMNS}
+
+
+def row_cells(row: HostRow) -> list[Text]:
+    return [c.cell(row) for c in COLUMNS]
 
 
 def _same(a: Text, b: Text) -> bool:
@@ -117,22 +122,22 @@ class HostTable(DataTable):
         self._shown: dict[str, list] = {}   # host -> cells currently displayed
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        for c in COLUMNS:
+            self.add_column(c.label, key=c.key)
 
-    def matches(self, row: dict) -> bool:
+    def matches(self, row: HostRow) -> bool:
         f = self.filter_text.lower()
         if not f:
             return True
-        hay = " ".join([row["name"], *row["via"], *row["addresses"], *row["resolved"],
-                        *map(str, row["ports"]), verdict_text(row).plain])
+        hay = " ".join([row.name, *row.via, *row.addresses, *row.resolved, *map(str, row.ports),
+                        row.verdict_text()])
         return all(part in hay.lower() for part in f.split())
 
-    def apply(self, rows: list[dict], all_rows: dict[str, dict]) -> None:
+    def apply(self, rows: list[HostRow], all_rows: dict[str, HostRow]) -> None:
         """Show the changed rows: add, update in place, or hide if filtered out."""
         added = False
         for row in rows:
-            name = row["name"]
+            name = row.name
             if not self.matches(row):
                 if name in self._shown:
                     self.remove_row(name)
@@ -144,7 +149,7 @@ class HostTable(DataTable):
                 self.add_row(*cells, key=name)
                 added = True
             else:
-                for (key, _label), new, was in zip(COLUMNS, cells, old):
+                for key, new, was in zip(COLUMN, cells, old):
                     if not _same(new, was):
                         # widening re-measures the whole column on the next idle: only when needed
                         col = self.columns.get(key)
@@ -157,7 +162,7 @@ class HostTable(DataTable):
         if rows and self.sort_column and not in_order and (added or self.sort_column != "host"):
             self.resort(all_rows)
 
-    def refilter(self, all_rows: dict[str, dict]) -> None:
+    def refilter(self, all_rows: dict[str, HostRow]) -> None:
         for name in list(self._shown):
             row = all_rows.get(name)
             if row is None or not self.matches(row):
@@ -170,10 +175,10 @@ class HostTable(DataTable):
         self.clear()
         self._shown.clear()
 
-    def resort(self, all_rows: dict[str, dict]) -> None:
+    def resort(self, all_rows: dict[str, HostRow]) -> None:
         if not self.sort_column or not self._shown:
             return
-        keyfn = SORT_KEYS[self.sort_column]
+        keyfn = COLUMN[self.sort_column].sort
         highlighted = self.highlighted_host
         order = {n: i for i, n in enumerate(sorted(self._shown, key=lambda n: keyfn(all_rows[n]),
                                                   reverse=self.sort_reverse))}
@@ -181,7 +186,7 @@ class HostTable(DataTable):
         if highlighted in self._shown:
             self.move_cursor(row=self.get_row_index(highlighted))
 
-    def sort_by(self, column: str, all_rows: dict[str, dict]) -> None:
+    def sort_by(self, column: str, all_rows: dict[str, HostRow]) -> None:
         if self.sort_column == column:
             self.sort_reverse = not self.sort_reverse
         else:

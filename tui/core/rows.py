@@ -1,0 +1,77 @@
+"""The typed row: one host as every consumer sees it (session, table, reports, evidence).
+
+The engine's ``Host`` makes one with ``to_row()``; the allowlist's verdict and a live warning
+are filled in by whoever holds the allowlist. ``verdict_text()`` is the one verdict text that
+the table, the reports and the session report all show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+VERDICT_WORDS = {True: "allowed", False: "denied", None: "-"}
+# Live only (with a firewall on): an allowed host whose traffic may still not pass as expected.
+WARNINGS = {"not-in-firewall": "allowed, address not in firewall", "shared-address": "allowed, shared address"}
+
+
+def iso(ts: float) -> str:
+    if not ts:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class HostRow:
+    name: str
+    via: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)   # connected to
+    resolved: list[str] = field(default_factory=list)    # from DNS answers that were believed
+    ports: list[int] = field(default_factory=list)
+    connections: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    blocked: bool = False                                # every attempt dropped or refused
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    dns_queries: int = 0
+    dns_rcodes: list[str] = field(default_factory=list)
+    cnames: list[str] = field(default_factory=list)
+    alpn: list[str] = field(default_factory=list)
+    tls_versions: list[str] = field(default_factory=list)
+    ech: bool = False
+    ja4: list[str] = field(default_factory=list)
+    suspicious_dns: int = 0                              # DNS answers about it not believed
+    suspicious: list[dict] = field(default_factory=list)  # the latest of them: reason, from, to, claims
+    allowed: bool | None = None                          # the allowlist's verdict; None: no allowlist
+    warning: str = ""                                    # a key of WARNINGS, live only
+
+    @property
+    def contacted(self) -> bool:
+        return self.connections > 0
+
+    def verdict_text(self) -> str:
+        """Is it allowed, did it get through, was DNS about it forged: "denied, blocked"."""
+        if self.warning:
+            text = WARNINGS[self.warning]
+        else:
+            text = VERDICT_WORDS[self.allowed]
+            if self.blocked:
+                text = "blocked" if self.allowed is None else f"{text}, blocked"
+        return text + self.suspicious_text()
+
+    def suspicious_text(self) -> str:
+        return f", {self.suspicious_dns} suspicious DNS" if self.suspicious_dns else ""
+
+    def sort_key(self) -> tuple[float, str]:
+        """First seen first: the order rows appear in, everywhere."""
+        return (self.first_seen, self.name)
+
+    def to_json(self) -> dict:
+        """For JSON files: times as ISO 8601 UTC."""
+        d = asdict(self)
+        d["first_seen"], d["last_seen"] = iso(self.first_seen), iso(self.last_seen)
+        d["suspicious"] = [dict(n, time=iso(n["time"])) if "time" in n else dict(n) for n in self.suspicious]
+        if not self.warning:
+            del d["warning"]
+        d["verdict"] = self.verdict_text()
+        return d
