@@ -280,8 +280,8 @@ class NetnsSource:
             for s, _i, _h in socks:
                 try:
                     s.close()
-                except Exception:
-                    pass
+                except OSError:
+                    pass  # already gone with its namespace
             if nflog is not None:
                 nflog.close()
 

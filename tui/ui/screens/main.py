@@ -8,7 +8,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, RichLog
 
-from egress_tui.core.allowlist import PRESET_EXAMPLES, PRESETS, AllowlistError, choices_for
+from egress_tui.core.allowlist import PRESET_EXAMPLES, PRESETS, choices_for
 from egress_tui.core.report import FORMATS
 from egress_tui.ui.widgets.detail import DetailPane
 from egress_tui.ui.widgets.host_table import COLUMNS, HostTable
@@ -213,6 +213,3 @@ class MainScreen(Screen):
                                  lambda path: path and self.app.export(fmt, path))
 
         self.app.push_screen(ChoiceDialog("Export", choices), chosen)
-
-    def report_error(self, e: AllowlistError) -> None:
-        self.notify(str(e), severity="error")
