@@ -100,7 +100,10 @@ def capture_filter(own_addresses: list[str]) -> str:
         sent.append(f"(ip6 and ({src}) and (ip6[6] != 6 or ip6[53] & 0x07 != 0 or "
                     "ip6[4:2] - ((ip6[52] & 0xf0) >> 2) > 0))")
     received = [
-        "udp port 53", "tcp port 53",
+        # Docker's embedded resolver moves queries to 127.0.0.11 to another port before a
+        # capture sees them: without this, only its answers would pass, and an answer whose
+        # query was never seen is not believed (the DNS trust model)
+        "udp port 53", "tcp port 53", "host 127.0.0.11",
         "(ip and tcp and tcp[13] & 0x07 != 0)",
         "(ip6 and ip6[6] == 6 and ip6[53] & 0x07 != 0)",
         "(ip and udp and udp[8] & 0x80 != 0)",
