@@ -265,6 +265,7 @@ class ContainerSource:
         self.errors = 0
         self.state = "starting"
         self.on_state = None  # callable(str), set by the Capturer's owner
+        self.interface_names: dict[int, str] = {}  # the current namespace's (see NetnsSource)
 
     def _say(self, state: str) -> None:
         self.state = state
@@ -296,6 +297,7 @@ class ContainerSource:
             # which DNS answers count: only those from the resolvers the engine configured
             self.resolvers = engine_resolvers(self.dc, info)
             inner = NetnsSource(info.pid, info.name, bpf=self.bpf)
+            self.interface_names = inner.interface_names
             self._say("capturing")
             try:
                 for batch in inner.batches(stop):
@@ -330,6 +332,7 @@ class HelperSource:
         self.errors = 0
         self.helper = None
         self.resolvers: list[str] | None = None
+        self.capture_name = "any"  # tcpdump's device: every interface, as Linux cooked frames
 
     def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
         from docker.errors import DockerException, ImageNotFound

@@ -14,6 +14,8 @@ import socket
 import struct
 
 GROUP = 4242
+# what saved captures call the packets read here (pcapng interface name, report counts)
+NFLOG_INTERFACE = "nflog (dropped by the egress-tui firewall)"
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0
