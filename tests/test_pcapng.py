@@ -37,6 +37,11 @@ def tshark_fields(path, *fields: str, display_filter: str = "") -> list[list[str
     return [line.split("\t") for line in r.stdout.splitlines()]
 
 
+def interfaces(path) -> list:
+    with open(path, "rb") as f:
+        return pcapng_interfaces(f)
+
+
 def syn(src: str, dst: str, sport: int = 40000, dport: int = 443) -> bytes:
     return ip(src, dst, 6, tcp(sport, dport, "S"))
 
@@ -62,7 +67,7 @@ def test_round_trip_several_interfaces_link_types_and_nanoseconds(tmp_path):
             w.write_packet(iface, ns, data)
     assert w.bytes_written == path.stat().st_size
 
-    ifaces = pcapng_interfaces(open(path, "rb"))
+    ifaces = interfaces(path)
     assert [(i.linktype, i.name, i.description, i.tick) for i in ifaces] == [
         (1, "eth0", "the container's eth0", 1e-9), (276, "nflog (dropped)", "never on the wire", 1e-9),
         (113, "any", "", 1e-9), (101, "raw", "", 1e-9)]
@@ -140,7 +145,7 @@ def test_blocked_syns_sit_on_the_nflog_interface_next_to_the_rest(tmp_path):
                     [NFLOG_INTERFACE, "203.0.113.66", "1", "0"], [NFLOG_INTERFACE, "203.0.113.66", "1", "0"],
                     ["eth0", "172.30.0.5", "1", "1"]]
     assert Counter(r[0] for r in rows) == rec.counts()
-    ifaces = {i.name: i for i in pcapng_interfaces(open(path, "rb"))}
+    ifaces = {i.name: i for i in interfaces(path)}
     assert "dropped" in ifaces[NFLOG_INTERFACE].description and "NFLOG" in ifaces[NFLOG_INTERFACE].description
     assert ifaces["eth0"].description == f"eth0 in {NetnsLike.description}"
     # the engine reads the saved file as it read the live frames: the blocked attempt is there
@@ -210,7 +215,7 @@ def test_a_restarted_namespace_maps_its_new_indexes(tmp_path):
              (LINKTYPE_SLL2, T0 + 2, sll2_frame(eth, 2, ARPHRD_ETHER, PACKET_OUTGOING))])
     rec.close()
     assert rec.counts() == {"eth0": 2, "eth1": 1}
-    assert [i.name for i in pcapng_interfaces(open(path, "rb"))] == ["eth0", "eth1"]
+    assert [i.name for i in interfaces(path)] == ["eth0", "eth1"]
 
 
 def test_a_replay_names_its_interface_after_the_file(tmp_path):
@@ -224,7 +229,7 @@ def test_a_replay_names_its_interface_after_the_file(tmp_path):
     rec.close()
     # one file, three link types: each its own interface, told apart by the link type
     assert rec.counts() == {"cap.pcap": 1, "cap.pcap (raw IP)": 1, "cap.pcap (Linux cooked v2 (SLL2))": 1}
-    assert [(i.linktype, i.name) for i in pcapng_interfaces(open(path, "rb"))] == [
+    assert [(i.linktype, i.name) for i in interfaces(path)] == [
         (1, "cap.pcap"), (101, "cap.pcap (raw IP)"), (276, "cap.pcap (Linux cooked v2 (SLL2))")]
 
 
@@ -251,3 +256,39 @@ def test_a_hostile_interface_name_is_data(tmp_path):
     rec.close()
     assert "\x1b" not in rec.describe() and "\x07" not in rec.describe()
     assert rec.counts() == {"eth0\x1b[2J\x07": 1}  # JSON escapes it; the one-line text shows it escaped
+
+
+# -- helper mode: tcpdump -i nflog:GROUP next to -i any -----------------------------------
+
+def test_a_linktype_nflog_frame_yields_its_ip_packet():
+    import struct
+    from egress_tui.live.nflog import linktype_nflog_payload
+    pkt = syn("172.30.0.5", "203.0.113.66")
+
+    def tlv(t, v):
+        return struct.pack("<HH", 4 + len(v), t) + v + b"\0" * (-len(v) % 4)
+    frame = bytes([2, 0]) + struct.pack(">H", 4242) + tlv(10, b"egress-tui-drop\0") + tlv(9, pkt)
+    assert linktype_nflog_payload(frame) == pkt
+    assert linktype_nflog_payload(frame[:4] + tlv(10, b"x")) is None
+    assert linktype_nflog_payload(b"\2\0\0\0\0\0") is None      # a zero-length TLV ends it
+
+
+def test_merged_streams_arrive_while_one_of_them_is_idle():
+    import threading
+    from egress_tui.live.capture import merge_batches
+    stop = threading.Event()
+    release = threading.Event()
+
+    def idle():         # a helper's `any` stream with nothing to say until the end
+        release.wait(10)
+        yield [(113, 2.0, b"late")]
+
+    def blocked():      # the NFLOG stream: what the firewall dropped meanwhile
+        yield [(276, 1.0, b"syn")]
+    got = []
+    for batch in merge_batches([idle(), blocked()], stop, idle=0.01):
+        got.append(batch)
+        if batch == [(276, 1.0, b"syn")]:
+            release.set()
+    assert [(276, 1.0, b"syn")] in got and got[-1] == [(113, 2.0, b"late")]
+    assert got.index([(276, 1.0, b"syn")]) < got.index([(113, 2.0, b"late")])

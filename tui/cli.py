@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --container: how to capture (see egress-tui --help)")
     r.add_argument("--helper-image", metavar="IMAGE", help="with --method helper: image with tcpdump")
     r.add_argument("--save-pcap", metavar="FILE",
-                   help="with --container: also write the captured packets to FILE")
+                   help="with --container: also write the captured packets to FILE (pcapng: one "
+                        "interface per origin, the firewall's drops included)")
     r.add_argument("--allow", metavar="FILE", action="append", default=[],
                    help="allowlist file (repeatable)")
     r.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[],

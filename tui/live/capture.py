@@ -393,6 +393,43 @@ def stream_frames(stream: BinaryIO, stop: threading.Event, chunk: int = 256) -> 
         yield batch
 
 
+def merge_batches(streams: list[Iterator[list[Frame]]], stop: threading.Event,
+                  idle: float = 0.05) -> Iterator[list[Frame]]:
+    """Several frame streams as one: each is read by its own thread (a stream may block on
+    an idle pipe), and the lists arrive here in the order they were read. Yields [] when
+    nothing came for ``idle`` seconds, so the capture thread stays on time; ends when every
+    stream has ended or ``stop`` is set."""
+    import queue
+    q: queue.Queue = queue.Queue()
+    done = object()
+
+    def pump(it: Iterator[list[Frame]]) -> None:
+        try:
+            for batch in it:
+                if batch:
+                    q.put(batch)
+        except Exception as e:  # reported where the frames go, not lost with the thread
+            q.put(e)
+        finally:
+            q.put(done)
+
+    for i, it in enumerate(streams):
+        threading.Thread(target=pump, args=(it,), name=f"egress-stream-{i}", daemon=True).start()
+    running = len(streams)
+    while running and not stop.is_set():
+        try:
+            item = q.get(timeout=idle)
+        except queue.Empty:
+            yield []
+            continue
+        if item is done:
+            running -= 1
+        elif isinstance(item, Exception):
+            raise item
+        else:
+            yield item
+
+
 # -- the capture thread -------------------------------------------------------------------
 
 @dataclass
