@@ -105,6 +105,67 @@ def test_unknown_container_is_one_line():
         assert "no container named or with id 'no-such-container-x'" in r.stderr
 
 
+# -- the saved evidence with the firewall on --------------------------------------------
+
+# Tries the allowed name and the denied one a few times, so the capture sees some whatever its
+# start-up takes: $1 allowed, $2 denied.
+TRIES = 'for i in 1 2 3 4 5 6; do curl -sk -o /dev/null --max-time 1 "https://$1/"; ' \
+        'curl -sk -o /dev/null --max-time 1 "https://$2/"; done; echo done'
+
+
+@pytest.fixture(scope="module")
+def locked_ctr(docker_lab, tmp_path_factory):
+    """A container with egress-tui's firewall on (from the host), allowing only ev-ok-*.test."""
+    ctr = docker_lab.add_container(SINK_TAG, "locked")
+    allow = tmp_path_factory.mktemp("evidence") / "allow.txt"
+    allow.write_text("ev-ok-netns.test\nev-ok-helper.test\n")
+    r = subprocess.run([EGRESS, "firewall", "apply", ctr.name, "--allow", str(allow), "--no-verify"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    yield ctr
+    subprocess.run([EGRESS, "firewall", "remove", ctr.name], capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("method", ["netns", "helper"])
+def test_saved_capture_holds_the_blocked_attempts(docker_lab, locked_ctr, docker_client, method, tmp_path):
+    from collections import Counter
+    from egress_tui.live.nflog import NFLOG_INTERFACE
+    from tests.test_pcapng import tshark_fields
+    ok, denied = f"ev-ok-{method}.test", f"ev-denied-{method}.test"
+    saved = tmp_path / "evidence.pcapng"
+    extra = ["--helper-image", BASE_TAG] if method == "helper" else []
+    p = subprocess.Popen([EGRESS, "report", "--container", locked_ctr.name, "--method", method, *extra,
+                          "--duration", "14", "--save-pcap", str(saved), "--format", "json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "capturing" in p.stderr.readline()
+    tried = docker_lab.exec(["sh", "-c", TRIES, "sh", ok, denied], container=locked_ctr, timeout=40)
+    assert tried.stdout.strip() == "done", tried
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    report = json.loads(out)
+    hosts = {h["name"]: h for h in report["hosts"]}
+    assert hosts[denied]["blocked"] and hosts[denied]["outcomes"].get("unanswered"), hosts.get(denied)
+    assert "tls" in hosts[ok]["via"]
+
+    meta = report["saved_pcap"]
+    assert meta["path"] == str(saved) and meta["not_written"] == 0
+    counts = meta["packets"]
+    rows = [[iface, v4 or v6, syn, ack] for iface, v4, v6, syn, ack in tshark_fields(
+        saved, "frame.interface_name", "ip.dst", "ipv6.dst", "tcp.flags.syn", "tcp.flags.ack")]
+    assert Counter(r[0] for r in rows) == counts                    # the report says what the file holds
+    assert f"saved {sum(counts.values())} packets" in err
+    # named in both modes: the helper's tcpdump writes cooked v2 and `ip` in it names the indexes
+    assert counts.get("eth0") and counts.get("lo"), counts           # Docker's DNS answers on lo
+    denied_ips = {docker_lab.address_for(denied, 4), docker_lab.address_for(denied, 6)}
+    # (the firewall also drops the namespace's IPv6 multicast listener reports: NFLOG shows those too)
+    blocked = [r for r in rows if r[0] == NFLOG_INTERFACE and r[2]]
+    assert blocked and all(r[1] in denied_ips and r[2:] == ["1", "0"] for r in blocked), (denied_ips, blocked)
+    # the denied SYNs never reached a device; the allowed connection did
+    on_wire = {r[1] for r in rows if r[0] != NFLOG_INTERFACE and r[2:] == ["1", "0"]}
+    assert {docker_lab.address_for(ok, 4), docker_lab.address_for(ok, 6)} & on_wire and not denied_ips & on_wire
+    assert not docker_client.containers.list(all=True, filters={"label": "egress-tui.helper"})
+
+
 # -- the screen, in a real terminal ------------------------------------------------------
 
 class Tmux:

@@ -4,6 +4,7 @@ what it lets through, what it stops, IPv6, DNS, atomicity and clean removal."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -162,3 +163,48 @@ def test_reject_makes_clients_fail_fast(lab, fw):
     r = lab.curl("-sk", "--connect-timeout", "5", "https://rejected.test/", timeout=20)
     assert r.returncode == 7            # "Failed to connect": refused at once, not a time-out (28)
     assert reach(lab, "https://alpha.test/")
+
+
+def test_saved_capture_holds_the_blocked_syns_on_the_nflog_interface(lab, fw, tmp_path):
+    """Evidence is whole: what the firewall dropped never reached an interface, yet the saved
+    pcapng holds those SYNs (on the nflog interface) next to the allowed traffic."""
+    from collections import Counter
+    from egress_tui.live.nflog import NFLOG_INTERFACE
+    from egress_tui.live.recorder import PcapngRecorder
+    from tests.lab.netlab import CLIENT_IF
+    from tests.test_pcapng import tshark_fields
+
+    path = tmp_path / "evidence.pcapng"
+    src = NetnsSource(lab.pid, "lab client", resolvers=resolvers_of(lab.pid))
+    rec = PcapngRecorder(str(path), source=src)
+    cap = Capturer(src, lambda b: None, interval=0.1, record=rec)
+    cap.start()
+    denied_v4, denied_v6 = lab.address_for("denied.test")
+    try:
+        assert src.ready.wait(15), cap.error
+        fw.apply(plan_for(lab.pid, allow("alpha.test\n"), resolvers_of(lab.pid)))
+        assert reach(lab, "https://alpha.test/")
+        lab.curl("-s", "--max-time", "2", "http://127.0.0.1:9/")      # refused at once, on lo
+        assert not reach(lab, "https://denied.test/")
+        deadline = time.monotonic() + 10
+        while not rec.counts().get(NFLOG_INTERFACE) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        cap.stop()
+        cap.join(5)
+        rec.close()
+    assert cap.error is None
+    counts = rec.counts()
+    assert counts.get(NFLOG_INTERFACE) and counts.get(CLIENT_IF) and counts.get("lo"), counts
+    assert rec.not_written == 0
+
+    rows = tshark_fields(path, "frame.interface_name", "ip.dst", "ipv6.dst", "tcp.flags.syn", "tcp.flags.ack")
+    assert Counter(r[0] for r in rows) == counts
+    blocked = [r for r in rows if r[0] == NFLOG_INTERFACE]
+    assert all(r[3:] == ["1", "0"] for r in blocked), blocked                # the dropped SYNs
+    assert {r[1] or r[2] for r in blocked} <= {denied_v4, denied_v6}
+    alpha_v4, alpha_v6 = lab.address_for("alpha.test")
+    on_wire = [r for r in rows if r[0] == CLIENT_IF and r[3:] == ["1", "0"]]
+    assert {r[1] or r[2] for r in on_wire} & {alpha_v4, alpha_v6}          # the allowed SYN went out
+    assert not {r[1] or r[2] for r in on_wire} & {denied_v4, denied_v6}    # the blocked one never did
+    assert any(r[0] == "lo" and r[1] == "127.0.0.1" for r in rows)

@@ -16,7 +16,7 @@ import pytest
 from tests.pcapgen import Conversation, python_client_hello, write_pcap, write_pcapng
 from egress_tui import cli
 from egress_tui.core.engine import analyze_file
-from egress_tui.wire.pcapfile import CaptureInput, PcapError
+from egress_tui.wire.pcapfile import CaptureInput, PcapError, open_capture
 
 ROOT = Path(__file__).resolve().parents[1]
 C, S = "10.1.0.2", "198.18.64.10"
@@ -141,10 +141,16 @@ async def test_the_screen_replays_a_fifo(tmp_path, captures, fmt):
         await wait_replay(app, pilot)
         assert HOST in {k.value for k in app.main.table.rows}
         # the packets can still be exported: from the recording, not by reading the pipe again
+        said = []
+        notify = app.notify
+        app.notify = lambda message, **kw: (said.append(message), notify(message, **kw))
         app.export("pcap", str(tmp_path / "out.pcap"))
         await pilot.pause(0.2)
     w.join()
     assert HOST in analyze_file(str(tmp_path / "out.pcap")).hosts
+    # one line says what the file holds, per interface (a replay's: the name it was read as)
+    n = sum(1 for _ in open_capture(str(tmp_path / "out.pcap")))
+    assert said == [f"saved {n} packets (cap {n}) to {tmp_path / 'out.pcap'}"]
 
 
 @pytest.mark.asyncio

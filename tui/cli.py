@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --container: how to capture (see egress-tui --help)")
     r.add_argument("--helper-image", metavar="IMAGE", help="with --method helper: image with tcpdump")
     r.add_argument("--save-pcap", metavar="FILE",
-                   help="with --container: also write the captured packets to FILE")
+                   help="with --container: also write the captured packets to FILE (pcapng: one "
+                        "interface per origin, the firewall's drops included)")
     r.add_argument("--allow", metavar="FILE", action="append", default=[],
                    help="allowlist file (repeatable)")
     r.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[],
@@ -188,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_report(args) -> int:
     allowlist = build(args.allow, args.preset)
+    saved = None
     if args.container:
-        engine, path = live_capture(args), f"container {args.container}"
+        (engine, saved), path = live_capture(args), f"container {args.container}"
     elif args.demo:
         path = demo_capture()
     elif args.pcap:
@@ -202,6 +204,8 @@ def cmd_report(args) -> int:
         engine = analyze_file(path)  # a file, -, a FIFO or <(cmd): opened and read once
     rows = host_rows(engine, allowlist)
     meta = meta_for("demo capture" if args.demo else path, engine, allowlist)
+    if saved:
+        meta["saved_pcap"] = saved  # what the evidence file holds, per interface
     text = render(rows, args.format, meta)
     if args.output:
         try:
@@ -275,10 +279,12 @@ def open_replay(pcap: str, stdin=None):
 
 
 def live_capture(args):
-    """Capture a container until --duration elapses or Ctrl-C; returns the engine."""
+    """Capture a container until --duration elapses or Ctrl-C; returns the engine and, with
+    --save-pcap, what the saved file holds (PcapngRecorder.summary)."""
     from egress_tui.live.containers import capture_source
     import time as _time
-    from egress_tui.live.capture import CaptureError, Capturer, PcapRecorder
+    from egress_tui.live.capture import CaptureError, Capturer
+    from egress_tui.live.recorder import PcapngRecorder
     from egress_tui.live.containers import DockerError, client
     if args.duration is not None and args.duration <= 0:
         raise UserError("--duration must be a positive number of seconds")
@@ -287,7 +293,10 @@ def live_capture(args):
         source, method = capture_source(dc, args.container, args.method, args.helper_image)
     except (DockerError, CaptureError) as e:
         raise UserError(str(e)) from None
-    recorder = PcapRecorder(args.save_pcap) if args.save_pcap else None
+    try:
+        recorder = PcapngRecorder(args.save_pcap, source=source) if args.save_pcap else None
+    except OSError as e:
+        raise UserError(f"cannot write {args.save_pcap}: {e.strerror}") from None
     cap = Capturer(source, lambda batch: None, record=recorder)
     print(f"egress-tui: capturing {args.container} ({method})"
           + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C to stop"), file=sys.stderr)
@@ -302,9 +311,10 @@ def live_capture(args):
     cap.join(5)
     if recorder:
         recorder.close()
+        print(f"egress-tui: saved {recorder.describe()} to {args.save_pcap}", file=sys.stderr)
     if cap.error:
         raise UserError(cap.error)
-    return cap.engine
+    return cap.engine, recorder.summary() if recorder else None
 
 
 def container_firewall(ref: str, method: str = "auto", helper_image: str | None = None, dc=None):

@@ -30,6 +30,7 @@ from typing import BinaryIO, Protocol
 
 from egress_tui.core.engine import Engine
 from egress_tui.core.rows import HostRow
+from egress_tui.live.nflog import NFLOG_INTERFACE
 from egress_tui.wire.pcapfile import CaptureInput, PcapError, open_capture, read_frames
 
 Frame = tuple[int, float, bytes]
@@ -199,6 +200,9 @@ class NetnsSource:
         self.packets = 0
         self.ready = threading.Event()   # set once every socket listens (tests wait on it)
         self.filter_used = ""
+        # ifindex -> interface name, for the frames' SLL2 headers (the recorder names its
+        # interfaces with it); filled in place when the sockets open
+        self.interface_names: dict[int, str] = {}
 
     def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
         # Must run in the thread that will read: setns moves only this thread.
@@ -235,6 +239,7 @@ class NetnsSource:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 sock.setblocking(False)
                 socks.append((s, ifindex, hatype))
+                self.interface_names[ifindex] = name
             if not socks:
                 raise CaptureError(f"no interface to listen on in {self.label}")
             # what a firewall in this namespace drops never reaches an interface: egress-tui's
@@ -244,6 +249,8 @@ class NetnsSource:
                 nflog = NflogReader()
             except OSError:
                 nflog = None
+            if nflog is not None:
+                self.interface_names[0] = NFLOG_INTERFACE
             self.description = f"netns of {self.label} ({', '.join(names)}), BPF in kernel"
             self.filter_used = bpf
             self.ready.set()
@@ -326,6 +333,7 @@ class ReplaySource:
         pace = "as fast as possible" if not speed else (f"{speed:g}x" if speed != 1 else "recorded pace")
         name = "stdin" if self.path == "-" else os.path.basename(self.path)
         self.description = f"replay of {name} at {pace}"
+        self.capture_name = name  # what a recording of the replay calls its interface
         self.kernel_drops = 0
         self.errors = 0
         self.done = False
@@ -387,6 +395,43 @@ def stream_frames(stream: BinaryIO, stop: threading.Event, chunk: int = 256) -> 
         pass
     if batch:
         yield batch
+
+
+def merge_batches(streams: list[Iterator[list[Frame]]], stop: threading.Event,
+                  idle: float = 0.05) -> Iterator[list[Frame]]:
+    """Several frame streams as one: each is read by its own thread (a stream may block on
+    an idle pipe), and the lists arrive here in the order they were read. Yields [] when
+    nothing came for ``idle`` seconds, so the capture thread stays on time; ends when every
+    stream has ended or ``stop`` is set."""
+    import queue
+    q: queue.Queue = queue.Queue()
+    done = object()
+
+    def pump(it: Iterator[list[Frame]]) -> None:
+        try:
+            for batch in it:
+                if batch:
+                    q.put(batch)
+        except Exception as e:  # reported where the frames go, not lost with the thread
+            q.put(e)
+        finally:
+            q.put(done)
+
+    for i, it in enumerate(streams):
+        threading.Thread(target=pump, args=(it,), name=f"egress-stream-{i}", daemon=True).start()
+    running = len(streams)
+    while running and not stop.is_set():
+        try:
+            item = q.get(timeout=idle)
+        except queue.Empty:
+            yield []
+            continue
+        if item is done:
+            running -= 1
+        elif isinstance(item, Exception):
+            raise item
+        else:
+            yield item
 
 
 # -- the capture thread -------------------------------------------------------------------
@@ -498,35 +543,3 @@ class Capturer(threading.Thread):
                             errors=getattr(self.source, "errors", 0),
                             status=self.error or self.status, ended=ended, cleared=cleared,
                             shared=shared if shared is not None else {}))
-
-
-class PcapRecorder:
-    """Keeps the captured frames in a pcap file (for "export packets"), bounded in size."""
-
-    def __init__(self, path: str, max_bytes: int = 512 << 20):
-        self.path = path
-        self.max_bytes = max_bytes
-        self.written = 0
-        self.truncated = False
-        self._f = open(path, "wb")
-        self._linktype: int | None = None
-
-    def add(self, frames: list[Frame]) -> None:
-        for lt, ts, data in frames:
-            if self._linktype is None:
-                self._linktype = lt
-                self._f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, lt))
-            if lt != self._linktype or self.written > self.max_bytes:
-                self.truncated = True
-                continue
-            sec = int(ts)
-            self._f.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(data), len(data)))
-            self._f.write(data)
-            self.written += 16 + len(data)
-        self._f.flush()
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()

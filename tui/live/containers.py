@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from egress_tui.live.capture import CaptureError, Frame, NetnsSource, stream_frames
+from egress_tui.live.capture import CaptureError, Frame, NetnsSource, merge_batches, stream_frames
+from egress_tui.live.nflog import NFLOG_INTERFACE
 
 DEFAULT_HELPER_IMAGE = "nicolaka/netshoot"  # public image with tcpdump; see README
 
@@ -265,6 +266,7 @@ class ContainerSource:
         self.errors = 0
         self.state = "starting"
         self.on_state = None  # callable(str), set by the Capturer's owner
+        self.interface_names: dict[int, str] = {}  # the current namespace's (see NetnsSource)
 
     def _say(self, state: str) -> None:
         self.state = state
@@ -296,6 +298,7 @@ class ContainerSource:
             # which DNS answers count: only those from the resolvers the engine configured
             self.resolvers = engine_resolvers(self.dc, info)
             inner = NetnsSource(info.pid, info.name, bpf=self.bpf)
+            self.interface_names = inner.interface_names
             self._say("capturing")
             try:
                 for batch in inner.batches(stop):
@@ -330,6 +333,9 @@ class HelperSource:
         self.errors = 0
         self.helper = None
         self.resolvers: list[str] | None = None
+        self.capture_name = "any"  # tcpdump's device: every interface, as Linux cooked frames
+        self.interface_names = {0: NFLOG_INTERFACE}  # the firewall's drops, from a second tcpdump
+        self.nflog_note = ""  # why the firewall's drops are not captured, when they are not
 
     def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
         from docker.errors import DockerException, ImageNotFound
@@ -351,12 +357,71 @@ class HelperSource:
         except DockerException as e:
             raise CaptureError(f"cannot start the helper container: {e}") from None
         try:
-            yield from stream_frames(_ChunkReader(raw, stop), stop)
+            self.interface_names.update(self._namespace_interfaces())
+            streams = [stream_frames(_ChunkReader(raw, stop), stop)]
+            blocked = self._nflog_stream(stop)
+            if blocked is not None:
+                streams.append(blocked)
+            yield from merge_batches(streams, stop)
         finally:
             try:
                 self.helper.remove(force=True)
             except DockerException:
                 pass
+
+    def _namespace_interfaces(self) -> dict[int, str]:
+        """ifindex -> name in the target's namespace, asked of the helper (``ip -o link``): a
+        recent libpcap's ``any`` device writes Linux cooked v2, which names interfaces only by
+        index. Best effort: an image without ``ip`` leaves the indexes unnamed."""
+        import re
+        from docker.errors import DockerException
+        api = self.dc.api
+        try:
+            ex = api.exec_create(self.helper.id, ["ip", "-o", "link", "show"], stdout=True, stderr=False)
+            out = api.exec_start(ex["Id"]) or b""
+        except DockerException:
+            return {}
+        if not isinstance(out, bytes):
+            return {}
+        found = re.findall(r"^(\d+): ([^:@\s]+)", out.decode("utf-8", "replace"), re.M)
+        return {int(i): name for i, name in found if int(i) > 0}
+
+    def _nflog_stream(self, stop: threading.Event) -> Iterator[list[Frame]] | None:
+        """What the firewall drops, from a second tcpdump in the same helper: ``-i any`` never
+        sees a packet dropped in OUTPUT, but the firewall copies each to NFLOG group GROUP.
+        Its frames become Linux cooked v2 on interface 0, as NetnsSource delivers them."""
+        from docker.errors import DockerException
+        from egress_tui.live.capture import ARPHRD_NONE, LINKTYPE_SLL2, PACKET_OUTGOING, sll2_frame
+        from egress_tui.live.nflog import GROUP, LINKTYPE_NFLOG, linktype_nflog_payload
+        api = self.dc.api
+        try:
+            ex = api.exec_create(self.helper.id, ["tcpdump", "-i", f"nflog:{GROUP}", "-U", "-s", "0", "-w", "-"],
+                                 stdout=True, stderr=False)
+            chunks = api.exec_start(ex["Id"], stream=True)
+        except DockerException as e:
+            self._without_nflog(f"no NFLOG stream: {e}")
+            return None
+
+        def frames() -> Iterator[list[Frame]]:
+            for batch in stream_frames(_ChunkReader(chunks, stop), stop):
+                out = []
+                for lt, ts, data in batch:
+                    ip = linktype_nflog_payload(data) if lt == LINKTYPE_NFLOG else None
+                    if ip:
+                        out.append((LINKTYPE_SLL2, ts, sll2_frame(ip, 0, ARPHRD_NONE, PACKET_OUTGOING)))
+                yield out
+            if not stop.is_set():
+                try:
+                    code = api.exec_inspect(ex["Id"]).get("ExitCode")
+                except DockerException:
+                    code = None
+                if code:  # e.g. a tcpdump built without NFLOG support
+                    self._without_nflog(f"tcpdump -i nflog:{GROUP} in the helper exited with {code}")
+        return frames()
+
+    def _without_nflog(self, why: str) -> None:
+        self.nflog_note = why
+        self.description += f"; the firewall's drops are not captured ({why})"
 
 
 class _ChunkReader:

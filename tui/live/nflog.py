@@ -14,6 +14,8 @@ import socket
 import struct
 
 GROUP = 4242
+# what saved captures call the packets read here (pcapng interface name, report counts)
+NFLOG_INTERFACE = "nflog (dropped by the egress-tui firewall)"
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0
@@ -122,3 +124,20 @@ def parse_messages(data: bytes) -> list[tuple[int, float, bytes]]:
                 out.append((LINKTYPE_RAW, ts or time.time(), payload))
         pos += (mlen + 3) & ~3
     return out
+
+
+LINKTYPE_NFLOG = 239  # what tcpdump -i nflog:GROUP writes
+
+
+def linktype_nflog_payload(frame: bytes) -> bytes | None:
+    """The IP packet inside a LINKTYPE_NFLOG frame (a 4-byte header, then TLVs whose length
+    and type are in the capturing host's byte order: little-endian where helpers run)."""
+    pos = 4
+    while pos + 4 <= len(frame):
+        tlen, ttype = struct.unpack_from("<HH", frame, pos)
+        if tlen < 4:
+            return None
+        if ttype & 0x7FFF == NFULA_PAYLOAD:
+            return frame[pos + 4:pos + tlen]
+        pos += (tlen + 3) & ~3
+    return None

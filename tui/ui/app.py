@@ -13,7 +13,8 @@ from textual.app import App, SystemCommand
 from textual.message import Message
 
 from egress_tui.core.allowlist import AllowlistError, build
-from egress_tui.live.capture import Batch, Capturer, PcapRecorder, ReplaySource
+from egress_tui.live.capture import Batch, Capturer, ReplaySource
+from egress_tui.live.recorder import PcapngRecorder
 from egress_tui.core.safetext import safe_text
 from egress_tui.core.rows import HostRow
 from egress_tui.core.session import Session
@@ -90,7 +91,7 @@ class EgressApp(App):
         self.state = ""
         self.last_batch = Batch()
         self._record_path: str | None = None
-        self._recorder: PcapRecorder | None = None
+        self._recorder: PcapngRecorder | None = None
         self.guard = None            # firewall.Guard, when attached to a container from the host
         self.no_firewall_reason = ""  # why there is no guard for this container, when there is a reason
         self.firewall_text = ""       # shown in the status bar when a container is attached
@@ -191,9 +192,9 @@ class EgressApp(App):
         self.target = target
         self.method = method
         self.session.source = getattr(source, "description", target)
-        fd, self._record_path = tempfile.mkstemp(prefix="egress-tui-", suffix=".pcap")
+        fd, self._record_path = tempfile.mkstemp(prefix="egress-tui-", suffix=".pcapng")
         os.close(fd)
-        self._recorder = PcapRecorder(self._record_path)
+        self._recorder = PcapngRecorder(self._record_path, source=source)
         self.capturer = Capturer(source, lambda b: self.post_message(CaptureBatch(b)), record=self._recorder)
         self.capturer.start()
         self.refresh_status()
@@ -354,10 +355,12 @@ class EgressApp(App):
                     with self.capturer.lock:  # the capture thread appends to it
                         self._recorder.flush()
                         shutil.copyfile(src, path)
+                        held = self._recorder.describe()
                 else:
                     shutil.copyfile(src, path)
-                note = "" if self.config.pcap else " (the packets the capture filter let through)"
-                self.notify(f"packets saved to {path}{note}", timeout=4)
+                    held = f"a copy of {os.path.basename(src)}"
+                note = "" if self.config.pcap else ", the packets the capture filter let through"
+                self.notify(f"saved {held} to {path}{note}", timeout=6, markup=False)
                 return
             self.session.export(fmt, path)
         except (AllowlistError, OSError) as e:
@@ -551,8 +554,8 @@ class EgressApp(App):
             ext = {"markdown": "md"}.get(fmt, fmt)
             yield SystemCommand(f"Export table as {fmt}", f"write egress-report.{ext}",
                                 lambda f=fmt, e=ext: self.export(f, f"egress-report.{e}"))
-        yield SystemCommand("Export packets (pcap)", "write egress-capture.pcap",
-                            lambda: self.export("pcap", "egress-capture.pcap"))
+        yield SystemCommand("Export packets (pcapng)", "write egress-capture.pcapng",
+                            lambda: self.export("pcap", "egress-capture.pcapng"))
         yield SystemCommand("Export session report (Markdown)", "write egress-session.md",
                             lambda: self.export("session-md", "egress-session.md"))
         yield SystemCommand("Export session report (JSON)", "write egress-session.json",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 BLOCK = 1 << 20
@@ -217,19 +218,62 @@ def _read_pcapng(r: _Buffered, strict: bool) -> Iterator[tuple[int, float, bytes
             yield interfaces[0][0], 0.0, buf, pos + 12, pos + 12 + caplen
 
 
-def _if_tsresol(buf: bytes, pos: int, blen: int, endian: str) -> float:
-    """Seconds per timestamp tick from the if_tsresol option (default microseconds)."""
+def _if_options(buf: bytes, pos: int, blen: int, endian: str) -> dict[int, bytes]:
+    """The options of an Interface Description Block (first value of each code)."""
+    out: dict[int, bytes] = {}
     opt = pos + 16
     end = pos + blen - 4
     while opt + 4 <= end:
         code, length = struct.unpack_from(endian + "HH", buf, opt)
         if code == 0:
             break
-        if code == 9 and length >= 1:
-            v = buf[opt + 4]
-            return 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+        out.setdefault(code, bytes(buf[opt + 4:min(opt + 4 + length, end)]))
         opt += 4 + ((length + 3) & ~3)
-    return 1e-6
+    return out
+
+
+def _if_tsresol(buf: bytes, pos: int, blen: int, endian: str) -> float:
+    """Seconds per timestamp tick from the if_tsresol option (default microseconds)."""
+    v = _if_options(buf, pos, blen, endian).get(9)
+    if not v:
+        return 1e-6
+    return 2.0 ** -(v[0] & 0x7F) if v[0] & 0x80 else 10.0 ** -v[0]
+
+
+@dataclass(frozen=True)
+class Interface:
+    """An interface a pcapng file describes: what its packets are and where they came from."""
+
+    linktype: int
+    name: str
+    description: str
+    tick: float  # seconds per timestamp unit
+
+
+def pcapng_interfaces(f: BinaryIO) -> list[Interface]:
+    """The interfaces a pcapng stream describes, in order (a packet's interface id indexes
+    this list; a new section starts a new list, as the format says, and this returns the last)."""
+    r = _Buffered(f)
+    if not r.need(4) or r.buf[:4] != PCAPNG_SHB:
+        raise PcapError("not a pcapng capture")
+    endian = "<"
+    out: list[Interface] = []
+    while r.need(12):
+        buf, pos = r.buf, r.pos
+        if buf[pos:pos + 4] == PCAPNG_SHB:
+            endian = ">" if buf[pos + 8:pos + 12] == b"\x1a\x2b\x3c\x4d" else "<"
+            out = []
+        btype, blen = struct.unpack_from(endian + "II", buf, pos)
+        if blen < 12 or blen % 4 or blen > 0x4000000 or not r.need(blen):
+            raise PcapError(f"corrupt pcapng block at byte {r.offset}")
+        buf, pos = r.buf, r.pos
+        r.pos = pos + blen
+        if btype == 1:
+            opts = _if_options(buf, pos, blen, endian)
+            text = lambda code: opts.get(code, b"").decode("utf-8", "replace")  # noqa: E731
+            out.append(Interface(struct.unpack_from(endian + "H", buf, pos + 8)[0], text(2), text(3),
+                                 _if_tsresol(buf, pos, blen, endian)))
+    return out
 
 
 def open_capture(path: str, *, strict: bool = True) -> Iterator[tuple[int, float, bytes]]:

@@ -198,7 +198,7 @@ class MainScreen(Screen):
 
     def action_export(self) -> None:
         choices = ([(f, f"table as {f}") for f in FORMATS if f != "table"]
-                   + [("pcap", "captured packets (pcap)"), ("allowlist", "the allowlist file"),
+                   + [("pcap", "captured packets (pcapng)"), ("allowlist", "the allowlist file"),
                       ("init-script", "init-firewall.sh: the same firewall as a standalone script"),
                       ("session-md", "session report (Markdown)"), ("session-json", "session report (JSON)")])
 
@@ -207,7 +207,7 @@ class MainScreen(Screen):
                 return
             default = {"markdown": "egress-report.md", "allowlist": "allowlist.txt",
                        "init-script": "init-firewall.sh", "session-md": "egress-session.md",
-                       "session-json": "egress-session.json", "pcap": "egress-capture.pcap"}.get(
+                       "session-json": "egress-session.json", "pcap": "egress-capture.pcapng"}.get(
                 fmt, f"egress-report.{fmt}")
             self.app.push_screen(InputDialog(f"Export {fmt} to", default),
                                  lambda path: path and self.app.export(fmt, path))
