@@ -275,3 +275,31 @@ def test_a_refused_line_is_counted_with_ipset_s_reason(make_guard):
     assert runner.in_sets() == ["198.18.64.1", "198.18.64.2"]   # a new ipset took the next update
 
 
+
+@pytest.mark.asyncio
+async def test_the_status_bar_counts_what_the_firewall_lost(make_guard, monkeypatch):
+    from egress_tui.ui.app import AppConfig, create_app
+    from tests.test_app import screen_text
+    from tests.test_docker_firewall_tui import until as until_shown
+    monkeypatch.setattr(dnssync, "JOIN_TIMEOUT", 0.2)
+    runner, guard = make_guard(threading.Event(), queue_size=2)
+    app = create_app(AppConfig(start_capture=False, presets=["anthropic"]))
+    async with app.run_test(size=(200, 40), notifications=True) as pilot:
+        app.guard = guard
+        app.update_firewall_text()
+        await pilot.press("f")
+        await until_shown(pilot, lambda: "FIREWALL ON" in app.firewall_text, 10, "the firewall")
+        assert "dropped" not in screen_text(app) and "errors" not in app.firewall_warning()
+        guard.on_dns_answer("x.ingest.sentry.io", "198.18.64.1", 60)
+        until(lambda: runner.pipes and runner.pipes[-1].writing.is_set())   # ipset stops reading
+        for i in range(2, 11):
+            guard.on_dns_answer("x.ingest.sentry.io", f"198.18.64.{i}", 60)
+        app.refresh_status()
+        await pilot.pause()
+        assert "FIREWALL ON" in screen_text(app) and "DNS updates dropped: 7" in screen_text(app)
+        guard.close()                                    # the stuck write breaks: an error, said once
+        app.refresh_status()
+        await pilot.pause()
+        assert "DNS updates dropped: 7, set update errors: 1" in screen_text(app)
+        said = [n.message for n in app._notifications]
+        assert sum("a DNS set update failed: cannot write to ipset restore" in m for m in said) == 1
