@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.test_app import screen_text
+from tests.pilot import screen_text, until
 from egress_tui.ui.app import AppConfig, create_app
 from egress_tui.core.runs import RunSpec, provider_env
 
@@ -21,13 +21,6 @@ RUNTIME = "bedrock-runtime.ap-northeast-1.amazonaws.com"
 BEDROCK_ENV = {**provider_env("bedrock", "ap-northeast-1", environ={}),
                "AWS_ACCESS_KEY_ID": "AKIAEGRESSTUITEST000", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret"}
 ANTHROPIC_ENV = {"ANTHROPIC_API_KEY": "sk-ant-egress-tui-test"}
-
-
-async def until(pilot, cond, timeout=60.0, what=""):
-    t0 = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
-        await pilot.pause(0.1)
 
 
 def normalize(text):

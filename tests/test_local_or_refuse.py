@@ -165,3 +165,24 @@ def test_a_login_in_docker_host_stays_out_of_the_unreachable_message(monkeypatch
     assert cli.main(["report", "--container", "x"]) == cli.EXIT_ERROR
     line = _one_line(capsys)
     assert "pw-in-docker-host" not in line and "tcp://***@127.0.0.1:1" in line
+
+
+@pytest.mark.parametrize("network, dns, says", [
+    ("bridge", [], "no DNS server is known for this container"),
+    ("labnet", [], "the servers Docker's embedded DNS (127.0.0.11) forwards to are unknown"),
+    ("labnet", ["192.0.2.53"], ""),
+])
+def test_dns_a_firewall_would_break_is_said(remote, monkeypatch, network, dns, says):
+    """A remote engine's own resolvers cannot be known from here: without --dns, a firewall
+    would block the container's lookups, and `firewall apply` and the screen say so."""
+    from egress_tui.firewall.plan import resolver_warning
+    made = _FakeContainer.__init__
+
+    def on_network(self, info):
+        made(self, info)
+        self.attrs["HostConfig"] = {"NetworkMode": network, "Dns": dns}
+        self.attrs["NetworkSettings"] = {"Networks": {network: {}}}
+
+    monkeypatch.setattr(_FakeContainer, "__init__", on_network)
+    warning = resolver_warning(containers.engine_resolvers(remote, remote.info))
+    assert warning.startswith(says) if says else warning == ""

@@ -356,6 +356,7 @@ def cmd_firewall(args) -> int:
 
 def _firewall_action(args, fw, info, resolvers, allowlist) -> int:
     from egress_tui.firewall.apply import plan_for, verify
+    from egress_tui.firewall.plan import resolver_warning
     if args.action == "remove":
         removed = fw.remove()
         print(f"firewall removed from {info.name}" if removed else f"no egress-tui firewall on {info.name}")
@@ -380,6 +381,9 @@ def _firewall_action(args, fw, info, resolvers, allowlist) -> int:
     print(f"firewall applied to {info.name}: {len(plan.allowlist)} entries, "
           f"{len(plan.nets[4]) + len(plan.ports[4]) // 2} IPv4 and {len(plan.nets[6]) + len(plan.ports[6]) // 2} "
           f"IPv6 addresses; DNS only to {', '.join(resolvers) or 'no resolver'}")
+    trouble = resolver_warning(resolvers)
+    if trouble:
+        print(f"  warning: {trouble}", file=sys.stderr)
     for name in plan.unresolved:
         print(f"  warning: {name} did not resolve; it stays blocked until egress-tui sees it resolve",
               file=sys.stderr)

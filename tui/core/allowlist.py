@@ -413,9 +413,18 @@ class Allowlist:
         self.entries = kept
         return True
 
+    def copy(self) -> "Allowlist":
+        """An independent copy: adding to or removing from one never changes the other
+        (entries are immutable, so they are shared)."""
+        return Allowlist(self.entries, self.sources)
+
+    def matching(self, name: str) -> list[Entry]:
+        """Every entry that allows ``name``, on any port, in file order."""
+        return [e for _, e in sorted(self._candidates(_lookup_form(name)), key=lambda pe: pe[0])]
+
     def remove_matching(self, name: str) -> list[Entry]:
         """Remove every entry that allows ``name`` (on any port); returns them in file order."""
-        gone = [e for _, e in sorted(self._candidates(_lookup_form(name)), key=lambda pe: pe[0])]
+        gone = self.matching(name)
         if gone:
             drop = {(e.pattern, e.port) for e in gone}
             self.entries = [e for k, e in self._by_key.items() if k not in drop]

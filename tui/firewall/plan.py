@@ -84,6 +84,21 @@ class Plan:
         return d
 
 
+EMBEDDED_DNS = "127.0.0.11"
+
+
+def resolver_warning(resolvers: list[str]) -> str:
+    """One line when the firewall would break the container's DNS, else "": no resolver is
+    known, or only Docker's embedded one, whose queries to the servers it forwards to leave
+    from inside the container's namespace, through this firewall, and are dropped."""
+    if not resolvers:
+        return "no DNS server is known for this container: under the firewall it cannot resolve names"
+    if all(r == EMBEDDED_DNS for r in resolvers):
+        return (f"the servers Docker's embedded DNS ({EMBEDDED_DNS}) forwards to are unknown: under the "
+                "firewall its lookups fail; start the container with --dns SERVER")
+    return ""
+
+
 def _comment(text: str) -> str:
     return re.sub(r'[^A-Za-z0-9_.:*/@ -]', "", text)[:250]
 

@@ -155,12 +155,18 @@ class HelperRunner:
         return results
 
     def close(self) -> None:
-        if self.helper is not None:
-            try:
-                self.helper.remove(force=True)
-            except Exception:
-                pass
-            self.helper = None
+        """Remove the helper container; FirewallError (naming it) when the engine refuses."""
+        from docker.errors import DockerException, NotFound
+        helper, self.helper = self.helper, None
+        if helper is None:
+            return
+        try:
+            helper.remove(force=True)
+        except NotFound:
+            return  # already gone: nothing is left behind
+        except DockerException as e:
+            raise FirewallError(f"cannot remove the firewall helper container {helper.short_id} ({e}); "
+                                f"remove it with: docker rm -f {helper.short_id}") from None
 
 
 class _ExecPipe:
@@ -181,7 +187,12 @@ class _ExecPipe:
         pass
 
     def poll(self):
-        return None if self.dc.api.exec_inspect(self.id).get("Running") else 0
+        from docker.errors import DockerException
+        try:
+            running = self.dc.api.exec_inspect(self.id).get("Running")
+        except DockerException as e:  # the caller handles a pipe that broke as an OSError
+            raise OSError(f"cannot inspect the helper's ipset process: {e}") from None
+        return None if running else 0
 
     def close(self) -> None:
         raw = getattr(self.sock, "_sock", self.sock)

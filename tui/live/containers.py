@@ -75,15 +75,13 @@ def _info(c) -> ContainerInfo:
                          int(state.get("Pid") or 0), addrs)
 
 
-def docker_dns(dc, info: ContainerInfo) -> list[str]:
-    """Upstream servers of Docker's embedded resolver for this container: its --dns, else
-    the daemon's own (the host's resolv.conf, systemd-resolved's real one when the host
-    points at 127.0.0.53), which the embedded resolver forwards to from the container."""
-    try:
-        c = dc.containers.get(info.id)
-    except Exception:
-        return []
-    explicit = list(c.attrs.get("HostConfig", {}).get("Dns") or [])
+def docker_dns(dc, attrs: dict) -> list[str]:
+    """Upstream servers of Docker's embedded resolver for a container (``attrs``: what the
+    engine says of it): its --dns, else the daemon's own (the host's resolv.conf,
+    systemd-resolved's real one when the host points at 127.0.0.53), which the embedded
+    resolver forwards to from the container. Empty when the engine is elsewhere and the
+    container has no --dns: that engine's host's servers cannot be known from here."""
+    explicit = list((attrs.get("HostConfig") or {}).get("Dns") or [])
     if explicit or not is_local(dc):
         return explicit
     return host_nameservers()
@@ -108,7 +106,7 @@ def engine_resolvers(dc, info: ContainerInfo) -> list[str]:
         other = find_container(dc, mode.split(":", 1)[1])
         return engine_resolvers(dc, other) if other.id != info.id else []
     nets = list(((attrs.get("NetworkSettings") or {}).get("Networks") or {}))
-    upstream = docker_dns(dc, info)
+    upstream = docker_dns(dc, attrs)
     builtin = ("default", "bridge", "host", "none")
     if mode not in builtin or any(n not in builtin for n in nets):
         return ["127.0.0.11", *upstream]
@@ -211,8 +209,9 @@ def host_network_refusal(dc, info: ContainerInfo) -> str:
         seen.add(ref)
         try:
             mode = (dc.containers.get(ref).attrs.get("HostConfig") or {}).get("NetworkMode") or ""
-        except DockerException:
-            return ""
+        except DockerException as e:
+            # not knowing is no permission: the namespace might be this host's
+            raise DockerError(f"cannot tell whether {info.name} uses the host's network: {e}") from None
         if mode == "host":
             return (f"container {info.name} uses the host's network (--network host): a firewall there "
                     "would lock down this host, not the container")

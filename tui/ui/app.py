@@ -95,6 +95,8 @@ class EgressApp(App):
         self.guard = None            # firewall.Guard, when attached to a container from the host
         self.no_firewall_reason = ""  # why there is no guard for this container, when there is a reason
         self.firewall_text = ""       # shown in the status bar when a container is attached
+        self.firewall_stale = False   # the session's allowlist is not the one the firewall carries
+        self._set_errors_told = 0     # set update errors already notified
         self.container = None        # containers.ContainerInfo
         self.runs: list = []         # runs.RunRecord
         self.last_spec = None
@@ -173,10 +175,10 @@ class EgressApp(App):
             runner = HelperRunner(self.docker(), info.id, self.config.helper_image or DEFAULT_HELPER_IMAGE)
         try:
             resolvers = engine_resolvers(self.docker(), info)
+            refused = host_network_refusal(self.docker(), info)
         except DockerError as e:
-            resolvers = []
-            self.notify(f"firewall unavailable: {e}", severity="warning", markup=False)
-        refused = host_network_refusal(self.docker(), info)
+            # no resolvers would mean a firewall that blocks all DNS: none, and `f` says why
+            refused = f"firewall unavailable: {e}"
         if refused:
             self.guard = None  # `f` says why; a firewall here would lock down this host
             self.no_firewall_reason = refused
@@ -231,9 +233,8 @@ class EgressApp(App):
             if self.guard.firewall.runner.pid is not None:
                 self.guard.firewall.runner.pid = info.pid
             if self.guard.on:
-                self.guard.plan = None
                 self.notify("container restarted: re-applying the firewall", timeout=4)
-                self.toggle_firewall()
+                self.reapply_firewall(self.guard.allowlist)
         self.refresh_status()
 
     def feed_rows(self, rows: list[dict], status: Batch | None = None) -> None:
@@ -253,7 +254,12 @@ class EgressApp(App):
         status.show(target=self.target, method=self.method, rate=b.rate, packets=b.packets,
                     drops=b.kernel_drops, errors=b.errors, allowlist=self.session.allowlist_label(),
                     paused=self.paused, state=self.state, hosts=len(self.session.rows),
-                    firewall=self.firewall_text)
+                    firewall=self.firewall_text, firewall_warning=self.firewall_warning())
+        g = self.guard
+        if g is not None and g.updater.errors > self._set_errors_told:
+            self._set_errors_told = g.updater.errors
+            self.notify(f"firewall: a DNS set update failed: {g.updater.last_error}", severity="warning",
+                        timeout=8, markup=False)
 
     def host_connections(self, name: str) -> tuple[list[dict], dict[str, set[str]]]:
         """Flows of one host, read from the engine under the capture lock."""
@@ -289,6 +295,7 @@ class EgressApp(App):
         changed = self.session.refresh_verdicts()
         if changed:
             self.main.apply_rows(changed)
+        self.update_firewall_text()
         self.refresh_status()
 
     def allow(self, pattern: str) -> None:
@@ -380,19 +387,34 @@ class EgressApp(App):
             return
         self.firewall_text = "firewall: removing…" if self.guard.on else "firewall: applying…"
         self.refresh_status()
-        self.run_worker(self._firewall_work, thread=True, exclusive=True, group="firewall",
+        # a copy taken here, on the thread that changes the allowlist
+        todo = None if self.guard.on else self.session.allowlist.copy()
+        self.run_worker(lambda: self._firewall_work(todo), thread=True, exclusive=True, group="firewall",
                         exit_on_error=False)
 
-    def _firewall_work(self) -> None:
-        from egress_tui.firewall.plan import FirewallError
+    def reapply_firewall(self, allowlist=None) -> None:
+        """Apply ``allowlist`` (the session's by default) over the firewall that is on, in one
+        step: unlike `f` twice, the container is never left open in between."""
+        if self.guard is None or not self.guard.on:
+            self.notify("the firewall is off: f applies it", severity="warning")
+            return
+        self.firewall_text = "firewall: re-applying…"
+        self.refresh_status()
+        todo = (allowlist if allowlist is not None else self.session.allowlist).copy()
+        self.run_worker(lambda: self._firewall_work(todo), thread=True, exclusive=True, group="firewall",
+                        exit_on_error=False)
+
+    def _firewall_work(self, allowlist) -> None:
+        """Apply ``allowlist`` (over whatever is on), or remove the firewall when it is None."""
+        from egress_tui.firewall.plan import FirewallError, resolver_warning
         guard = self.guard
         try:
-            if guard.on:
+            if allowlist is None:
                 guard.remove()
                 self.post_message(FirewallDone(False, "firewall removed"))
             else:
-                plan, checks = guard.apply(self.session.allowlist)
-                notes = []
+                plan, checks = guard.apply(allowlist)
+                notes = [w for w in [resolver_warning(guard.resolvers)] if w]
                 if plan.unresolved:
                     notes.append("not resolved: " + ", ".join(plan.unresolved))
                 if plan.wildcards:
@@ -423,7 +445,20 @@ class EgressApp(App):
         else:
             n = len(g.plan.nets[4]) + len(g.plan.nets[6]) + (len(g.plan.ports[4]) + len(g.plan.ports[6])) // 2
             self.firewall_text = f"FIREWALL ON ({len(g.plan.allowlist)} entries, {n + g.learned} addresses)"
+        self.firewall_stale = g.on and not g.carries(self.session.allowlist)
         self.refresh_status()
+
+    def firewall_warning(self) -> str:
+        """What is wrong with the firewall that is on, for the status bar ("" when nothing)."""
+        g = self.guard
+        if g is None or not g.on:
+            return ""
+        notes = ["firewall carries an older allowlist (re-apply: ctrl+p)"] if self.firewall_stale else []
+        if g.dropped:
+            notes.append(f"DNS updates dropped: {g.dropped:,}")
+        if g.updater.errors:
+            notes.append(f"set update errors: {g.updater.errors:,}")
+        return ", ".join(notes)
 
     def firewall_addresses(self) -> set[str] | None:
         """Addresses the firewall lets through now; None when it is off."""
@@ -432,7 +467,7 @@ class EgressApp(App):
             return None
         addrs = set(g.plan.nets[4]) | set(g.plan.nets[6])
         addrs |= {k.split(",")[0] for k in list(g.plan.ports[4]) + list(g.plan.ports[6])}
-        addrs |= {k.split(",")[0] for k in g.updater.added}
+        addrs |= g.learned_addresses()
         return addrs
 
     # -- reruns -----------------------------------------------------------------------------
@@ -512,9 +547,14 @@ class EgressApp(App):
 
             def chosen(choice: str | None) -> None:
                 if choice == "leave":
-                    self.guard.updater.close()
-                    self.exit(message=f"egress-tui: the firewall stays on in {self.target}; remove it with "
-                                      f"egress-tui firewall remove {self.target}")
+                    from egress_tui.firewall.plan import FirewallError
+                    left = f"egress-tui: the firewall stays on in {self.target}; remove it with " \
+                           f"egress-tui firewall remove {self.target}"
+                    try:
+                        self.guard.close()
+                    except FirewallError as e:
+                        left += f"\negress-tui: {e}"
+                    self.exit(message=left)
                 elif choice == "remove":
                     try:
                         self.guard.remove()
@@ -563,6 +603,8 @@ class EgressApp(App):
         yield SystemCommand("Export init-firewall.sh", "a standalone script with the same rules",
                             lambda: self.export("init-script", "init-firewall.sh"))
         yield SystemCommand("Toggle the firewall", "apply or remove it in the container", self.toggle_firewall)
+        yield SystemCommand("Re-apply the firewall", "with the allowlist as it is now, never open in between",
+                            self.reapply_firewall)
         yield SystemCommand("Rerun a command in the container", "Claude Code by default", self.ask_run)
         yield SystemCommand("Show runs", "history and differences", self.show_runs)
         for spec in ("anthropic", "bedrock:ap-northeast-1", "bedrock:us-east-1", "vertex:us-east5"):

@@ -10,7 +10,8 @@ from egress_tui.core.safetext import safe_text
 
 class StatusBar(Static):
     def show(self, *, target: str, method: str, rate: float, packets: int, drops: int, errors: int,
-             allowlist: str, paused: bool, state: str, hosts: int, firewall: str = "") -> None:
+             allowlist: str, paused: bool, state: str, hosts: int, firewall: str = "",
+             firewall_warning: str = "") -> None:
         # most important first: a narrow terminal cuts the end of the line. The target (a file
         # or container name), the state and the allowlist path may hold anything: escaped.
         t = Text()
@@ -22,6 +23,8 @@ class StatusBar(Static):
         if firewall:
             t.append("  ")
             t.append(safe_text(firewall), style="bold reverse green" if firewall.startswith("FIREWALL ON") else "dim")
+        if firewall_warning:  # what the firewall does differs from what the screen suggests
+            t.append(f"  {safe_text(firewall_warning)}", style="bold yellow")
         t.append(f"  {method}  {rate:,.0f} pkt/s  {packets:,} pkts  {hosts} hosts  ")
         t.append(f"drops {drops}", style="bold red" if drops else "")
         t.append("  ")
