@@ -62,7 +62,6 @@ import platform
 import random
 import select
 import statistics
-import struct
 import subprocess
 import sys
 import threading
@@ -382,25 +381,18 @@ def bench_load(lab, pid: int, seconds: float, res: Results) -> None:
 # --------------------------------------------------------------------------- 3: latency
 
 def hello_times(path: str, names: set[str]) -> dict[str, float]:
-    """Kernel timestamp of the first ClientHello frame carrying each SNI, from a pcap."""
+    """Kernel timestamp of the first ClientHello frame carrying each SNI, from a capture of
+    any link type (the live capture writes Linux cooked v2)."""
+    from egress_tui.wire.packet import PROTO_TCP, decode
     from egress_tui.wire.pcapfile import open_capture
 
     wanted = {b"\x00\x00" + bytes([len(n)]) + n.encode(): n for n in names}
     found: dict[str, float] = {}
     for lt, ts, data in open_capture(path, strict=False):
-        if lt == 1:
-            off, etype = 14, struct.unpack_from("!H", data, 12)[0]
-        else:
-            off, etype = 0, 0x0800 if data and data[0] >> 4 == 4 else 0x86DD
-        if etype == 0x0800 and len(data) > off + 20 and data[off + 9] == 6:
-            tcp = off + (data[off] & 0x0F) * 4
-        elif etype == 0x86DD and len(data) > off + 40 and data[off + 6] == 6:
-            tcp = off + 40
-        else:
+        d = decode(lt, data)
+        if d is None or d[2] != PROTO_TCP:
             continue
-        if len(data) <= tcp + 13:
-            continue
-        payload = data[tcp + (data[tcp + 12] >> 4) * 4:]
+        payload = d[-1]
         if not payload[:1] == b"\x16":
             continue
         for needle, name in wanted.items():
