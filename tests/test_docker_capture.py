@@ -240,4 +240,4 @@ def test_firewall_through_a_helper_container(docker_lab, client_ctr, docker_clie
     assert r.returncode == 0 and "removed" in r.stdout
     assert docker_lab.exec(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "https://helper-denied.test/"],
                            container=client_ctr).stdout == "200"
-    assert not docker_client.containers.list(all=True, filters={"label": "egress-tui.firewall-helper"})
+    assert not docker_client.containers.list(all=True, filters={"label": "egress-tui.helper"})
