@@ -81,6 +81,7 @@ async def shots() -> list[str]:
     app = create_app(AppConfig(start_capture=False))
     async with app.run_test(size=SIZE) as pilot:
         app.push_screen(PickerScreen(lambda: SAMPLE_CONTAINERS))
+        await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         await save(app, "picker.svg")
     return made

@@ -64,5 +64,6 @@ def test_picker(snap_compare):
 
     async def run_before(pilot):
         app.push_screen(PickerScreen(lambda: items))
+        await app.workers.wait_for_complete()
         await pilot.pause(0.2)
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

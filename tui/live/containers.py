@@ -458,16 +458,3 @@ class _ChunkReader:
         return chunk
 
     read = read1
-
-
-def capture_source(dc, ref: str, method: str, helper_image: str | None):
-    """The live source for a container: from the host when the engine is provably local
-    (see containers.netns_refusal), else a helper container; an explicit netns that cannot
-    be proven is refused (DockerError)."""
-    info = find_container(dc, ref)
-    if choose_method(dc, info, method) == "netns":
-        if not can_enter_namespaces():
-            raise CaptureError("capturing from the host needs root; run with sudo, or use --method helper")
-        return ContainerSource(dc, info.id), "netns (host)"
-    src = HelperSource(dc, info.id, helper_image or DEFAULT_HELPER_IMAGE)
-    return src, f"helper {src.image}"
