@@ -200,7 +200,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_closing_the_terminal_removes_the_helper(docker_client, box, helper_image):
+@pytest.mark.parametrize("end", ["SIGHUP", "SIGTERM"])
+def test_closing_the_terminal_or_terminating_the_screen_removes_the_helper(docker_client, box, helper_image, end):
     t = Tmux([EGRESS, box.name, "--method", "helper", "--helper-image", HELPER], f"egt-owner-{os.getpid()}")
     try:
         t.wait_for(box.name, "capturing", timeout=60)
@@ -208,9 +209,13 @@ def test_closing_the_terminal_removes_the_helper(docker_client, box, helper_imag
                                   text=True, check=True).stdout)
         [egress] = _children(pane)                     # the shell runs egress-tui, then a sleep
         assert leftovers(docker_client, box)
+        if end == "SIGHUP":
+            subprocess.run(["tmux", "kill-session", "-t", t.name], check=True)  # the terminal is gone
+        else:
+            os.kill(egress, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _alive(egress) or leftovers(docker_client, box):
+            assert time.monotonic() < deadline, (_alive(egress), leftovers(docker_client, box))
+            time.sleep(0.2)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", t.name], capture_output=True)  # SIGHUP: the terminal is gone
-    deadline = time.monotonic() + 60
-    while _alive(egress) or leftovers(docker_client, box):
-        assert time.monotonic() < deadline, (_alive(egress), leftovers(docker_client, box))
-        time.sleep(0.2)
+        subprocess.run(["tmux", "kill-session", "-t", t.name], capture_output=True)
