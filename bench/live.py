@@ -19,7 +19,7 @@ Five measurements, printed as one table of figure / target / MET-MISSED:
    server namespace (what a container sends passes the filter): frames delivered to
    Python vs datagrams sent, kernel drops.  Target: 0 drops.
 3. Latency.  The real app, headless (``run_test``), captures the client namespace
-   (``app.start_source(NetnsSource(...))``) while 20 Python TLS clients connect one after
+   (``app.show_inspection(open_inspection(source=NetnsSource(...)))``) while 20 Python TLS clients connect one after
    another to distinct names, each followed by ``--gap`` seconds of silence (an agent
    calling an API now and then).  For each name: the ClientHello frame's kernel timestamp
    (read back from the app's own packet recording) to the wall time when
@@ -403,6 +403,7 @@ def hello_times(path: str, names: set[str]) -> dict[str, float]:
 
 async def _latency(lab, pid: int, gap: float) -> dict:
     from egress_tui.ui.app import AppConfig, create_app
+    from egress_tui.inspection import open_inspection
     from egress_tui.live.capture import NetnsSource
 
     app = create_app(AppConfig(start_capture=False))
@@ -434,8 +435,9 @@ async def _latency(lab, pid: int, gap: float) -> dict:
 
         screen.apply_rows = apply_rows
         src = NetnsSource(pid, "bench")
-        app.start_source(src, "bench", "netns")
-        cap = app.capturer
+        insp = open_inspection(source=src, target="bench", method="netns")
+        app.show_inspection(insp)
+        cap = insp.capturer
         orig_batch = cap.on_batch
 
         def on_batch(b) -> None:
@@ -462,7 +464,7 @@ async def _latency(lab, pid: int, gap: float) -> dict:
         deadline = time.monotonic() + 3
         while len(shown) < len(names) - len(failures) and time.monotonic() < deadline:
             await pilot.pause(0.01)
-        hellos = hello_times(app._record_path, set(names)) if app._record_path else {}
+        hellos = hello_times(insp.recording, set(names)) if insp.recording else {}
         out = {"names": names, "shown": dict(shown), "emitted": dict(emitted), "hellos": hellos,
                "failures": failures, "apply_cost": apply_cost, "drops": src.kernel_drops,
                "error": cap.error}

@@ -149,8 +149,10 @@ async def test_exports(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await wait_replay(app, pilot)
         app.export("json", str(tmp_path / "r.json"))
-        app.export("pcap", str(tmp_path / "p.pcap"))
+        app.export("pcap", str(tmp_path / "p.pcap"))     # written by a worker
+        await app.workers.wait_for_complete()
         await pilot.pause()
+        assert any(n.message.startswith("saved a copy of demo.pcap to") for n in app._notifications)
     hosts = {h["name"] for h in json.loads((tmp_path / "r.json").read_text())["hosts"]}
     assert "api.anthropic.com" in hosts
     assert (tmp_path / "p.pcap").read_bytes() == open(demo_capture(), "rb").read()
@@ -164,6 +166,7 @@ async def test_picker_lists_and_filters():
     chosen = []
     async with app.run_test(size=SIZE) as pilot:
         app.push_screen(PickerScreen(lambda: items), chosen.append)
+        await app.workers.wait_for_complete()          # the lister runs in a worker
         await pilot.pause()
         table = app.screen.query_one("#picker-table")
         assert table.row_count == 2

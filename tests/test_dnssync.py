@@ -279,14 +279,15 @@ def test_a_refused_line_is_counted_with_ipset_s_reason(make_guard):
 @pytest.mark.asyncio
 async def test_the_status_bar_counts_what_the_firewall_lost(make_guard, monkeypatch):
     from egress_tui.ui.app import AppConfig, create_app
-    from tests.test_app import screen_text
-    from tests.test_docker_firewall_tui import until as until_shown
+    from tests.pilot import screen_text
+    from tests.pilot import until as until_shown
     monkeypatch.setattr(dnssync, "JOIN_TIMEOUT", 0.2)
     runner, guard = make_guard(threading.Event(), queue_size=2)
+    from egress_tui.inspection import open_inspection
+    from egress_tui.cli import demo_capture
     app = create_app(AppConfig(start_capture=False, presets=["anthropic"]))
     async with app.run_test(size=(200, 40), notifications=True) as pilot:
-        app.guard = guard
-        app.update_firewall_text()
+        app.show_inspection(open_inspection(replay=demo_capture(), speed=0, guard=guard))
         await pilot.press("f")
         await until_shown(pilot, lambda: "FIREWALL ON" in app.firewall_text, 10, "the firewall")
         assert "dropped" not in screen_text(app) and "errors" not in app.firewall_warning()

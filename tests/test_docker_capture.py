@@ -172,7 +172,9 @@ class Tmux:
     def __init__(self, argv: list[str], name: str):
         self.name = name
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
-        cmd = " ".join(shlex.quote(a) for a in argv)
+        # the tmux server keeps the environment it started with: pass on which egress_tui to run
+        path = os.environ.get("PYTHONPATH")
+        cmd = " ".join(shlex.quote(a) for a in ([f"PYTHONPATH={path}"] if path else []) + argv)
         subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50",
                         # COLUMNS/LINES can leak into tmux from a non-terminal parent (80x24 seen
                         # under pytest); they would override the real pane size in the app
@@ -301,4 +303,4 @@ def test_firewall_through_a_helper_container(docker_lab, client_ctr, docker_clie
     assert r.returncode == 0 and "removed" in r.stdout
     assert docker_lab.exec(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "https://helper-denied.test/"],
                            container=client_ctr).stdout == "200"
-    assert not docker_client.containers.list(all=True, filters={"label": "egress-tui.firewall-helper"})
+    assert not docker_client.containers.list(all=True, filters={"label": "egress-tui.helper"})

@@ -32,7 +32,7 @@ async def test_watch_lock_rerun_compare_export_quit(docker_lab, tmp_path):
     before = [normalize(lab.nsenter([t, "-t", "filter"]).stdout) for t in ("iptables-save", "ip6tables-save")]
     app = create_app(AppConfig(container=lab.target.name, presets=["bedrock:ap-northeast-1"]))
     async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, lambda: app.guard is not None and "capturing" in app.state, 30, "attach")
+        await until(pilot, lambda: app.inspection is not None and "capturing" in app.state, 30, "attach")
         await pilot.pause(1.0)
         # run 1: Bedrock mode, firewall off
         app.start_run(RunSpec(["claude", "-p", "hello"], "bedrock", "ap-northeast-1", BEDROCK_ENV, 12))
@@ -40,7 +40,7 @@ async def test_watch_lock_rerun_compare_export_quit(docker_lab, tmp_path):
         assert app.runs[0].hosts[RUNTIME]["reached"] and not app.runs[0].firewall
         # lock down: f
         await pilot.press("f")
-        await until(pilot, lambda: app.guard.on and "FIREWALL ON" in app.firewall_text, 60, "firewall on")
+        await until(pilot, lambda: app.inspection.firewall_on and "FIREWALL ON" in app.firewall_text, 60, "firewall on")
         # run 2: Anthropic mode under the firewall
         app.start_run(RunSpec(["claude", "-p", "hello"], "anthropic", "", ANTHROPIC_ENV, 12))
         await until(pilot, lambda: not app.run_active, 60, "run 2")
@@ -62,8 +62,10 @@ async def test_watch_lock_rerun_compare_export_quit(docker_lab, tmp_path):
         assert f"appeared (only now): {RUNTIME}" in text or RUNTIME in text.split("appeared (only now):")[1]
         await pilot.press("escape")
         # evidence
-        app.export("session-json", str(tmp_path / "s.json"))
+        app.export("session-json", str(tmp_path / "s.json"))     # written by workers
         app.export("session-md", str(tmp_path / "s.md"))
+        await until(pilot, lambda: (tmp_path / "s.json").exists() and (tmp_path / "s.md").exists(), 30, "exports")
+        await app.workers.wait_for_complete()
         data = json.loads((tmp_path / "s.json").read_text())
         assert [r["firewall"] for r in data["runs"]] == [False, True, True]
         assert data["firewall"]["on"] is True
@@ -75,7 +77,7 @@ async def test_watch_lock_rerun_compare_export_quit(docker_lab, tmp_path):
         await pilot.pause(0.3)
         assert app.screen.__class__.__name__ == "ChoiceDialog"
         await pilot.press("enter")                                   # "remove the firewall, then quit"
-        await pilot.pause(0.5)
+        await until(pilot, lambda: app.return_code is not None, 60, "the app to exit")
     after = [normalize(lab.nsenter([t, "-t", "filter"]).stdout) for t in ("iptables-save", "ip6tables-save")]
     assert after == before
     assert "egress-tui" not in lab.nsenter(["ipset", "list", "-n"]).stdout

@@ -9,10 +9,8 @@ import time
 import pytest
 
 from egress_tui.core.allowlist import Allowlist
-from egress_tui.live.capture import Capturer
-from egress_tui.cli import container_firewall
-from egress_tui.live.containers import ContainerSource
-from egress_tui.firewall.dnssync import Guard
+from egress_tui.firewall.plan import FirewallError
+from egress_tui.inspection import open_inspection
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -76,14 +74,11 @@ def members(fw, name):
 def test_forged_dns_answers_never_open_the_firewall(docker_lab, docker_client):
     lab = docker_lab
     forged = lab.address_for("forged-destination.test")
-    fw, info, resolvers = container_firewall(lab.target.name)
-    assert "127.0.0.11" in resolvers and lab.dns_ip in resolvers
-    guard = Guard(fw, info.pid, resolvers)
-    src = ContainerSource(docker_client, lab.target.name)
-    cap = Capturer(src, lambda b: None, interval=0.1)
-    cap.engine.on_dns_answer = guard.on_dns_answer
-    cap.engine.on_dns_withdraw = guard.on_dns_withdraw
-    cap.start()
+    insp = open_inspection(lab.target.name, dc=docker_client)
+    assert "127.0.0.11" in insp.resolvers and lab.dns_ip in insp.resolvers
+    cap = insp.start_capture()
+    src = insp.source
+    fw = insp.guard.firewall
     try:
         t0 = time.monotonic()
         while src.state != "capturing" or "probe.test" not in cap.engine.hosts:
@@ -92,7 +87,7 @@ def test_forged_dns_answers_never_open_the_firewall(docker_lab, docker_client):
         allow = Allowlist()
         allow.add_text(f"{NAME}\n", "test")
         allow.sources.append("test")
-        plan, _ = guard.apply(allow, check=False)
+        plan, _ = insp.apply_firewall(allow, check=False)
         assert forged not in str(plan.resolved[NAME])
         res = lab.exec(["python3", "-c", FORGER, forged, lab.target_ip, lab.sink_ip], timeout=40)
         assert res.returncode == 0, res.stderr
@@ -120,23 +115,21 @@ def test_forged_dns_answers_never_open_the_firewall(docker_lab, docker_client):
         others = [n for n in notes if n not in forged_notes]
         assert all("second, different answer" in n["reason"] for n in others), others
     finally:
-        cap.stop()
-        cap.join(10)
-        guard.remove()
+        insp.remove_firewall()
+        insp.close()
 
 
 def test_no_firewall_for_a_container_on_the_host_network(docker_client, lab_images):
     """Its namespace is the host's: applying the firewall there would lock down this host."""
-    from egress_tui.cli import UserError
     before = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True).stdout
     c = docker_client.containers.create(lab_images["base"].id, ["sleep", "infinity"], network_mode="host",
                                         labels={"egress-tui.test": "host-network"})
     try:
         c.start()
-        with pytest.raises(UserError, match="uses the host's network"):
-            container_firewall(c.name)
-        with pytest.raises(UserError, match="uses the host's network"):
-            container_firewall(c.name, method="helper", helper_image=lab_images["base"].id)
+        for method in ("auto", "helper"):
+            with open_inspection(c.name, method=method, helper_image=lab_images["base"].id) as insp:
+                with pytest.raises(FirewallError, match="uses the host's network"):
+                    insp.guard
     finally:
         c.remove(force=True)
     after = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True).stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from egress_tui.firewall.dnssync import Guard
+from egress_tui.inspection import open_inspection
 from egress_tui.firewall.runners import resolvers_of
 from egress_tui.live.capture import NetnsSource
 from egress_tui.ui.app import AppConfig, create_app
@@ -28,11 +29,9 @@ async def test_allowing_a_host_with_the_firewall_on_waits_for_a_re_apply(lab, fw
         # what attach does for a container, with the lab's namespace in its place
         resolvers = resolvers_of(lab.pid)
         src = NetnsSource(lab.pid, "lab client", resolvers=resolvers)
-        app.start_source(src, "lab client", "netns")
-        app.guard = Guard(fw, lab.pid, resolvers)
-        app.capturer.engine.on_dns_answer = app.guard.on_dns_answer
-        app.capturer.engine.on_dns_withdraw = app.guard.on_dns_withdraw
-        app.update_firewall_text()
+        insp = open_inspection(source=src, target="lab client", method="netns (host)",
+                               guard=Guard(fw, lab.pid, resolvers))
+        app.show_inspection(insp)
         try:
             await until(pilot, src.ready.is_set, 15, "the capture")
             await pilot.press("f")
@@ -65,7 +64,6 @@ async def test_allowing_a_host_with_the_firewall_on_waits_for_a_re_apply(lab, fw
             assert fw.status().allowlist == ["alpha.test", "beta.test"]
         finally:
             # the capture's last batches are handled while the screen is still there
-            app.capturer.stop()
-            app.capturer.join(5)
+            insp.stop_capture()
             await pilot.pause()
             app.guard.remove()

@@ -14,6 +14,7 @@ import pytest
 
 from egress_tui import cli
 from egress_tui.live import containers
+from egress_tui.inspection import open_inspection
 from egress_tui.live.capture import CaptureError
 from egress_tui.live.containers import (ContainerInfo, ContainerSource, DockerError, choose_method, netns_refusal,
                                         pid_refusal)
@@ -50,8 +51,8 @@ class FakeRemoteEngine:
                 from docker.errors import NotFound
                 raise NotFound(ref)
 
-            def list(self, all=False):
-                return [_FakeContainer(engine.info)]
+            def list(self, all=False, filters=None):
+                return [] if filters else [_FakeContainer(engine.info)]
         self.containers = Containers()
 
 
@@ -120,13 +121,11 @@ def test_auto_picks_the_helper_and_explicit_netns_is_refused(monkeypatch, unrela
     monkeypatch.setattr("egress_tui.live.containers.can_enter_namespaces", lambda: True)  # as root
     dc = FakeRemoteEngine(unrelated_process if pid == "unrelated" else pid, base_url=base_url)
     assert choose_method(dc, dc.info, "auto") == "helper"
-    src, label = containers.capture_source(dc, "claude-box", "auto", None)
-    assert label.startswith("helper") and src.info.id == CID
+    with open_inspection("claude-box", dc=dc) as insp:   # capture and firewall decide as one
+        assert insp.method.startswith("helper") and insp.container.id == CID
     with pytest.raises(DockerError) as e:
-        containers.capture_source(dc, "claude-box", "netns", None)
+        open_inspection("claude-box", method="netns", dc=dc)
     assert "--method netns refused" in str(e.value) and "use --method helper" in str(e.value)
-    with pytest.raises(DockerError):
-        cli.container_firewall("claude-box", "netns", dc=dc)
 
 
 def test_a_restart_onto_an_unprovable_pid_stops_the_capture(monkeypatch):

@@ -273,22 +273,3 @@ def test_a_linktype_nflog_frame_yields_its_ip_packet():
     assert linktype_nflog_payload(b"\2\0\0\0\0\0") is None      # a zero-length TLV ends it
 
 
-def test_merged_streams_arrive_while_one_of_them_is_idle():
-    import threading
-    from egress_tui.live.capture import merge_batches
-    stop = threading.Event()
-    release = threading.Event()
-
-    def idle():         # a helper's `any` stream with nothing to say until the end
-        release.wait(10)
-        yield [(113, 2.0, b"late")]
-
-    def blocked():      # the NFLOG stream: what the firewall dropped meanwhile
-        yield [(276, 1.0, b"syn")]
-    got = []
-    for batch in merge_batches([idle(), blocked()], stop, idle=0.01):
-        got.append(batch)
-        if batch == [(276, 1.0, b"syn")]:
-            release.set()
-    assert [(276, 1.0, b"syn")] in got and got[-1] == [(113, 2.0, b"late")]
-    assert got.index([(276, 1.0, b"syn")]) < got.index([(113, 2.0, b"late")])

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+import time
 from importlib import resources
 
 from egress_tui import __version__
@@ -18,6 +21,7 @@ from egress_tui.core.safetext import safe_text
 from egress_tui.live.capture import CaptureError
 from egress_tui.live.containers import DockerError
 from egress_tui.firewall.plan import FirewallError
+from egress_tui.inspection import InspectionError
 from egress_tui.wire.pcapfile import PcapError
 from egress_tui.core.report import FORMATS, host_rows, meta_for, render
 
@@ -27,6 +31,44 @@ EXIT_DENIED = 3
 
 class UserError(Exception):
     """Something the user can fix; printed as one line."""
+
+
+class StopSignals:
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal closed) as a request to stop (``event``):
+    a command that owns an inspection then ends in order, its capture drained and its
+    helpers removed, instead of dying half-way. Only the main thread can take signals."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.event = threading.Event()
+        self._before: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._before[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signum, frame) -> None:
+        self.event.set()
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
+
+
+def say(line: str) -> None:
+    print(f"egress-tui: {line}", file=sys.stderr)
+
+
+def inspect_container(args):
+    """The inspection of ``args.container`` (one-line errors), its notices said on stderr."""
+    from egress_tui.inspection import open_inspection
+    insp = open_inspection(args.container, method=args.method, helper_image=args.helper_image)
+    for line in insp.notices:
+        say(line)
+    return insp
 
 
 def demo_capture() -> str:
@@ -176,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_learn(args)
             return cmd_presets()
         return cmd_tui(_tui_parser().parse_args(argv))
-    except (UserError, PcapError, AllowlistError, DockerError, CaptureError, FirewallError) as e:
+    except (UserError, PcapError, AllowlistError, DockerError, CaptureError, FirewallError, InspectionError) as e:
         print(f"egress-tui: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -252,8 +294,12 @@ def cmd_tui(args) -> int:
     from egress_tui.ui.app import AppConfig, create_app  # Textual is imported only for the screen
     app = create_app(AppConfig(container=args.container, pcap=pcap, pcap_input=pcap_input, speed=args.speed,
                                allow_files=args.allow, presets=args.preset, method=args.method,
-                               helper_image=args.helper_image, docker_client=docker_client))
-    app.run()
+                               helper_image=args.helper_image, docker_client=docker_client,
+                               handle_signals=True))
+    try:
+        app.run()
+    finally:
+        app.close_inspection()  # already closed on every way out the screen knows; this is the last
     return app.return_code or 0
 
 
@@ -279,133 +325,90 @@ def open_replay(pcap: str, stdin=None):
 
 
 def live_capture(args):
-    """Capture a container until --duration elapses or Ctrl-C; returns the engine and, with
-    --save-pcap, what the saved file holds (PcapngRecorder.summary)."""
-    from egress_tui.live.containers import capture_source
-    import time as _time
-    from egress_tui.live.capture import CaptureError, Capturer
-    from egress_tui.live.recorder import PcapngRecorder
-    from egress_tui.live.containers import DockerError, client
+    """Capture a container until --duration elapses, Ctrl-C, SIGTERM or SIGHUP; then drain
+    the capture and remove what it started. Returns the engine and, with --save-pcap, what
+    the saved file holds (PcapngRecorder.summary)."""
     if args.duration is not None and args.duration <= 0:
         raise UserError("--duration must be a positive number of seconds")
-    try:
-        dc = client()
-        source, method = capture_source(dc, args.container, args.method, args.helper_image)
-    except (DockerError, CaptureError) as e:
-        raise UserError(str(e)) from None
-    try:
-        recorder = PcapngRecorder(args.save_pcap, source=source) if args.save_pcap else None
-    except OSError as e:
-        raise UserError(f"cannot write {args.save_pcap}: {e.strerror}") from None
-    cap = Capturer(source, lambda batch: None, record=recorder)
-    print(f"egress-tui: capturing {args.container} ({method})"
-          + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C to stop"), file=sys.stderr)
-    cap.start()
-    deadline = _time.monotonic() + args.duration if args.duration else None
-    try:
-        while cap.is_alive() and (deadline is None or _time.monotonic() < deadline):
-            cap.join(0.2)
-    except KeyboardInterrupt:
-        pass
-    cap.stop()
-    cap.join(5)
-    if recorder:
-        recorder.close()
-        print(f"egress-tui: saved {recorder.describe()} to {args.save_pcap}", file=sys.stderr)
-    if cap.error:
-        raise UserError(cap.error)
-    return cap.engine, recorder.summary() if recorder else None
-
-
-def container_firewall(ref: str, method: str = "auto", helper_image: str | None = None, dc=None):
-    """(Firewall, ContainerInfo, resolvers) for a running container; one-line errors. From the
-    host only when the engine is provably local (see containers.choose_method)."""
-    from egress_tui.live.containers import (DEFAULT_HELPER_IMAGE, choose_method, client, engine_resolvers,
-                                            find_container, host_network_refusal)
-    from egress_tui.firewall.apply import Firewall
-    from egress_tui.firewall.runners import HelperRunner, NamespaceRunner
-    dc = dc or client()
-    info = find_container(dc, ref)
-    if info.status != "running" or not info.pid:
-        raise UserError(f"container {info.name} is {info.status}: start it first")
-    refused = host_network_refusal(dc, info)
-    if refused:
-        raise UserError(refused)
-    if choose_method(dc, info, method) == "netns":
-        if os.geteuid() != 0:
-            raise UserError("the firewall is applied from the host into the container's namespace: run as "
-                            "root, or use --method helper")
-        return Firewall(NamespaceRunner(info.pid), info.id), info, engine_resolvers(dc, info)
-    runner = HelperRunner(dc, info.id, helper_image or DEFAULT_HELPER_IMAGE)
-    return Firewall(runner, info.id), info, engine_resolvers(dc, info)
+    with StopSignals() as stop, inspect_container(args) as insp:
+        try:
+            cap = insp.start_capture(record=args.save_pcap)
+        except OSError as e:
+            raise UserError(f"cannot write {args.save_pcap}: {e.strerror}") from None
+        insp.wait_ready()
+        if not cap.is_alive() and cap.error:
+            raise UserError(cap.error)
+        say(f"capturing {insp.target} ({insp.method})"
+            + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C to stop"))
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while not stop.event.wait(0.2):
+            if not cap.is_alive() or (deadline is not None and time.monotonic() >= deadline):
+                break
+        insp.stop_capture()
+        if args.save_pcap and insp.recording_summary is not None:
+            say(f"saved {insp.recording_description} to {args.save_pcap}")
+        if cap.error:
+            raise UserError(cap.error)
+        return insp.engine, insp.recording_summary
 
 
 def cmd_firewall(args) -> int:
     if args.action == "script":
         return cmd_firewall_script(args)
+    allowlist = None
     if args.action == "apply":
         allowlist = build(args.allow, args.preset)
         if not allowlist.entries:
             raise UserError("firewall apply needs an allowlist: --allow FILE and/or --preset NAME")
-    fw, info, resolvers = container_firewall(args.container, args.method, args.helper_image)
-    try:
-        return _firewall_action(args, fw, info, resolvers, allowlist if args.action == "apply" else None)
-    finally:
-        fw.runner.close()
+    # signals wait for the action: a firewall half applied, or a helper left behind, is worse
+    with StopSignals(), inspect_container(args) as insp:
+        return _firewall_action(args, insp, allowlist)
 
 
-def _firewall_action(args, fw, info, resolvers, allowlist) -> int:
-    from egress_tui.firewall.apply import plan_for, verify
+def _firewall_action(args, insp, allowlist) -> int:
     from egress_tui.firewall.plan import resolver_warning
+    name = insp.container.name
     if args.action == "remove":
-        removed = fw.remove()
-        print(f"firewall removed from {info.name}" if removed else f"no egress-tui firewall on {info.name}")
+        removed = insp.guard.firewall.remove()
+        print(f"firewall removed from {name}" if removed else f"no egress-tui firewall on {name}")
         return 0
     if args.action == "status":
-        st = fw.status()
+        st = insp.firewall_status()
         if args.format == "json":
             import json as _json
-            print(_json.dumps({"container": info.name, "on": st.on, "partial": st.partial,
+            print(_json.dumps({"container": name, "on": st.on, "partial": st.partial,
                                "allowlist": st.allowlist, "dropped_packets": st.dropped_packets,
                                "set_entries": st.set_entries, "applied_at": st.applied_at}, indent=2))
             return 0
         state = "ON" if st.on else ("PARTIAL (run firewall remove)" if st.partial else "off")
-        print(f"firewall on {info.name}: {state}")
+        print(f"firewall on {name}: {state}")
         if st.on:
             print(f"  allowlist: {', '.join(st.allowlist) or '-'}")
             print(f"  addresses in sets: IPv4 {st.set_entries[4]}, IPv6 {st.set_entries[6]}")
             print(f"  dropped: IPv4 {st.dropped_packets[4]} packets, IPv6 {st.dropped_packets[6]} packets")
         return 0
-    plan = plan_for(fw.runner, allowlist, resolvers, args.reject)
-    fw.apply(plan)
-    print(f"firewall applied to {info.name}: {len(plan.allowlist)} entries, "
+    plan, checks = insp.apply_firewall(allowlist, args.reject, check=not args.no_verify)
+    resolvers = insp.resolvers or []
+    print(f"firewall applied to {name}: {len(plan.allowlist)} entries, "
           f"{len(plan.nets[4]) + len(plan.ports[4]) // 2} IPv4 and {len(plan.nets[6]) + len(plan.ports[6]) // 2} "
           f"IPv6 addresses; DNS only to {', '.join(resolvers) or 'no resolver'}")
-    trouble = resolver_warning(resolvers)
+    trouble = resolver_warning(insp.resolvers or [])
     if trouble:
         print(f"  warning: {trouble}", file=sys.stderr)
-    for name in plan.unresolved:
-        print(f"  warning: {name} did not resolve; it stays blocked until egress-tui sees it resolve",
+    for host in plan.unresolved:
+        print(f"  warning: {host} did not resolve; it stays blocked until egress-tui sees it resolve",
               file=sys.stderr)
     for w in plan.wildcards:
         print(f"  note: {w} is enforced from DNS answers seen while egress-tui captures", file=sys.stderr)
-    if not args.no_verify:
-        for c in verify(fw.runner, plan, resolvers):
-            mark = "ok" if c.ok else "FAILED"
-            print(f"  check {c.what:7} {c.name} {c.address}:{c.port}: {c.result} [{mark}]")
-            if not c.ok:
-                return EXIT_ERROR
-    return 0
+    for c in checks:
+        mark = "ok" if c.ok else "FAILED"
+        print(f"  check {c.what:7} {c.name} {c.address}:{c.port}: {c.result} [{mark}]")
+    return EXIT_ERROR if any(not c.ok for c in checks) else 0
 
 
 def cmd_learn(args) -> int:
     """Capture while a command runs in the container; print the hosts the run reached."""
-    from egress_tui.live.containers import capture_source
-    import time as _time
-    from egress_tui.live.capture import Capturer
-    from egress_tui.live.containers import client, find_container
-    from egress_tui.core.runs import RunError, RunRecord, RunSpec, hosts_during, provider_env
-    from egress_tui.live.execute import run_in_container
+    from egress_tui.core.runs import RunSpec, provider_env
     allowlist = build(args.allow, args.preset)
     env = provider_env(args.provider, args.region, args.model)
     for kv in args.env:
@@ -417,34 +420,29 @@ def cmd_learn(args) -> int:
         raise UserError("--timeout must be a positive number of seconds")
     spec = RunSpec(command=args.cmd or ["claude", "-p", "hello"], provider=args.provider,
                    region=args.region or "", env=env, timeout=args.timeout)
-    dc = client()
-    info = find_container(dc, args.container)
-    source, method = capture_source(dc, info.id, args.method, args.helper_image)
-    cap = Capturer(source, lambda batch: None)
-    cap.start()
-    ready = getattr(source, "ready", None)
-    _time.sleep(1.0)  # let the capture sockets open before the command's first packet
-    record = RunRecord(1, spec, info.name, firewall=False, started=_time.time())
-    echo = (lambda line: None) if args.quiet else (lambda line: print(f"  | {safe_text(line)}", file=sys.stderr))
-    print(f"egress-tui: running {spec.describe()} in {info.name} ({method}), up to {spec.timeout:g} s",
-          file=sys.stderr)
-    try:
-        record.exit_code, record.timed_out = run_in_container(dc, info.id, spec, echo)
-    except RunError as e:
-        cap.stop()
-        raise UserError(str(e)) from None
-    finally:
-        record.ended = _time.time()
-    _time.sleep(1.0)  # the last packets (FIN, late SYN retries) still count
-    cap.stop()
-    cap.join(5)
-    del ready
-    if cap.error:
-        raise UserError(cap.error)
-    with cap.lock:
-        record.hosts = hosts_during(cap.engine, record.started, record.ended + 1.0)
-        rows = [r for r in host_rows(cap.engine, allowlist) if r.name in record.hosts]
-    print(f"egress-tui: {record.status}; {len(rows)} host(s)", file=sys.stderr)
+    with StopSignals() as stop, inspect_container(args) as insp:
+        info = insp.container
+        cap = insp.start_capture()
+        # the command's first packet must find the capture listening
+        if not insp.wait_ready():
+            state = getattr(insp.source, "state", "")
+            raise UserError(cap.error or f"the capture of {info.name} did not start"
+                            + (f" ({state})" if state else ""))
+        record = insp.new_run(spec)
+        echo = ((lambda line: None) if args.quiet
+                else (lambda line: print(f"  | {safe_text(line)}", file=sys.stderr)))
+        say(f"running {spec.describe()} in {info.name} ({insp.method}), up to {spec.timeout:g} s")
+        insp.execute(record, echo, stop.event)
+        if record.error:
+            raise UserError(record.error)
+        insp.stop_capture()
+        if cap.error:
+            raise UserError(cap.error)
+        fw_state = insp.firewall_state() if args.session_report else None
+        engine = insp.engine
+    record.firewall = bool(fw_state and fw_state.get("on"))
+    rows = [r for r in host_rows(engine, allowlist) if r.name in record.hosts]
+    say(f"{record.status}; {len(rows)} host(s)")
     sys.stdout.write(render(rows, args.format, {"source": f"learn {info.name}: {spec.describe()}"}))
     if args.write_allowlist:
         from egress_tui.core.allowlist import learned_allowlist
@@ -454,23 +452,17 @@ def cmd_learn(args) -> int:
                    f"[{spec.provider}]")
             for name, h in record.hosts.items() if h["connections"])
         for line in skipped:
-            print(f"egress-tui: left out of the allowlist: {line}", file=sys.stderr)
+            say(f"left out of the allowlist: {line}")
         try:
             with open(args.write_allowlist, "w", encoding="utf-8") as f:
                 f.write(minimal.to_text())
         except OSError as e:
             raise UserError(f"cannot write {args.write_allowlist}: {e.strerror}") from None
-        print(f"egress-tui: wrote {len(minimal.entries)} entries to {args.write_allowlist}", file=sys.stderr)
+        say(f"wrote {len(minimal.entries)} entries to {args.write_allowlist}")
     if args.session_report:
         from egress_tui.core.evidence import session_data, tool_versions, write_session
-        fw_state = None
-        try:
-            fw, _info, _res = container_firewall(info.id, args.method, args.helper_image, dc=dc)
-            st = fw.status()
-            fw_state = {"on": st.on, "allowlist": st.allowlist, "dropped_packets": st.dropped_packets}
-            record.firewall = st.on
-        except (UserError, FirewallError, DockerError):
-            pass
+        if fw_state and fw_state.get("on") is None:
+            fw_state = None  # its status could not be read: the report says nothing rather than guess
         data = session_data(source=f"learn {info.name}", container={"name": info.name, "id": info.id,
                             "image": info.image, "networks": info.networks}, rows=rows, runs=[record],
                             allowlist=[e.text() for e in allowlist.entries], firewall=fw_state,
@@ -479,7 +471,7 @@ def cmd_learn(args) -> int:
             write_session(args.session_report, data)
         except OSError as e:
             raise UserError(f"cannot write {args.session_report}: {e.strerror}") from None
-        print(f"egress-tui: wrote the session report to {args.session_report}", file=sys.stderr)
+        say(f"wrote the session report to {args.session_report}")
     return 0
 
 
@@ -491,8 +483,11 @@ def cmd_firewall_script(args) -> int:
     resolvers = None
     where = "any container"
     if args.container:
-        _fw, info, resolvers = container_firewall(args.container)
-        where = info.name
+        from egress_tui.inspection import open_inspection
+        with open_inspection(args.container) as insp:
+            if insp.resolvers is None:
+                raise UserError(insp.notices[-1] if insp.notices else "cannot read the container's DNS settings")
+            resolvers, where = insp.resolvers, insp.container.name
     text = render_init_script(allowlist, reject=args.reject, resolvers=resolvers,
                               generated_by=f"egress-tui {__version__} for {where}")
     if args.output == "-":

@@ -23,14 +23,14 @@ import idna
 
 from egress_tui.core.safetext import safe_text
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-_REGION_AWS = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d+$")
-_REGION_GCP = re.compile(r"^([a-z]+-[a-z]+\d+|global|us|eu)$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
+_REGION_AWS = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d+\Z")
+_REGION_GCP = re.compile(r"^([a-z]+-[a-z]+\d+|global|us|eu)\Z")
 
 
 # An allowlist is a short text file; anything bigger is the wrong file (or /dev/zero).
 MAX_FILE_BYTES = 4 * 1024 * 1024
-_LDH = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_LDH = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
 
 class AllowlistError(ValueError):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from egress_tui.wire import dns as dnsmod
 from egress_tui.firewall.plan import FirewallError
+from egress_tui.live.helpers import HelperOwner, remove_quietly, start_helper
 
 DNS_TIMEOUT = 2.0
 
@@ -75,15 +76,18 @@ class HelperRunner:
 
     INPUT = "/tmp/egress-tui-input"
 
-    def __init__(self, dc, container_id: str, image: str):
+    def __init__(self, dc, container_id: str, image: str, owner: HelperOwner | None = None, name: str = ""):
         self.dc = dc
         self.cid = container_id
+        self.name = name or container_id[:12]
         self.image = image
+        self.owner = owner or HelperOwner()
         self.pid = None
         self.helper = None
 
     def _ensure(self):
-        from docker.errors import DockerException, ImageNotFound, NotFound
+        """The helper, started on first use (and again if it went away)."""
+        from docker.errors import NotFound
         if self.helper is not None:
             try:
                 self.helper.reload()
@@ -91,16 +95,10 @@ class HelperRunner:
                     return self.helper
             except NotFound:
                 pass
-        try:
-            self.helper = self.dc.containers.create(
-                self.image, ["sleep", "infinity"], entrypoint=[], network_mode=f"container:{self.cid}",
-                cap_add=["NET_ADMIN", "NET_RAW"], labels={"egress-tui.firewall-helper": self.cid})
-            self.helper.start()
-        except ImageNotFound:
-            raise FirewallError(f"helper image {self.image} is not on this Docker host: docker pull it, or "
-                                "pass --helper-image with a local image that has iptables and ipset") from None
-        except DockerException as e:
-            raise FirewallError(f"cannot start the firewall helper container: {e}") from None
+            remove_quietly(self.helper)
+        self.helper, _ = start_helper(self.dc, self.cid, self.name, self.image, ["sleep", "infinity"],
+                                      entrypoint=[], purpose="firewall", needs="iptables and ipset",
+                                      owner=self.owner, error=FirewallError)
         return self.helper
 
     def check_tools(self) -> None:

@@ -10,8 +10,9 @@ Sources:
 - ``NetnsSource``: enter a network namespace (a container's, from its PID) in the
   capture thread and listen on its interfaces with scapy's L2 listen socket and a
   kernel BPF filter, so bulk traffic never reaches Python.
-- ``tcpdump_stream_frames``: a pcap byte stream (a helper container's tcpdump) parsed
-  as it arrives.
+
+Stopping drains: ``Capturer.stop`` sets the stop event; each source then stops its
+producer, yields what was captured before, and ends. The thread feeds all of it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from egress_tui.core.engine import Engine
 from egress_tui.core.rows import HostRow
@@ -74,8 +75,17 @@ class Source(Protocol):
     errors: int
 
     def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
-        """Yield lists of frames until the source ends or ``stop`` is set."""
+        """Yield lists of frames until the source ends. Once ``stop`` is set: stop the
+        producer, yield what it captured before, and end soon (never block for good)."""
         ...
+
+
+class Recorder(Protocol):
+    """Keeps the frames a capture saw (a pcap file): ``add`` runs under the capture lock."""
+
+    def add(self, frames: list[Frame]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 # -- BPF ----------------------------------------------------------------------------------
@@ -267,15 +277,8 @@ class NetnsSource:
                     yield []  # nothing new: lets the capture thread send what changed on time
                     continue
                 batch: list[Frame] = []
-                for fd in ready:
-                    s, ifindex, hatype = by_fd[fd]
-                    if s is nflog:
-                        # dropped in OUTPUT: sent by the container, never on the wire
-                        batch.extend((LINKTYPE_SLL2, ts, sll2_frame(pkt, 0, ARPHRD_NONE, PACKET_OUTGOING))
-                                     for _lt, ts, pkt in nflog.read())
-                        continue
-                    if not self._drain(s.ins, ifindex, hatype, batch):
-                        return  # the namespace is being torn down
+                if not self._read(ready, by_fd, nflog, batch):
+                    return  # the namespace is being torn down
                 if batch:
                     self.packets += len(batch)
                     yield batch
@@ -286,6 +289,8 @@ class NetnsSource:
                         self.kernel_drops += _packet_drops(s.ins)
                     if not os.path.exists(f"/proc/{self.pid}"):
                         return
+            # stopped: what the kernel queued before the stop is still the capture's
+            yield from self._tail(by_fd, nflog)
         finally:
             for s, _i, _h in socks:
                 try:
@@ -294,6 +299,40 @@ class NetnsSource:
                     pass  # already gone with its namespace
             if nflog is not None:
                 nflog.close()
+
+    def _read(self, fds, by_fd: dict, nflog, batch: list[Frame]) -> bool:
+        """Read what is queued on the ready sockets; False if the namespace's device is gone."""
+        for fd in fds:
+            s, ifindex, hatype = by_fd[fd]
+            if s is nflog:
+                # dropped in OUTPUT: sent by the container, never on the wire
+                batch.extend((LINKTYPE_SLL2, ts, sll2_frame(pkt, 0, ARPHRD_NONE, PACKET_OUTGOING))
+                             for _lt, ts, pkt in nflog.read())
+                continue
+            if not self._drain(s.ins, ifindex, hatype, batch):
+                return False
+        return True
+
+    # the tail is read until the sockets are empty, but never longer than this under a flood
+    TAIL_LIMIT = 2.0
+
+    def _tail(self, by_fd: dict, nflog) -> Iterator[list[Frame]]:
+        """Everything still queued on the sockets, until they are empty."""
+        give_up = time.monotonic() + self.TAIL_LIMIT
+        while time.monotonic() < give_up:
+            try:
+                ready, _, _ = select.select(list(by_fd), [], [], 0)
+            except (OSError, ValueError):
+                return
+            if not ready:
+                return
+            batch: list[Frame] = []
+            alive = self._read(ready, by_fd, nflog, batch)
+            if batch:
+                self.packets += len(batch)
+                yield batch
+            if not alive:
+                return
 
     def _drain(self, sock: socket.socket, ifindex: int, hatype: int, batch: list[Frame]) -> bool:
         """Read what is queued on one socket without blocking; False if the device is gone."""
@@ -378,62 +417,6 @@ class ReplaySource:
         self.done = True
 
 
-def stream_frames(stream: BinaryIO, stop: threading.Event, chunk: int = 256) -> Iterator[list[Frame]]:
-    """Frames of a pcap byte stream as it arrives (a tcpdump -w - pipe), in small lists."""
-    batch: list[Frame] = []
-    last = time.monotonic()
-    try:
-        for frame in read_frames(stream, strict=False):
-            batch.append(frame)
-            if len(batch) >= chunk or time.monotonic() - last > 0.05:
-                yield batch
-                batch = []
-                last = time.monotonic()
-            if stop.is_set():
-                break
-    except PcapError:
-        pass
-    if batch:
-        yield batch
-
-
-def merge_batches(streams: list[Iterator[list[Frame]]], stop: threading.Event,
-                  idle: float = 0.05) -> Iterator[list[Frame]]:
-    """Several frame streams as one: each is read by its own thread (a stream may block on
-    an idle pipe), and the lists arrive here in the order they were read. Yields [] when
-    nothing came for ``idle`` seconds, so the capture thread stays on time; ends when every
-    stream has ended or ``stop`` is set."""
-    import queue
-    q: queue.Queue = queue.Queue()
-    done = object()
-
-    def pump(it: Iterator[list[Frame]]) -> None:
-        try:
-            for batch in it:
-                if batch:
-                    q.put(batch)
-        except Exception as e:  # reported where the frames go, not lost with the thread
-            q.put(e)
-        finally:
-            q.put(done)
-
-    for i, it in enumerate(streams):
-        threading.Thread(target=pump, args=(it,), name=f"egress-stream-{i}", daemon=True).start()
-    running = len(streams)
-    while running and not stop.is_set():
-        try:
-            item = q.get(timeout=idle)
-        except queue.Empty:
-            yield []
-            continue
-        if item is done:
-            running -= 1
-        elif isinstance(item, Exception):
-            raise item
-        else:
-            yield item
-
-
 # -- the capture thread -------------------------------------------------------------------
 
 @dataclass
@@ -459,7 +442,7 @@ class Capturer(threading.Thread):
     """
 
     def __init__(self, source: Source, on_batch: Callable[[Batch], None], engine: Engine | None = None,
-                 interval: float = 0.1, record: BinaryIO | None = None):
+                 interval: float = 0.1, record: Recorder | None = None):
         super().__init__(name="egress-capture", daemon=True)
         self.source = source
         self.on_batch = on_batch
@@ -476,6 +459,8 @@ class Capturer(threading.Thread):
         self._resolvers = None
 
     def stop(self) -> None:
+        """Ask the source to stop; the thread goes on feeding what it yields until it ends
+        (join to wait for that: the tail of the capture is still coming)."""
         self.stop_event.set()
 
     def clear(self) -> None:
@@ -486,10 +471,6 @@ class Capturer(threading.Thread):
             self.engine.on_dns_answer = old.on_dns_answer
             self.engine.on_dns_withdraw = old.on_dns_withdraw
             self._cleared = True
-
-    def set_status(self, text: str) -> None:
-        self.status = text
-        self._emit(force=True)
 
     def run(self) -> None:
         last = time.monotonic()
@@ -515,15 +496,13 @@ class Capturer(threading.Thread):
                 if now - last >= self.interval:
                     last = now
                     self._emit()
-                if self.stop_event.is_set():
-                    break
         except (CaptureError, PcapError) as e:
             self.error = str(e)
         except Exception as e:  # a capture thread must report, never die silently
             self.error = f"capture failed: {type(e).__name__}: {e}"
         self._emit(ended=True)
 
-    def _emit(self, ended: bool = False, force: bool = False) -> None:
+    def _emit(self, ended: bool = False) -> None:
         with self.lock:
             eng = self.engine
             names = eng.take_dirty()

@@ -10,13 +10,16 @@ through the Docker API. Nothing here imports Textual.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from egress_tui.live.capture import CaptureError, Frame, NetnsSource, merge_batches, stream_frames
+from egress_tui.live.capture import CaptureError, Frame, NetnsSource
+from egress_tui.live.helpers import HelperOwner, remove_quietly, start_helper
 from egress_tui.live.nflog import NFLOG_INTERFACE
+from egress_tui.wire.pcapfile import read_frames
 
 DEFAULT_HELPER_IMAGE = "nicolaka/netshoot"  # public image with tcpdump; see README
 
@@ -266,6 +269,7 @@ class ContainerSource:
         self.state = "starting"
         self.on_state = None  # callable(str), set by the Capturer's owner
         self.interface_names: dict[int, str] = {}  # the current namespace's (see NetnsSource)
+        self.ready = threading.Event()  # set once the first namespace's sockets listen
 
     def _say(self, state: str) -> None:
         self.state = state
@@ -298,6 +302,7 @@ class ContainerSource:
             self.resolvers = engine_resolvers(self.dc, info)
             inner = NetnsSource(info.pid, info.name, bpf=self.bpf)
             self.interface_names = inner.interface_names
+            inner.ready = self.ready
             self._say("capturing")
             try:
                 for batch in inner.batches(stop):
@@ -319,13 +324,22 @@ class ContainerSource:
 
 class HelperSource:
     """Capture through a helper container that shares the target's network namespace and
-    runs tcpdump, streaming pcap through the Docker API (for when the host cannot setns)."""
+    runs tcpdump, streaming pcap through the Docker API (for when the host cannot setns).
 
-    def __init__(self, dc, ref: str, image: str = DEFAULT_HELPER_IMAGE, bpf: str | None = None):
+    Stopping drains: once ``stop`` is set, tcpdump gets SIGINT, writes out what it captured
+    and exits, which ends the attach stream; every frame up to that end is yielded. A thread
+    reads the stream, so the capture thread never waits on Docker and still hears ``stop``."""
+
+    # how long tcpdump may take to exit after SIGINT before its helper is removed outright
+    STOP_GRACE = 5.0
+
+    def __init__(self, dc, ref: str, image: str = DEFAULT_HELPER_IMAGE, bpf: str | None = None,
+                 owner: HelperOwner | None = None):
         self.dc = dc
         self.info = find_container(dc, ref)
         self.image = image
         self.bpf = bpf
+        self.owner = owner or HelperOwner()
         self.description = f"helper container ({image}) in {self.info.name}'s namespace"
         self.method = f"helper {image}"
         self.kernel_drops = 0
@@ -335,38 +349,53 @@ class HelperSource:
         self.capture_name = "any"  # tcpdump's device: every interface, as Linux cooked frames
         self.interface_names = {0: NFLOG_INTERFACE}  # the firewall's drops, from a second tcpdump
         self.nflog_note = ""  # why the firewall's drops are not captured, when they are not
+        self.ready = threading.Event()   # set once tcpdump listens (its pcap header arrived)
+        self.on_state = None  # callable(str), set by the Capturer's owner
 
     def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
-        from docker.errors import DockerException, ImageNotFound
         from egress_tui.live.capture import capture_filter
         bpf = self.bpf if self.bpf is not None else capture_filter(self.info.addresses)
         self.resolvers = engine_resolvers(self.dc, self.info)
-        argv = ["-i", "any", "-U", "-s", "0", "-w", "-", *([bpf] if bpf else [])]
-        try:
-            # create + start, never run: run() would pull a missing image behind the user's back
-            self.helper = self.dc.containers.create(
-                self.image, argv, network_mode=f"container:{self.info.id}",
-                cap_add=["NET_RAW", "NET_ADMIN"], labels={"egress-tui.helper": self.info.id},
-                entrypoint=["tcpdump"])
-            raw = self.helper.attach(stdout=True, stderr=False, stream=True, logs=True)
-            self.helper.start()
-        except ImageNotFound:
-            raise CaptureError(f"helper image {self.image} is not on this Docker host: docker pull it, "
-                               "or pass --helper-image with a local image that has tcpdump") from None
-        except DockerException as e:
-            raise CaptureError(f"cannot start the helper container: {e}") from None
+        # --immediate-mode: each packet leaves the kernel at once; without it packets can wait
+        # in the kernel's ring for up to a second, and those still there at SIGINT are lost
+        argv = ["-i", "any", "-U", "--immediate-mode", "-s", "0", "-w", "-", *([bpf] if bpf else [])]
+        self.helper, raw = start_helper(self.dc, self.info.id, self.info.name, self.image, argv,
+                                        entrypoint=["tcpdump"], purpose="capture", needs="tcpdump",
+                                        owner=self.owner, error=CaptureError, attach=True)
+        frames: queue.Queue = queue.Queue()
+        threading.Thread(target=_pump, args=(raw, frames, self.ready), daemon=True,
+                         name="egress-helper-stream").start()
+        interrupted_at = None
+        said = False
         try:
             self.interface_names.update(self._namespace_interfaces())
-            streams = [stream_frames(_ChunkReader(raw, stop), stop)]
-            blocked = self._nflog_stream(stop)
-            if blocked is not None:
-                streams.append(blocked)
-            yield from merge_batches(streams, stop)
+            self._start_nflog(frames)
+            while True:
+                if not said and self.ready.is_set():
+                    said = True
+                    if self.on_state:
+                        self.on_state("capturing")
+                if stop.is_set():
+                    interrupted_at = self._interrupt(interrupted_at)
+                try:
+                    item = frames.get(timeout=0.05)
+                except queue.Empty:
+                    yield []  # nothing new: lets the capture thread send what changed on time
+                    continue
+                if item is None:
+                    break
+                if item is _NFLOG_ENDED:
+                    continue  # the drops' tcpdump ends with its helper; the main stream decides
+                if isinstance(item, Exception):
+                    if interrupted_at is None:  # not our doing: say so (what came before counts)
+                        self.errors += 1
+                        raise CaptureError(f"the helper container's stream broke: {item}")
+                    continue
+                yield item
+            if not self.ready.is_set() and interrupted_at is None:
+                raise CaptureError(f"tcpdump in the helper container stopped: {self._last_words()}")
         finally:
-            try:
-                self.helper.remove(force=True)
-            except DockerException:
-                pass
+            remove_quietly(self.helper)
 
     def _namespace_interfaces(self) -> dict[int, str]:
         """ifindex -> name in the target's namespace, asked of the helper (``ip -o link``): a
@@ -385,81 +414,126 @@ class HelperSource:
         found = re.findall(r"^(\d+): ([^:@\s]+)", out.decode("utf-8", "replace"), re.M)
         return {int(i): name for i, name in found if int(i) > 0}
 
-    def _nflog_stream(self, stop: threading.Event) -> Iterator[list[Frame]] | None:
+    def _start_nflog(self, frames: queue.Queue) -> None:
         """What the firewall drops, from a second tcpdump in the same helper: ``-i any`` never
         sees a packet dropped in OUTPUT, but the firewall copies each to NFLOG group GROUP.
-        Its frames become Linux cooked v2 on interface 0, as NetnsSource delivers them."""
+        Its frames become Linux cooked v2 on interface 0, as NetnsSource delivers them, and
+        join the main stream's queue (ending with the helper, like the main tcpdump)."""
         from docker.errors import DockerException
         from egress_tui.live.capture import ARPHRD_NONE, LINKTYPE_SLL2, PACKET_OUTGOING, sll2_frame
         from egress_tui.live.nflog import GROUP, LINKTYPE_NFLOG, linktype_nflog_payload
         api = self.dc.api
         try:
-            ex = api.exec_create(self.helper.id, ["tcpdump", "-i", f"nflog:{GROUP}", "-U", "-s", "0", "-w", "-"],
-                                 stdout=True, stderr=False)
+            ex = api.exec_create(self.helper.id, ["tcpdump", "-i", f"nflog:{GROUP}", "-U", "--immediate-mode",
+                                                  "-s", "0", "-w", "-"], stdout=True, stderr=False)
             chunks = api.exec_start(ex["Id"], stream=True)
         except DockerException as e:
             self._without_nflog(f"no NFLOG stream: {e}")
-            return None
+            return
 
-        def frames() -> Iterator[list[Frame]]:
-            for batch in stream_frames(_ChunkReader(chunks, stop), stop):
-                out = []
-                for lt, ts, data in batch:
-                    ip = linktype_nflog_payload(data) if lt == LINKTYPE_NFLOG else None
-                    if ip:
-                        out.append((LINKTYPE_SLL2, ts, sll2_frame(ip, 0, ARPHRD_NONE, PACKET_OUTGOING)))
-                yield out
-            if not stop.is_set():
-                try:
-                    code = api.exec_inspect(ex["Id"]).get("ExitCode")
-                except DockerException:
-                    code = None
-                if code:  # e.g. a tcpdump built without NFLOG support
-                    self._without_nflog(f"tcpdump -i nflog:{GROUP} in the helper exited with {code}")
-        return frames()
+        def cooked(batch: list[Frame]) -> list[Frame]:
+            out = []
+            for lt, ts, data in batch:
+                ip = linktype_nflog_payload(data) if lt == LINKTYPE_NFLOG else None
+                if ip:
+                    out.append((LINKTYPE_SLL2, ts, sll2_frame(ip, 0, ARPHRD_NONE, PACKET_OUTGOING)))
+            return out
+
+        class Relay:  # frames go on; a broken drops stream is said, and the capture goes on
+            def put(_self, item) -> None:
+                if isinstance(item, Exception):
+                    self._without_nflog(f"the NFLOG stream broke: {item}")
+                else:
+                    frames.put(item)
+
+        def run() -> None:
+            _pump(chunks, Relay(), threading.Event(), convert=cooked, end=_NFLOG_ENDED)
+            try:
+                code = api.exec_inspect(ex["Id"]).get("ExitCode")
+            except DockerException:
+                code = None
+            if code not in (None, 0, 130, 137, 143):  # not a stop: e.g. tcpdump without NFLOG support
+                self._without_nflog(f"tcpdump -i nflog:{GROUP} in the helper exited with {code}")
+
+        threading.Thread(target=run, daemon=True, name="egress-helper-nflog").start()
 
     def _without_nflog(self, why: str) -> None:
         self.nflog_note = why
         self.description += f"; the firewall's drops are not captured ({why})"
 
+    def _interrupt(self, since: float | None) -> float:
+        """Ask tcpdump to finish (SIGINT: it flushes and exits, ending the stream); if it has
+        not after STOP_GRACE, remove the helper, which ends the stream too."""
+        from docker.errors import DockerException
+        now = time.monotonic()
+        if since is None:
+            try:
+                self.helper.kill(signal="SIGINT")
+            except DockerException:
+                remove_quietly(self.helper)  # not running any more: its stream is ending
+            return now
+        if now - since > self.STOP_GRACE:
+            remove_quietly(self.helper)
+        return since
+
+    def _last_words(self) -> str:
+        from docker.errors import DockerException
+        try:
+            err = self.helper.logs(stdout=False, stderr=True).decode(errors="replace").strip().splitlines()
+        except DockerException:
+            err = []
+        return err[-1][:200] if err else "no output"
+
+
+# what the NFLOG stream's pump puts on the queue when it ends (the main stream's is None)
+_NFLOG_ENDED = object()
+
+
+def _pump(raw, out: queue.Queue, ready: threading.Event, convert: Callable[[list[Frame]], list[Frame]] | None = None,
+          end: object = None) -> None:
+    """Parse the attach stream into frames and hand them over in lists: one list whenever
+    the stream has nothing more for now (so no frame waits for the next one); the exception
+    if the stream broke; ``end`` (None) at the end."""
+    pending: list[Frame] = []
+
+    def hand_over() -> None:
+        nonlocal pending
+        if pending:
+            batch = convert(pending) if convert else pending
+            if batch:
+                out.put(batch)
+            pending = []
+
+    try:
+        for frame in read_frames(_ChunkReader(raw, hand_over, ready), strict=False):
+            pending.append(frame)
+            if len(pending) >= 512:
+                hand_over()
+    except Exception as e:  # a cut stream (the engine went away, the helper was removed)
+        hand_over()
+        out.put(e)
+    finally:
+        hand_over()
+        out.put(end)
 
 class _ChunkReader:
-    """A file-like reader over an iterator of byte chunks (the Docker attach stream)."""
+    """A file-like reader over an iterator of byte chunks (the Docker attach stream).
+    ``before_wait`` runs before each read that may block; ``ready`` is set once the 24-byte
+    pcap header has arrived (tcpdump writes it when the capture is open)."""
 
-    def __init__(self, chunks, stop: threading.Event):
+    def __init__(self, chunks, before_wait: Callable[[], None], ready: threading.Event):
         self.it = iter(chunks)
-        self.buf = b""
-        self.stop = stop
+        self.before_wait = before_wait
+        self.ready = ready
+        self.seen = 0
 
     def read1(self, n: int = -1) -> bytes:
-        """Whatever has arrived (at least one chunk unless the stream ended), up to n bytes."""
-        if not self.buf and not self.stop.is_set():
-            self.buf = next(self.it, b"")
-        out, self.buf = (self.buf, b"") if n < 0 else (self.buf[:n], self.buf[n:])
-        return out
+        """The next chunk as it arrives; b"" at the end of the stream."""
+        self.before_wait()
+        chunk = next(self.it, b"")
+        self.seen += len(chunk)
+        if self.seen >= 24:
+            self.ready.set()
+        return chunk
 
-    def read(self, n: int = -1) -> bytes:
-        while (n < 0 or len(self.buf) < n) and not self.stop.is_set():
-            try:
-                chunk = next(self.it)
-            except StopIteration:
-                break
-            self.buf += chunk
-        if n < 0:
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-
-def capture_source(dc, ref: str, method: str, helper_image: str | None):
-    """The live source for a container: from the host when the engine is provably local
-    (see containers.netns_refusal), else a helper container; an explicit netns that cannot
-    be proven is refused (DockerError)."""
-    info = find_container(dc, ref)
-    if choose_method(dc, info, method) == "netns":
-        if not can_enter_namespaces():
-            raise CaptureError("capturing from the host needs root; run with sudo, or use --method helper")
-        return ContainerSource(dc, info.id), "netns (host)"
-    src = HelperSource(dc, info.id, helper_image or DEFAULT_HELPER_IMAGE)
-    return src, f"helper {src.image}"
+    read = read1

@@ -1,11 +1,16 @@
 """The Textual application, and the one factory that builds it for the CLI, the tests and
-the screenshot script."""
+the screenshot script.
+
+The app only shows and asks: what it watches is one ``Inspection`` (capture, recording,
+helpers, firewall, runs), built by ``open_inspection`` in a worker. Whatever may wait on
+Docker, iptables or the capture lock runs in a thread worker that ends with one message.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import signal
+import threading
 from dataclasses import dataclass, field
 
 from rich.text import Text
@@ -13,50 +18,70 @@ from textual.app import App, SystemCommand
 from textual.message import Message
 
 from egress_tui.core.allowlist import AllowlistError, build
-from egress_tui.live.capture import Batch, Capturer, ReplaySource
-from egress_tui.live.recorder import PcapngRecorder
 from egress_tui.core.safetext import safe_text
 from egress_tui.core.rows import HostRow
 from egress_tui.core.session import Session
+from egress_tui.inspection import Inspection, InspectionError, open_inspection
+from egress_tui.live.capture import Batch, CaptureError
+from egress_tui.live.containers import DockerError
 
 
+@dataclass
 class CaptureBatch(Message):
     """Posted by the capture thread a few times a second: the hosts that changed."""
 
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
-        super().__init__()
+    batch: Batch
 
 
+@dataclass
 class CaptureState(Message):
     """Posted by the capture thread when the container stops, restarts or goes away."""
 
-    def __init__(self, text: str) -> None:
-        self.text = text
-        super().__init__()
+    text: str
 
 
+@dataclass
+class Attached(Message):
+    """The attach worker finished: the inspection, capturing, or why there is none."""
+
+    inspection: Inspection | None
+    error: str = ""
+
+
+@dataclass
 class FirewallDone(Message):
     """The firewall worker finished: applied, removed, or failed (``error``)."""
 
-    def __init__(self, on: bool, text: str, error: str = "", checks: list | None = None) -> None:
-        self.on = on
-        self.text = text
-        self.error = error
-        self.checks = checks or []
-        super().__init__()
+    on: bool
+    text: str
+    error: str = ""
+    checks: list = field(default_factory=list)
 
 
+@dataclass
+class Exported(Message):
+    """An export worker finished: what to tell the user."""
+
+    text: str
+    error: bool = False
+
+
+@dataclass
+class Closed(Message):
+    """The inspection is closed (and the firewall removed when asked): time to exit."""
+
+    message: str | None
+    return_code: int = 0
+
+
+@dataclass
 class RunLine(Message):
-    def __init__(self, line: str) -> None:
-        self.line = line
-        super().__init__()
+    line: str
 
 
+@dataclass
 class RunDone(Message):
-    def __init__(self, record) -> None:
-        self.record = record
-        super().__init__()
+    record: object
 
 
 @dataclass
@@ -73,6 +98,7 @@ class AppConfig:
     helper_image: str | None = None
     docker_client: object = None          # injected by tests; else from the environment
     start_capture: bool = True            # tests and screenshots may feed batches themselves
+    handle_signals: bool = False          # SIGTERM and SIGHUP close in order (the real terminal only)
 
 
 class EgressApp(App):
@@ -83,24 +109,21 @@ class EgressApp(App):
         super().__init__()
         self.config = config
         self.session = session
-        self.capturer: Capturer | None = None
+        self.inspection: Inspection | None = None
         self.paused = False
         self.pending: list[dict] = []
         self.target = "-"
         self.method = "-"
         self.state = ""
         self.last_batch = Batch()
-        self._record_path: str | None = None
-        self._recorder: PcapngRecorder | None = None
-        self.guard = None            # firewall.Guard, when attached to a container from the host
-        self.no_firewall_reason = ""  # why there is no guard for this container, when there is a reason
         self.firewall_text = ""       # shown in the status bar when a container is attached
+        self.firewall_busy = False
         self.firewall_stale = False   # the session's allowlist is not the one the firewall carries
         self._set_errors_told = 0     # set update errors already notified
-        self.container = None        # containers.ContainerInfo
-        self.runs: list = []         # runs.RunRecord
         self.last_spec = None
         self.run_active = False
+        self.closing = False          # quitting: no new inspection may start
+        self._owner_lock = threading.Lock()  # inspection and closing, between workers and this thread
 
     # -- plain text only ------------------------------------------------------------------
 
@@ -123,82 +146,86 @@ class EgressApp(App):
         from egress_tui.ui.screens.main import MainScreen
         self.install_screen(MainScreen(), name="main")
         self.push_screen("main")
+        if self.config.handle_signals:
+            import asyncio
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, self.hang_up)
+            # not through the loop: once the terminal is gone the loop may block for good
+            signal.signal(signal.SIGHUP, self._terminal_gone)
         if not self.config.start_capture:
             self.refresh_status()
             return
         if self.config.pcap:
-            self.start_source(ReplaySource(self.config.pcap_input or self.config.pcap, self.config.speed),
-                              os.path.basename(self.config.pcap), "replay")
+            self.show_inspection(open_inspection(replay=self.config.pcap_input or self.config.pcap, speed=self.config.speed,
+                                       target=os.path.basename(self.config.pcap)))
         elif self.config.container:
             self.attach(self.config.container)
         else:
             self.show_picker()
 
     def show_picker(self) -> None:
-        from egress_tui.live.containers import DockerError, client, list_containers
+        from egress_tui.live.containers import list_containers
         from egress_tui.ui.screens.picker import PickerScreen
-        try:
-            dc = self.docker()
-        except DockerError as e:
-            self.exit(message=str(e), return_code=2)
-            return
-        del client
-        self.push_screen(PickerScreen(lambda: list_containers(dc)), lambda cid: cid and self.attach(cid))
+        # the lister runs in the picker's worker: Docker may be slow to answer
+        self.push_screen(PickerScreen(lambda: list_containers(self.docker())), lambda cid: cid and self.attach(cid))
 
     def docker(self):
+        """The Docker client (made on first use; workers only: it asks the engine)."""
         from egress_tui.live.containers import client
         if self.config.docker_client is None:
             self.config.docker_client = client()
         return self.config.docker_client
 
     def attach(self, ref: str) -> None:
-        from egress_tui.live.capture import CaptureError
-        from egress_tui.live.containers import capture_source
-        from egress_tui.live.containers import DockerError
-        try:
-            src, label = capture_source(self.docker(), ref, self.config.method, self.config.helper_image)
-        except (DockerError, CaptureError) as e:
-            self.exit(message=str(e), return_code=2)
-            return
-        if hasattr(src, "on_state"):
-            src.on_state = lambda text: self.post_message(CaptureState(text))
-        self.container = src.info
-        self.start_source(src, src.info.name, label)
-        from egress_tui.live.containers import DEFAULT_HELPER_IMAGE, engine_resolvers, host_network_refusal
-        from egress_tui.firewall.apply import Firewall
-        from egress_tui.firewall.dnssync import Guard
-        from egress_tui.firewall.runners import HelperRunner, NamespaceRunner
-        info = src.info
-        if label.startswith("netns"):
-            runner = NamespaceRunner(info.pid)
-        else:
-            runner = HelperRunner(self.docker(), info.id, self.config.helper_image or DEFAULT_HELPER_IMAGE)
-        try:
-            resolvers = engine_resolvers(self.docker(), info)
-            refused = host_network_refusal(self.docker(), info)
-        except DockerError as e:
-            # no resolvers would mean a firewall that blocks all DNS: none, and `f` says why
-            refused = f"firewall unavailable: {e}"
-        if refused:
-            self.guard = None  # `f` says why; a firewall here would lock down this host
-            self.no_firewall_reason = refused
-            self.refresh_status()
-            return
-        self.guard = Guard(Firewall(runner, info.id), info.pid, resolvers)
-        self.capturer.engine.on_dns_answer = self.guard.on_dns_answer
-        self.capturer.engine.on_dns_withdraw = self.guard.on_dns_withdraw
-        self.firewall_text = "firewall off"
+        self.state = "attaching…"
         self.refresh_status()
+        self.run_worker(lambda: self._attach_work(ref), thread=True, exclusive=True, group="attach",
+                        exit_on_error=False)
 
-    def start_source(self, source, target: str, method: str) -> None:
-        self.target = target
-        self.method = method
-        self.session.source = getattr(source, "description", target)
-        fd, self._record_path = tempfile.mkstemp(prefix="egress-tui-", suffix=".pcapng")
-        os.close(fd)
-        self._recorder = PcapngRecorder(self._record_path, source=source)
-        self.capturer = Capturer(source, lambda b: self.post_message(CaptureBatch(b)), record=self._recorder)
-        self.capturer.start()
+    def _attach_work(self, ref: str) -> None:
+        try:
+            insp = open_inspection(ref, method=self.config.method, helper_image=self.config.helper_image,
+                                   dc=self.docker())
+        except (DockerError, CaptureError, InspectionError) as e:
+            self.post_message(Attached(None, str(e)))
+            return
+        try:
+            self._capture(insp)
+        except (DockerError, CaptureError, InspectionError, OSError) as e:
+            insp.close()
+            self.post_message(Attached(None, str(e)))
+            return
+        self.post_message(Attached(insp))
+
+    def show_inspection(self, inspection: Inspection) -> None:
+        """Show this inspection: start its capture (a replay, or a source given by a benchmark)."""
+        self._capture(inspection)
+        self.on_attached(Attached(inspection))
+
+    def _capture(self, insp: Inspection) -> None:
+        """Own the inspection, then start its capture, unless quitting began meanwhile."""
+        with self._owner_lock:
+            if not self.closing:
+                self.inspection = insp
+        if self.inspection is not insp:
+            insp.close()
+            raise InspectionError("quitting")
+        insp.start_capture(on_batch=lambda b: self.post_message(CaptureBatch(b)),
+                           on_state=lambda text: self.post_message(CaptureState(text)), record="")
+
+    def on_attached(self, message: Attached) -> None:
+        insp = message.inspection
+        if insp is None:
+            if not self.closing:
+                self.exit(message=message.error, return_code=2)
+            return
+        self.target = insp.target
+        self.method = insp.method
+        self.session.source = insp.description
+        for line in insp.notices:
+            self.notify(line, severity="warning", timeout=8)
+        if insp.is_live:
+            self.firewall_text = "firewall off" if insp.firewall_possible else ""
         self.refresh_status()
 
     # -- capture messages -----------------------------------------------------------------
@@ -210,7 +237,7 @@ class EgressApp(App):
             self.pending.clear()
         if b.status and b.status != self.state:
             self.state = b.status
-            if b.ended and self.capturer and self.capturer.error:
+            if b.ended and self.inspection and self.inspection.error:
                 self.notify(b.status, severity="error", timeout=10)
         if b.shared:
             self.session.shared = b.shared
@@ -219,22 +246,18 @@ class EgressApp(App):
             self.pending.extend(rows)
         else:
             self.main.apply_rows(rows)
-        if b.ended and not b.status:
+        if b.ended and not b.status and not self.closing:
             self.state = "replay finished" if self.config.pcap else "capture ended"
         self.refresh_status()
 
     def on_capture_state(self, message: CaptureState) -> None:
         self.state = message.text
-        src = self.capturer.source if self.capturer else None
-        info = getattr(src, "info", None)
-        if self.guard and info and info.pid and info.pid != self.guard.pid:
-            # restarted: a new namespace, without our rules; put them back if they were on
-            self.guard.pid = info.pid
-            if self.guard.firewall.runner.pid is not None:
-                self.guard.firewall.runner.pid = info.pid
-            if self.guard.on:
-                self.notify("container restarted: re-applying the firewall", timeout=4)
-                self.reapply_firewall(self.guard.allowlist)
+        insp = self.inspection
+        if insp is not None and insp.reapply_needed and not self.closing and not self.firewall_busy:
+            # restarted: a new namespace, without our rules; put back what the firewall carried
+            # (not the session's allowlist, which may have changed since)
+            self.notify("container restarted: re-applying the firewall", timeout=4)
+            self._start_firewall_work(insp, False, insp.reapply_allowlist or self.session.allowlist.copy())
         self.refresh_status()
 
     def feed_rows(self, rows: list[dict], status: Batch | None = None) -> None:
@@ -244,6 +267,13 @@ class EgressApp(App):
     @property
     def main(self):
         return self.get_screen("main")
+
+    @property
+    def guard(self):
+        """The firewall guard, if the inspection made one (never makes one: that may start a
+        helper container)."""
+        insp = self.inspection
+        return insp.made_guard if insp is not None else None
 
     def refresh_status(self) -> None:
         b = self.last_batch
@@ -262,15 +292,11 @@ class EgressApp(App):
                         timeout=8, markup=False)
 
     def host_connections(self, name: str) -> tuple[list[dict], dict[str, set[str]]]:
-        """Flows of one host, read from the engine under the capture lock."""
-        cap = self.capturer
-        if cap is None:
-            return [], {}
-        with cap.lock:
-            h = cap.engine.hosts.get(name)
-            conns = [c.to_dict() for c in h.conns] if h else []
-            shared = cap.engine.shared_addresses()
-        return conns, shared
+        return self.inspection.host_connections(name) if self.inspection else ([], {})
+
+    @property
+    def runs(self) -> list:
+        return self.inspection.runs if self.inspection else []
 
     # -- user actions (the screen calls these) --------------------------------------------
 
@@ -282,8 +308,8 @@ class EgressApp(App):
         self.refresh_status()
 
     def clear_hosts(self) -> None:
-        if self.capturer:
-            self.capturer.clear()
+        if self.inspection:
+            self.inspection.clear()
         self.session.clear()
         self.pending.clear()
         self.main.table.reset()
@@ -291,7 +317,7 @@ class EgressApp(App):
         self.refresh_status()
 
     def _verdicts_changed(self) -> None:
-        self.session.firewall_addresses = self.firewall_addresses()
+        self.session.firewall_addresses = self.inspection.firewall_addresses() if self.inspection else None
         changed = self.session.refresh_verdicts()
         if changed:
             self.main.apply_rows(changed)
@@ -334,40 +360,28 @@ class EgressApp(App):
         self.refresh_status()
 
     def export(self, fmt: str, path: str) -> None:
+        """Write an export. Session reports (the firewall's status) and packets (the capture
+        lock, a large copy) are written by a worker that says when it is done."""
+        if fmt in ("session-md", "session-json"):
+            snapshot = self._session_snapshot()
+            self.run_worker(lambda: self._export_session(path, snapshot), thread=True, group="export",
+                            exit_on_error=False)
+            return
+        if fmt == "pcap":
+            self.run_worker(lambda: self._export_packets(path), thread=True, group="export", exit_on_error=False)
+            return
         try:
-            if fmt in ("session-md", "session-json"):
-                from egress_tui.core.evidence import write_session
-                write_session(path, self.session_data())
-                self.notify(f"session report saved to {path}", timeout=3)
-                return
             if fmt == "allowlist":
                 self.save_allowlist(path)
                 return
             if fmt == "init-script":
                 from egress_tui.firewall.script import render_init_script
-                resolvers = self.guard.resolvers if self.guard else None
+                resolvers = self.inspection.resolvers if self.inspection else None
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(render_init_script(self.session.allowlist, resolvers=resolvers,
                                                generated_by=f"egress-tui for {self.target}"))
                 os.chmod(path, 0o755)
                 self.notify(f"firewall script saved to {path}", timeout=3)
-                return
-            if fmt == "pcap":
-                # a replayed regular file is copied as is; a pipe cannot be read again: the recording
-                replayed = self.config.pcap if self.config.pcap and os.path.isfile(self.config.pcap) else None
-                src = replayed or self._record_path
-                if not src:
-                    raise AllowlistError("no packets captured yet")
-                if self.capturer and not replayed:
-                    with self.capturer.lock:  # the capture thread appends to it
-                        self._recorder.flush()
-                        shutil.copyfile(src, path)
-                        held = self._recorder.describe()
-                else:
-                    shutil.copyfile(src, path)
-                    held = f"a copy of {os.path.basename(src)}"
-                note = "" if self.config.pcap else ", the packets the capture filter let through"
-                self.notify(f"saved {held} to {path}{note}", timeout=6, markup=False)
                 return
             self.session.export(fmt, path)
         except (AllowlistError, OSError) as e:
@@ -375,55 +389,105 @@ class EgressApp(App):
             return
         self.notify(f"table saved to {path}", timeout=3)
 
+    def _session_snapshot(self) -> dict:
+        """What the session report needs from this thread's state, copied for the worker."""
+        insp = self.inspection
+        c = insp.container if insp else None
+        return {"source": self.session.source, "rows": sorted(self.session.rows.values(), key=HostRow.sort_key),
+                "container": {"name": c.name, "id": c.id, "image": c.image, "networks": c.networks} if c else None,
+                "runs": list(self.runs), "allowlist": [e.text() for e in self.session.allowlist.entries]}
+
+    def _export_session(self, path: str, snapshot: dict) -> None:
+        from egress_tui.core.evidence import session_data, tool_versions, write_session
+        firewall = self.inspection.firewall_state() if self.inspection else None
+        try:
+            write_session(path, session_data(firewall=firewall, versions=tool_versions(), **snapshot))
+        except OSError as e:
+            self.post_message(Exported(str(e), error=True))
+            return
+        self.post_message(Exported(f"session report saved to {path}"))
+
+    def _export_packets(self, path: str) -> None:
+        import shutil
+        # a replayed regular file is copied as is; a pipe cannot be read again: the recording
+        replayed = self.config.pcap if self.config.pcap and os.path.isfile(self.config.pcap) else None
+        try:
+            if replayed:
+                shutil.copyfile(replayed, path)
+                held = f"a copy of {os.path.basename(replayed)}"
+            elif self.inspection:
+                held = self.inspection.save_recording(path)
+            else:
+                raise OSError("no packets captured yet")
+        except OSError as e:
+            self.post_message(Exported(str(e), error=True))
+            return
+        note = "" if self.config.pcap else ", the packets the capture filter let through"
+        self.post_message(Exported(f"saved {held} to {path}{note}"))
+
+    def on_exported(self, message: Exported) -> None:
+        self.notify(message.text, severity="error" if message.error else "information",
+                    timeout=8 if message.error else 4)
+
     # -- firewall -------------------------------------------------------------------------
 
     def toggle_firewall(self) -> None:
-        if self.guard is None:
-            self.notify(self.no_firewall_reason or "the firewall needs a live container captured from the host "
-                        "(as root)", severity="warning", markup=False)
+        insp = self.inspection
+        if insp is None or not insp.is_live:
+            self.notify("the firewall needs a live container captured from the host (as root)",
+                        severity="warning", markup=False)
             return
-        if not self.guard.on and not self.session.allowlist.entries:
+        if insp.firewall_refusal:
+            self.notify(insp.firewall_refusal, severity="warning", markup=False)
+            return
+        if self.firewall_busy:
+            self.notify("the firewall is still changing; wait for it", severity="warning")
+            return
+        on = insp.firewall_on
+        if not on and not self.session.allowlist.entries:
             self.notify("the allowlist is empty: allow hosts (a) or add a preset (p) first", severity="warning")
             return
-        self.firewall_text = "firewall: removing…" if self.guard.on else "firewall: applying…"
-        self.refresh_status()
         # a copy taken here, on the thread that changes the allowlist
-        todo = None if self.guard.on else self.session.allowlist.copy()
-        self.run_worker(lambda: self._firewall_work(todo), thread=True, exclusive=True, group="firewall",
-                        exit_on_error=False)
+        self._start_firewall_work(insp, on, self.session.allowlist.copy())
 
-    def reapply_firewall(self, allowlist=None) -> None:
-        """Apply ``allowlist`` (the session's by default) over the firewall that is on, in one
-        step: unlike `f` twice, the container is never left open in between."""
-        if self.guard is None or not self.guard.on:
+    def reapply_firewall(self) -> None:
+        """Apply the session's allowlist over the firewall that is on, in one step: unlike `f`
+        twice, the container is never left open in between."""
+        insp = self.inspection
+        if insp is None or not insp.firewall_on:
             self.notify("the firewall is off: f applies it", severity="warning")
             return
-        self.firewall_text = "firewall: re-applying…"
+        if self.firewall_busy:
+            self.notify("the firewall is still changing; wait for it", severity="warning")
+            return
+        self._start_firewall_work(insp, False, self.session.allowlist.copy(), "firewall: re-applying…")
+
+    def _start_firewall_work(self, insp: Inspection, remove: bool, allowlist, text: str = "") -> None:
+        self.firewall_busy = True
+        self.firewall_text = text or ("firewall: removing…" if remove else "firewall: applying…")
         self.refresh_status()
-        todo = (allowlist if allowlist is not None else self.session.allowlist).copy()
-        self.run_worker(lambda: self._firewall_work(todo), thread=True, exclusive=True, group="firewall",
+        self.run_worker(lambda: self._firewall_work(insp, remove, allowlist), thread=True, group="firewall",
                         exit_on_error=False)
 
-    def _firewall_work(self, allowlist) -> None:
-        """Apply ``allowlist`` (over whatever is on), or remove the firewall when it is None."""
-        from egress_tui.firewall.plan import FirewallError, resolver_warning
-        guard = self.guard
+    def _firewall_work(self, insp: Inspection, remove: bool, allowlist) -> None:
         try:
-            if allowlist is None:
-                guard.remove()
+            if remove:
+                insp.remove_firewall()
                 self.post_message(FirewallDone(False, "firewall removed"))
-            else:
-                plan, checks = guard.apply(allowlist)
-                notes = [w for w in [resolver_warning(guard.resolvers)] if w]
-                if plan.unresolved:
-                    notes.append("not resolved: " + ", ".join(plan.unresolved))
-                if plan.wildcards:
-                    notes.append("from DNS as seen: " + ", ".join(plan.wildcards))
-                self.post_message(FirewallDone(True, "; ".join(notes), checks=checks))
-        except FirewallError as e:
-            self.post_message(FirewallDone(guard.on, "", error=str(e)))
+                return
+            from egress_tui.firewall.plan import resolver_warning
+            plan, checks = insp.apply_firewall(allowlist)
+            notes = [w for w in [resolver_warning(insp.resolvers or [])] if w]
+            if plan.unresolved:
+                notes.append("not resolved: " + ", ".join(plan.unresolved))
+            if plan.wildcards:
+                notes.append("from DNS as seen: " + ", ".join(plan.wildcards))
+            self.post_message(FirewallDone(True, "; ".join(notes), checks=checks))
+        except Exception as e:  # FirewallError, or Docker failing under the helper: said, never lost
+            self.post_message(FirewallDone(insp.firewall_on, "", error=str(e) or type(e).__name__))
 
     def on_firewall_done(self, message: FirewallDone) -> None:
+        self.firewall_busy = False
         if message.error:
             self.notify(f"firewall unchanged: {message.error}", severity="error", timeout=10)
         elif message.on:
@@ -437,15 +501,16 @@ class EgressApp(App):
         self._verdicts_changed()
 
     def update_firewall_text(self) -> None:
-        g = self.guard
-        if g is None:
+        insp = self.inspection
+        if insp is None or not insp.is_live:
             return
-        if not g.on:
+        counts = insp.firewall_counts()
+        if counts is None:
             self.firewall_text = "firewall off"
         else:
-            n = len(g.plan.nets[4]) + len(g.plan.nets[6]) + (len(g.plan.ports[4]) + len(g.plan.ports[6])) // 2
-            self.firewall_text = f"FIREWALL ON ({len(g.plan.allowlist)} entries, {n + g.learned} addresses)"
-        self.firewall_stale = g.on and not g.carries(self.session.allowlist)
+            self.firewall_text = f"FIREWALL ON ({counts[0]} entries, {counts[1]} addresses)"
+        g = self.guard
+        self.firewall_stale = g is not None and g.on and not g.carries(self.session.allowlist)
         self.refresh_status()
 
     def firewall_warning(self) -> str:
@@ -460,20 +525,11 @@ class EgressApp(App):
             notes.append(f"set update errors: {g.updater.errors:,}")
         return ", ".join(notes)
 
-    def firewall_addresses(self) -> set[str] | None:
-        """Addresses the firewall lets through now; None when it is off."""
-        g = self.guard
-        if g is None or not g.on:
-            return None
-        addrs = set(g.plan.nets[4]) | set(g.plan.nets[6])
-        addrs |= {k.split(",")[0] for k in list(g.plan.ports[4]) + list(g.plan.ports[6])}
-        addrs |= g.learned_addresses()
-        return addrs
-
     # -- reruns -----------------------------------------------------------------------------
 
     def ask_run(self) -> None:
-        if self.container is None or self.capturer is None:
+        insp = self.inspection
+        if insp is None or insp.container is None or insp.capturer is None:
             self.notify("reruns need a live container (not a replay)", severity="warning")
             return
         if self.run_active:
@@ -483,40 +539,16 @@ class EgressApp(App):
         self.push_screen(RunDialog(self.last_spec), lambda spec: spec and self.start_run(spec))
 
     def start_run(self, spec) -> None:
-        import time as _time
-        from egress_tui.core.runs import RunRecord
+        insp = self.inspection
         self.last_spec = spec
-        rec = RunRecord(len(self.runs) + 1, spec, self.container.name,
-                        firewall=bool(self.guard and self.guard.on), started=_time.time())
-        self.runs.append(rec)
+        rec = insp.new_run(spec)
         self.run_active = True
         self.main.show_log(f"run {rec.number}: {spec.describe()}  (firewall {'on' if rec.firewall else 'off'})")
-        self.run_worker(lambda: self._run_work(rec), thread=True, group="run", exit_on_error=False)
 
-    def _run_work(self, rec) -> None:
-        import time as _time
-        from egress_tui.core.runs import RunError, hosts_during
-        from egress_tui.live.execute import run_in_container
-        from egress_tui.core.secrets import redact, secret_values
-        tail: list[str] = []
-
-        def line(text: str) -> None:
-            tail.append(text)
-            del tail[:-200]
-            self.post_message(RunLine(text))
-
-        try:
-            rec.exit_code, rec.timed_out = run_in_container(self.docker(), self.container.id, rec.spec, line)
-        except RunError as e:
-            rec.error = str(e)  # already masked
-        except Exception as e:  # Docker went away mid-run: recorded, not raised into the UI
-            rec.error = redact(f"{type(e).__name__}: {e}", secret_values(rec.spec.env))
-        rec.ended = _time.time()
-        _time.sleep(1.0)  # late packets (FIN, SYN retries) of the run still count
-        rec.output_tail = tail
-        with self.capturer.lock:
-            rec.hosts = hosts_during(self.capturer.engine, rec.started, rec.ended + 1.0)
-        self.post_message(RunDone(rec))
+        def work() -> None:
+            insp.execute(rec, lambda line: self.post_message(RunLine(line)))
+            self.post_message(RunDone(rec))
+        self.run_worker(work, thread=True, group="run", exit_on_error=False)
 
     def on_run_line(self, message: RunLine) -> None:
         self.main.log_line(message.line)
@@ -542,51 +574,96 @@ class EgressApp(App):
     # -- quitting ---------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
-        if self.guard is not None and self.guard.on:
+        if self.closing:
+            self.notify("closing: stopping the capture and removing helpers…", timeout=3)
+            return
+        insp = self.inspection
+        if insp is not None and insp.firewall_on:
             from egress_tui.ui.screens.dialogs import ChoiceDialog
 
             def chosen(choice: str | None) -> None:
                 if choice == "leave":
-                    from egress_tui.firewall.plan import FirewallError
-                    left = f"egress-tui: the firewall stays on in {self.target}; remove it with " \
-                           f"egress-tui firewall remove {self.target}"
-                    try:
-                        self.guard.close()
-                    except FirewallError as e:
-                        left += f"\negress-tui: {e}"
-                    self.exit(message=left)
+                    self.close_and_exit(message=self._left_on_message())
                 elif choice == "remove":
-                    try:
-                        self.guard.remove()
-                    except Exception as e:
-                        self.exit(message=f"egress-tui: could not remove the firewall: {e}", return_code=2)
-                        return
-                    self.exit()
+                    self.close_and_exit(remove_firewall=True)
 
             self.push_screen(ChoiceDialog("The firewall is on. Quit and…", [
                 ("remove", "remove the firewall, then quit"),
                 ("leave", "leave it on (egress-tui firewall remove later), then quit"),
                 ("cancel", "don't quit")]), chosen)
             return
-        self.exit()
+        self.close_and_exit()
 
-    # -- evidence ---------------------------------------------------------------------------
+    def _left_on_message(self) -> str:
+        return (f"egress-tui: the firewall stays on in {self.target}; remove it with "
+                f"egress-tui firewall remove {self.target}")
 
-    def session_data(self) -> dict:
-        from egress_tui.core.evidence import session_data, tool_versions
-        fw = None
-        if self.guard is not None:
+    def hang_up(self) -> None:
+        """SIGTERM: nobody is there to ask, so the firewall stays as it is; everything else
+        closes in order, and the screen too."""
+        if self.closing:
+            return
+        insp = self.inspection
+        self.close_and_exit(message=self._left_on_message() if insp is not None and insp.firewall_on else None)
+
+    def _terminal_gone(self, signum, frame) -> None:
+        """SIGHUP: the terminal is gone. Textual's writes to it fail, its output thread dies,
+        and the next writes block the event loop for good (seen), so no message would be
+        handled: a thread closes the inspection (the firewall stays as it is) and ends the
+        process; there is no screen left to restore."""
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+
+        def end() -> None:
             try:
-                st = self.guard.firewall.status()
-                fw = {"on": st.on, "allowlist": st.allowlist, "dropped_packets": st.dropped_packets}
-            except Exception as e:
-                fw = {"on": None, "error": str(e)}
-        c = self.container
-        container = {"name": c.name, "id": c.id, "image": c.image, "networks": c.networks} if c else None
-        rows = sorted(self.session.rows.values(), key=HostRow.sort_key)
-        return session_data(source=self.session.source, container=container, rows=rows, runs=self.runs,
-                            allowlist=[e.text() for e in self.session.allowlist.entries], firewall=fw,
-                            versions=tool_versions())
+                self.close_inspection()
+            finally:
+                os._exit(128 + signal.SIGHUP)
+        threading.Thread(target=end, name="egress-hangup").start()
+
+    def close_and_exit(self, remove_firewall: bool = False, message: str | None = None) -> None:
+        """Quit: a worker removes the firewall when asked, then closes the inspection (the
+        capture drains, helpers go); the app exits when it is done."""
+        with self._owner_lock:
+            self.closing = True
+            insp = self.inspection
+        if insp is None:
+            self.exit(message=message)
+            return
+        self.state = "closing…"
+        if remove_firewall:
+            self.firewall_text = "firewall: removing…"
+        self.refresh_status()
+
+        def work() -> None:
+            error = ""
+            if remove_firewall:
+                try:
+                    insp.remove_firewall()
+                except Exception as e:  # FirewallError, or Docker failing under the helper
+                    error = f"egress-tui: could not remove the firewall: {e}"
+            insp.close()
+            self.post_message(Closed(error or message, 2 if error else 0))
+        self.run_worker(work, thread=True, group="close", exit_on_error=False)
+
+    def on_closed(self, message: Closed) -> None:
+        self.exit(message=message.message, return_code=message.return_code)
+
+    def close_inspection(self) -> None:
+        """Close the inspection now, in this thread (after the screen is gone)."""
+        with self._owner_lock:
+            self.closing = True
+            insp = self.inspection
+        if insp is not None:
+            insp.close()
+
+    def on_unmount(self) -> None:
+        # every way out (an error, a test leaving run_test) still closes what we started
+        self.close_inspection()
+
+    # -- commands -----------------------------------------------------------------------------
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
@@ -611,15 +688,6 @@ class EgressApp(App):
             yield SystemCommand(f"Add preset {spec}", "to the allowlist", lambda s=spec: self.add_preset(s))
         yield SystemCommand("Clear the table", "forget every host seen so far", self.clear_hosts)
         yield SystemCommand("Pause / resume the display", "capture goes on", self.toggle_pause)
-
-    def on_unmount(self) -> None:
-        if self.capturer:
-            self.capturer.stop()
-            self.capturer.join(timeout=2)
-        if self._recorder:
-            self._recorder.close()
-        if self._record_path and os.path.exists(self._record_path):
-            os.unlink(self._record_path)
 
 
 def create_app(config: AppConfig) -> EgressApp:

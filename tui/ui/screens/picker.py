@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label
 
-from egress_tui.live.containers import ContainerInfo
+from egress_tui.live.containers import ContainerInfo, DockerError
 from egress_tui.ui.widgets.wire import wire
 
 
@@ -21,10 +25,18 @@ class PickerScreen(Screen[str]):
         Binding("q", "app.quit", "Quit", id="picker.quit"),
     ]
 
+    @dataclass
+    class Loaded(Message):
+        """The lister's worker finished: the containers, or why there are none."""
+
+        items: list[ContainerInfo]
+        error: str = ""
+
     def __init__(self, lister):
         super().__init__()
-        self.lister = lister  # () -> list[ContainerInfo]
+        self.lister = lister  # () -> list[ContainerInfo]; asks Docker: runs in a worker
         self.items: list[ContainerInfo] = []
+        self.loading = False
 
     def compose(self) -> ComposeResult:
         yield Label("Pick a running container to watch", id="picker-title")
@@ -40,8 +52,22 @@ class PickerScreen(Screen[str]):
         t.focus()
 
     def action_refresh(self) -> None:
-        self.items = self.lister()
+        self.loading = True
+        self.query_one("#picker-title", Label).update("Listing the running containers…")
+        self.run_worker(self._list, thread=True, exclusive=True, group="picker", exit_on_error=False)
+
+    def _list(self) -> None:
+        try:
+            self.post_message(self.Loaded(self.lister()))
+        except DockerError as e:
+            self.post_message(self.Loaded([], str(e)))
+
+    def on_picker_screen_loaded(self, message: Loaded) -> None:
+        self.loading = False
+        self.items = message.items
         self._fill()
+        if message.error:
+            self.query_one("#picker-title", Label).update(Text.assemble(wire(message.error), " (r: try again)"))
 
     def _fill(self) -> None:
         t = self.query_one(DataTable)

@@ -1,0 +1,422 @@
+"""One inspection of one target, and everything it starts.
+
+An ``Inspection`` owns, for one container (or one replayed capture): the capture source and
+its thread, the pcap recording, the helper containers, the firewall guard and its runner, and
+the runs. It is a context manager, and ``close()`` (idempotent) releases all of it on every
+way out: it stops the capture and drains it (every packet captured before the stop reaches
+the engine and the recording), stops the firewall's DNS updates, and removes every helper
+container the inspection started. It never changes the firewall itself: taking it off is
+``remove_firewall()``; a firewall left on stays on.
+
+``open_inspection`` builds one, for the CLI commands and for the screen alike. Its methods
+may wait on Docker, iptables and the capture lock: the screen calls them from workers.
+Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+
+from egress_tui.core.runs import RunError, RunRecord, RunSpec, hosts_during
+from egress_tui.core.secrets import redact, secret_values
+from egress_tui.firewall.apply import Firewall
+from egress_tui.firewall.dnssync import Guard
+from egress_tui.firewall.plan import FirewallError
+from egress_tui.firewall.runners import HelperRunner, NamespaceRunner
+from egress_tui.live.capture import Batch, Capturer, ReplaySource
+from egress_tui.live import containers
+from egress_tui.live.containers import (DEFAULT_HELPER_IMAGE, ContainerInfo, ContainerSource, DockerError,
+                                        HelperSource, choose_method, engine_resolvers, find_container,
+                                        host_network_refusal)
+from egress_tui.live.recorder import PcapngRecorder
+from egress_tui.live.helpers import HelperOwner, reap_orphans, remove_helpers
+
+# After a run ends, how long its late packets (FIN, a last SYN retry) still count as its own.
+LATE_PACKETS = 1.0
+# How long close() waits for the capture to drain (a helper's tcpdump gets a few seconds to
+# exit, then is removed, which ends its stream).
+DRAIN_TIMEOUT = 15.0
+
+
+class InspectionError(Exception):
+    """An inspection cannot start as asked; one line, says what to do."""
+
+
+
+
+class Inspection:
+    """One target watched (and maybe locked down) by egress-tui, and all it started."""
+
+    def __init__(self, *, source=None, container: ContainerInfo | None = None, dc=None, method: str = "",
+                 target: str = "", helper_image: str | None = None, owner: HelperOwner | None = None,
+                 guard=None):
+        self.dc = dc
+        self.container = container
+        self.method = method                # "netns (host)", "helper IMAGE" or "replay"
+        self.target = target or (container.name if container else "")
+        self.helper_image = helper_image or DEFAULT_HELPER_IMAGE
+        self.owner = owner or HelperOwner()
+        self.source = source                # built when the capture starts, unless given
+        self.resolvers: list[str] | None = None   # the engine's DNS settings for the container
+        self.firewall_refusal = ""          # why this target can have no firewall ("" if it can)
+        self.notices: list[str] = []        # one line each, for the user (orphans removed, ...)
+        self.capturer: Capturer | None = None
+        self.recording: str | None = None   # the pcap file the capture is recorded to
+        self.runs: list[RunRecord] = []
+        self.reapply_needed = False         # the container restarted with the firewall on
+        self.reapply_allowlist = None       # then: the allowlist the firewall carried
+        self.closed = False
+        self._halt = threading.Event()      # set by close(): a run going on stops
+        self._recorder = None
+        self.recording_summary: dict | None = None    # what the recording holds, once it is closed
+        self.recording_description = ""
+        self._temporary_recording = False
+        self._guard = guard                 # made on first use for a container; given for a bare namespace
+        self._guard_pid = guard.pid if guard is not None else 0
+        self._lock = threading.Lock()       # _guard and closed: never held while waiting
+        self._closing = threading.Lock()    # held for the whole of close()
+
+    # -- a context manager that always closes ---------------------------------------------
+
+    def __enter__(self) -> Inspection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def is_live(self) -> bool:
+        """Watching a namespace as it runs (a container, or a namespace given with its guard)."""
+        return self.container is not None or self._guard is not None
+
+    @property
+    def description(self) -> str:
+        return getattr(self.source, "description", self.target)
+
+    # -- capture ----------------------------------------------------------------------------
+
+    def start_capture(self, on_batch: Callable[[Batch], None] | None = None,
+                      on_state: Callable[[str], None] | None = None, record: str | None = None) -> Capturer:
+        """Start the capture thread. ``on_batch`` runs in that thread (hand the batch over,
+        nothing more); ``on_state`` hears the container stop and restart; ``record``: a pcap
+        path to record to, or "" for a temporary one removed at close."""
+        if self.source is None:
+            self.source = self._live_source()
+        if hasattr(self.source, "on_state"):
+            self.source.on_state = lambda text: self._state(text, on_state)
+        with self._lock:  # a close() running meanwhile must find the thread, or prevent it
+            if self.closed:
+                raise InspectionError("this inspection is closed")
+            if record is not None:
+                if not record:
+                    fd, record = tempfile.mkstemp(prefix="egress-tui-", suffix=".pcapng")
+                    os.close(fd)
+                    self._temporary_recording = True
+                self.recording = record
+                # pcapng, one interface per origin (eth0, lo, the firewall's drops): see recorder
+                self._recorder = PcapngRecorder(record, source=self.source)
+            self.capturer = Capturer(self.source, on_batch or (lambda batch: None), record=self._recorder)
+            if self._guard is not None:
+                self.capturer.engine.on_dns_answer = self._guard.on_dns_answer
+                self.capturer.engine.on_dns_withdraw = self._guard.on_dns_withdraw
+            self.capturer.start()
+        return self.capturer
+
+    def _live_source(self):
+        info = self.container
+        if self.method.startswith("netns"):
+            return ContainerSource(self.dc, info.id)
+        return HelperSource(self.dc, info.id, self.helper_image, owner=self.owner)
+
+    def wait_ready(self, timeout: float = 20.0) -> bool:
+        """Wait until the capture listens (what happens from then on is seen); False if it
+        ended or did not get there in time."""
+        ready = getattr(self.source, "ready", None)
+        cap = self.capturer
+        if ready is None or cap is None:
+            return cap is not None and cap.is_alive()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.05):
+            if not cap.is_alive() or time.monotonic() > deadline:
+                return ready.is_set()
+        return True
+
+    def stop_capture(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Stop the capture and wait while it drains: afterwards the engine and the recording
+        hold every packet captured before the stop."""
+        cap = self.capturer
+        if cap is None:
+            return
+        cap.stop()
+        cap.join(timeout)
+        if self._recorder is not None:
+            with cap.lock:  # a capture thread that did not end in time may still be adding
+                self._recorder.close()
+                self.recording_summary = self._recorder.summary()
+                self.recording_description = self._recorder.describe()
+                self._recorder = None
+
+    @property
+    def engine(self):
+        return self.capturer.engine if self.capturer else None
+
+    @property
+    def error(self) -> str | None:
+        return self.capturer.error if self.capturer else None
+
+    def host_connections(self, name: str) -> tuple[list[dict], dict[str, set[str]]]:
+        """Flows of one host, read from the engine under the capture lock."""
+        cap = self.capturer
+        if cap is None:
+            return [], {}
+        with cap.lock:
+            h = cap.engine.hosts.get(name)
+            conns = [c.to_dict() for c in h.conns] if h else []
+            shared = cap.engine.shared_addresses()
+        return conns, shared
+
+    def clear(self) -> None:
+        if self.capturer:
+            self.capturer.clear()
+
+    def save_recording(self, path: str) -> str:
+        """Copy the recording so far to ``path`` (under the capture lock: the thread appends);
+        returns what it holds, in words (packets per interface)."""
+        if not self.recording or self.capturer is None:
+            raise OSError("no packets captured yet")
+        with self.capturer.lock:
+            rec = self._recorder
+            if rec is not None:
+                rec.flush()
+            shutil.copyfile(self.recording, path)
+            return rec.describe() if rec is not None else self.recording_description
+
+    def _state(self, text: str, then: Callable[[str], None] | None) -> None:
+        """The container stopped or restarted (capture thread). A restart is a new namespace
+        without our rules: the guard follows the new process, and a firewall that was on is
+        marked to be applied again (``reapply_needed``)."""
+        info = getattr(self.source, "info", None)
+        guard = self._guard
+        if guard is not None and info is not None and info.pid and info.pid != self._guard_pid:
+            self._guard_pid = guard.pid = info.pid
+            if getattr(guard.firewall.runner, "pid", None) is not None:
+                guard.firewall.runner.pid = info.pid
+            if guard.on:
+                # the rules went with the old namespace; what they enforced is applied again
+                self.reapply_allowlist = guard.allowlist
+                guard.forget()
+                self.reapply_needed = True
+        if then:
+            then(text)
+
+    # -- firewall -----------------------------------------------------------------------------
+
+    @property
+    def guard(self):
+        """The firewall guard of this container, made on first use (the runner, and for the
+        helper method its helper container, only when the firewall is first touched).
+        FirewallError when this target can have no firewall."""
+        with self._lock:
+            if self._guard is not None:
+                return self._guard
+            if self.closed:
+                raise FirewallError("this inspection is closed")
+            if self.container is None:
+                raise FirewallError("the firewall needs a live container captured from the host (as root)")
+            if self.firewall_refusal:
+                raise FirewallError(self.firewall_refusal)
+            info = getattr(self.source, "info", None) or self.container
+            if info.status != "running" or not info.pid:
+                raise FirewallError(f"container {info.name} is {info.status}: start it first")
+            if self.resolvers is None:
+                raise FirewallError(f"cannot read the DNS settings of {info.name} from the engine")
+            if self.method.startswith("netns"):
+                if os.geteuid() != 0:
+                    raise FirewallError("the firewall is applied from the host into the container's namespace: "
+                                        "run as root, or use --method helper")
+                runner = NamespaceRunner(info.pid)
+            else:
+                runner = HelperRunner(self.dc, info.id, self.helper_image, owner=self.owner, name=info.name)
+            self._guard = Guard(Firewall(runner, info.id), info.pid, self.resolvers)
+            self._guard_pid = info.pid
+        self._hook(self._guard)
+        return self._guard
+
+    def _hook(self, guard) -> None:
+        """Trusted DNS answers the capture sees keep the firewall's sets current."""
+        cap = self.capturer
+        if cap is not None:
+            with cap.lock:
+                cap.engine.on_dns_answer = guard.on_dns_answer
+                cap.engine.on_dns_withdraw = guard.on_dns_withdraw
+
+    @property
+    def made_guard(self):
+        """The guard if one was made (None otherwise); never makes one."""
+        return self._guard
+
+    @property
+    def firewall_possible(self) -> bool:
+        return self.is_live and not self.firewall_refusal
+
+    @property
+    def firewall_on(self) -> bool:
+        return self._guard is not None and self._guard.on
+
+    def apply_firewall(self, allowlist, reject: bool = False, check: bool = True):
+        """(plan, checks): the allowlist enforced in the container's namespace."""
+        self.reapply_needed = False
+        return self.guard.apply(allowlist, reject, check)
+
+    def remove_firewall(self) -> None:
+        self.guard.remove()
+
+    def firewall_status(self):
+        return self.guard.firewall.status()
+
+    def firewall_state(self) -> dict | None:
+        """The firewall as the session report records it; None where there can be none."""
+        if not self.firewall_possible:
+            return None
+        try:
+            st = self.firewall_status()
+        except Exception as e:  # Docker or iptables failing: the report says so, in its place
+            return {"on": None, "error": str(e)}
+        return {"on": st.on, "allowlist": st.allowlist, "dropped_packets": st.dropped_packets}
+
+    def firewall_counts(self) -> tuple[int, int] | None:
+        """(allowlist entries, addresses let through) while the firewall is on, else None."""
+        g = self._guard
+        if g is None or not g.on:
+            return None
+        p = g.plan
+        n = len(p.nets[4]) + len(p.nets[6]) + (len(p.ports[4]) + len(p.ports[6])) // 2
+        return len(p.allowlist), n + g.learned
+
+    def firewall_addresses(self) -> set[str] | None:
+        """Addresses the firewall lets through now; None when it is off."""
+        g = self._guard
+        if g is None or not g.on:
+            return None
+        addrs = set(g.plan.nets[4]) | set(g.plan.nets[6])
+        addrs |= {k.split(",")[0] for k in list(g.plan.ports[4]) + list(g.plan.ports[6])}
+        addrs |= g.learned_addresses()
+        return addrs
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def new_run(self, spec: RunSpec) -> RunRecord:
+        """The record of a run about to start (numbered, with the firewall's state now)."""
+        if self.container is None or self.capturer is None:
+            raise InspectionError("reruns need a live container (not a replay)")
+        rec = RunRecord(len(self.runs) + 1, spec, self.container.name, firewall=self.firewall_on,
+                        started=time.time())
+        self.runs.append(rec)
+        return rec
+
+    def execute(self, rec: RunRecord, on_line: Callable[[str], None],
+                stop: threading.Event | None = None) -> RunRecord:
+        """Run the command in the container while capturing; the record gets its exit, its
+        output's tail and the hosts reached during it. Failures land in ``rec.error``."""
+        from egress_tui.live.execute import run_in_container
+        tail: list[str] = []
+
+        def line(text: str) -> None:
+            tail.append(text)
+            del tail[:-200]
+            on_line(text)
+
+        stop = stop or self._halt
+        rec.started = time.time()
+        try:
+            rec.exit_code, rec.timed_out = run_in_container(self.dc, self.container.id, rec.spec, line, stop)
+        except RunError as e:
+            rec.error = str(e)  # already masked
+        except Exception as e:  # Docker went away mid-run: recorded, not raised
+            rec.error = redact(f"{type(e).__name__}: {e}", secret_values(rec.spec.env))
+        rec.ended = time.time()
+        stop.wait(LATE_PACKETS)
+        rec.output_tail = tail
+        with self.capturer.lock:
+            rec.hosts = hosts_during(self.capturer.engine, rec.started, rec.ended + LATE_PACKETS)
+        return rec
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release everything this inspection started; safe to call again, from any thread.
+        The capture drains first, so the engine and the recording are whole afterwards."""
+        with self._closing:  # a second caller waits until the first one is done
+            self._close()
+
+    def _close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            guard = self._guard
+        self._halt.set()
+        self.stop_capture()
+        if guard is not None:
+            for step in (guard.close, guard.firewall.runner.close):
+                try:
+                    step()
+                except Exception as e:  # every step runs, whatever the one before did
+                    self.notices.append(f"closing the firewall guard: {e}")
+        if self.dc is not None and self.container is not None:
+            # by label: also a helper whose creation was interrupted before we knew its id
+            remove_helpers(self.dc, self.owner)
+        if self._temporary_recording and self.recording:
+            try:
+                os.unlink(self.recording)
+            except OSError:
+                pass
+
+
+def open_inspection(container: str | None = None, *, replay=None, speed: float = 1.0, source=None,
+                    target: str = "", method: str = "auto", helper_image: str | None = None,
+                    dc=None, guard=None) -> Inspection:
+    """The one way to build an inspection, for the CLI commands and the screen.
+
+    ``container``: a name, id or id prefix; the capture method is decided here (``auto``:
+    from the host when the engine is provably local and we are root, else a helper
+    container; an explicit ``netns`` that cannot be proven is refused). Helpers left by an
+    egress-tui process that is gone are removed first (said in ``notices``).
+    ``replay``: a capture path or an opened CaptureInput, replayed ``speed`` times faster.
+    ``source``: a capture source built by the caller (tests, the benchmark), and with it
+    ``guard``: the firewall of a namespace that is not a container (the network lab's).
+    Raises DockerError or InspectionError with one line.
+    """
+    if replay is not None:
+        name = replay if isinstance(replay, str) else replay.path
+        return Inspection(source=ReplaySource(replay, speed), method="replay", guard=guard,
+                          target=target or ("stdin" if name == "-" else os.path.basename(name)))
+    if source is not None:
+        return Inspection(source=source, method=method, target=target or getattr(source, "description", ""),
+                          guard=guard)
+    if not container:
+        raise InspectionError("no container given")
+    dc = dc or containers.client()
+    info = find_container(dc, container)
+    chosen = choose_method(dc, info, method)
+    if chosen == "netns" and not containers.can_enter_namespaces():
+        raise InspectionError("--method netns works from the host, in the container's namespace: run as root "
+                              "(sudo), or use --method helper")
+    image = helper_image or DEFAULT_HELPER_IMAGE
+    insp = Inspection(dc=dc, container=info, method="netns (host)" if chosen == "netns" else f"helper {image}",
+                      helper_image=image)
+    orphans = reap_orphans(dc)
+    if orphans:
+        insp.notices.append(orphans)
+    # a firewall on the host's own network would lock down this host, not the container
+    insp.firewall_refusal = host_network_refusal(dc, info)
+    try:
+        insp.resolvers = engine_resolvers(dc, info)
+    except DockerError as e:  # the capture still works; the firewall says why not
+        insp.notices.append(f"firewall unavailable: {e}")
+    return insp
