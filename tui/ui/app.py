@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from rich.text import Text
 from textual.app import App, SystemCommand
-from textual.message import Message
 
 from egress_tui.core.allowlist import AllowlistError, build
 from egress_tui.core.safetext import safe_text
@@ -24,64 +23,8 @@ from egress_tui.core.session import Session
 from egress_tui.inspection import Inspection, InspectionError, open_inspection
 from egress_tui.live.capture import Batch, CaptureError
 from egress_tui.live.containers import DockerError
-
-
-@dataclass
-class CaptureBatch(Message):
-    """Posted by the capture thread a few times a second: the hosts that changed."""
-
-    batch: Batch
-
-
-@dataclass
-class CaptureState(Message):
-    """Posted by the capture thread when the container stops, restarts or goes away."""
-
-    text: str
-
-
-@dataclass
-class Attached(Message):
-    """The attach worker finished: the inspection, capturing, or why there is none."""
-
-    inspection: Inspection | None
-    error: str = ""
-
-
-@dataclass
-class FirewallDone(Message):
-    """The firewall worker finished: applied, removed, or failed (``error``)."""
-
-    on: bool
-    text: str
-    error: str = ""
-    checks: list = field(default_factory=list)
-
-
-@dataclass
-class Exported(Message):
-    """An export worker finished: what to tell the user."""
-
-    text: str
-    error: bool = False
-
-
-@dataclass
-class Closed(Message):
-    """The inspection is closed (and the firewall removed when asked): time to exit."""
-
-    message: str | None
-    return_code: int = 0
-
-
-@dataclass
-class RunLine(Message):
-    line: str
-
-
-@dataclass
-class RunDone(Message):
-    record: object
+from egress_tui.ui.messages import (Attached, CaptureBatch, CaptureState, Closed, Exported, FirewallDone, RunDone,
+                                    RunLine)
 
 
 @dataclass
