@@ -59,9 +59,16 @@ def report_container(ctr, lab, tag: str, *extra: str) -> tuple[dict, dict]:
     p = subprocess.Popen([EGRESS, "report", "--container", ctr.name, "--duration", "14",
                           "--format", "json", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
-    time.sleep(3)
+    # report says "capturing" once its capture listens: the traffic starts then, not after a guess
+    said = []
+    for line in p.stderr:
+        said.append(line)
+        if "capturing" in line:
+            break
+    assert any("capturing" in ln for ln in said), said
     done = traffic(lab, ctr, tag)
     out, err = p.communicate(timeout=60)
+    err = "".join(said) + err
     assert p.returncode == 0, err
     return {h["name"]: h for h in json.loads(out)["hosts"]}, done
 

@@ -32,8 +32,8 @@ async def test_watch_lock_rerun_compare_export_quit(docker_lab, tmp_path):
     before = [normalize(lab.nsenter([t, "-t", "filter"]).stdout) for t in ("iptables-save", "ip6tables-save")]
     app = create_app(AppConfig(container=lab.target.name, presets=["bedrock:ap-northeast-1"]))
     async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, lambda: app.inspection is not None and "capturing" in app.state, 30, "attach")
-        await pilot.pause(1.0)
+        await until(pilot, lambda: app.inspection is not None and "capturing" in app.state
+                    and app.inspection.source.ready.is_set(), 30, "attach")
         # run 1: Bedrock mode, firewall off
         app.start_run(RunSpec(["claude", "-p", "hello"], "bedrock", "ap-northeast-1", BEDROCK_ENV, 12))
         await until(pilot, lambda: not app.run_active, 60, "run 1")
@@ -55,8 +55,7 @@ async def test_watch_lock_rerun_compare_export_quit(docker_lab, tmp_path):
         assert app.runs[2].hosts[RUNTIME]["reached"]
         # the runs view compares run 3 with run 2
         await pilot.press("R")
-        await pilot.pause(0.3)
-        assert app.screen.__class__.__name__ == "RunsScreen"
+        await until(pilot, lambda: app.screen.__class__.__name__ == "RunsScreen", 10, "the runs view")
         text = screen_text(app)
         assert "Compared with run 2 (firewall on)" in text
         assert f"appeared (only now): {RUNTIME}" in text or RUNTIME in text.split("appeared (only now):")[1]
@@ -74,8 +73,7 @@ async def test_watch_lock_rerun_compare_export_quit(docker_lab, tmp_path):
         assert "**blocked**: api.anthropic.com" in md and "Run 2 → run 3" in md
         # quit: asked whether to leave the firewall on; remove it
         await pilot.press("q")
-        await pilot.pause(0.3)
-        assert app.screen.__class__.__name__ == "ChoiceDialog"
+        await until(pilot, lambda: app.screen.__class__.__name__ == "ChoiceDialog", 10, "the quit question")
         await pilot.press("enter")                                   # "remove the firewall, then quit"
         await until(pilot, lambda: app.return_code is not None, 60, "the app to exit")
     after = [normalize(lab.nsenter([t, "-t", "filter"]).stdout) for t in ("iptables-save", "ip6tables-save")]

@@ -3,6 +3,8 @@ every key works on every row (replayed through the real capture thread, like tes
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from tests.hostile import ESC_HIDE, STRINGS, hostile_capture
@@ -63,7 +65,7 @@ async def test_every_key_on_every_row(capture):
         assert len(names) > len(STRINGS)  # each string named a host, some two
         for name in names:
             if name not in app.session.rows:      # c cleared the table: put the rows back
-                app.feed_rows([dict(r) for r in rows])
+                app.feed_rows([copy.copy(r) for r in rows])
                 await pilot.pause()
             t.move_cursor(row=t.get_row_index(name))
             await pilot.pause()

@@ -145,7 +145,7 @@ class MainScreen(Screen):
         self.app.push_screen(HelpScreen(pairs))
 
     def action_sort(self) -> None:
-        keys = [k for k, _ in COLUMNS]
+        keys = [c.key for c in COLUMNS]
         cur = self.table.sort_column
         nxt = keys[(keys.index(cur) + 1) % len(keys)] if cur in keys else keys[0]
         self.table.sort_column = None
