@@ -145,7 +145,7 @@ def test_the_last_requests_before_ctrl_c_are_in_the_report_and_the_pcap(docker_l
         assert "tls" in hosts[name]["via"], (name, hosts.get(name))
     saved = analyze_file(str(pcap))
     for name in names:
-        assert "tls" in saved.hosts[name].to_dict()["via"], name
+        assert "tls" in saved.hosts[name].to_row().via, name
     if shutil.which("tshark"):
         r = subprocess.run(["tshark", "-r", str(pcap), "-Y", "tls.handshake.extensions_server_name", "-T", "fields",
                            "-e", "tls.handshake.extensions_server_name"], capture_output=True, text=True, timeout=60)
