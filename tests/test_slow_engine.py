@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
+
+from tests.pilot import screen_text
+from tests.pilot import until as wait
 
 from egress_tui.inspection import Inspection
 from egress_tui.live.containers import ContainerInfo
@@ -23,10 +25,7 @@ BOX = ContainerInfo(CID, "claude-box", "egress-tui-test/claude", "running", ["la
 
 
 async def until(pilot, cond, what: str) -> None:
-    t0 = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t0 < 20, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
+    await wait(pilot, cond, 20, what)
 
 
 class Held:
@@ -155,3 +154,33 @@ async def test_the_session_report_and_quitting_never_wait_on_the_firewall(tmp_pa
         insp.removal.go.set()
         await until(pilot, lambda: app.return_code is not None, "the app to exit")
     assert app.return_code == 0 and not insp.on and insp.closed
+
+
+@pytest.mark.asyncio
+async def test_the_detail_pane_never_waits_for_the_capture_lock():
+    """Selecting a host while the capture thread holds the engine: the screen answers at once
+    and the flows arrive with the capture's next batch."""
+    from egress_tui.cli import demo_capture
+    app = create_app(AppConfig(pcap=demo_capture(), speed=0.02))  # slow: the capture runs on
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: any(r.connections for r in app.session.rows.values()), "a host with flows")
+        name, row = next((n, r) for n, r in app.session.rows.items() if r.connections)
+        cap = app.inspection.capturer
+        held, release, gave_up = threading.Event(), threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with cap.lock:  # what the capture thread does while it feeds the engine
+                held.set()
+                if not release.wait(3):
+                    gave_up.set()  # the screen was stuck behind the lock all this time
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        assert held.wait(5)
+        app.main.table.move_cursor(row=app.main.table.get_row_index(name))
+        app.main.show_detail(name)              # the old code waited for the lock right here
+        release.set()
+        holder.join(5)
+        assert not gave_up.is_set() and cap.is_alive()
+        await until(pilot, lambda: f"{row.connections} connection(s)" in screen_text(app)
+                    or f"{app.session.rows[name].connections} connection(s)" in screen_text(app), "the flows")

@@ -169,12 +169,17 @@ class Inspection:
     def error(self) -> str | None:
         return self.capturer.error if self.capturer else None
 
-    def host_connections(self, name: str) -> tuple[list[dict], dict[str, set[str]]]:
-        """Flows of one host, read from the engine under the capture lock."""
+    def host_connections(self, name: str) -> tuple[list[dict], dict[str, set[str]]] | None:
+        """Flows of one host. While the capture runs, never waits for it: the host is watched
+        and its flows come with the next batch (``Batch.watched``), and this returns None. Once
+        the capture has ended, the engine is read directly."""
         cap = self.capturer
         if cap is None:
             return [], {}
-        with cap.lock:
+        if cap.is_alive():
+            cap.watch(name)
+            return None
+        with cap.lock:  # the thread is gone: nobody holds it
             h = cap.engine.hosts.get(name)
             conns = [c.to_dict() for c in h.conns] if h else []
             shared = cap.engine.shared_addresses()

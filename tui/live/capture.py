@@ -432,6 +432,10 @@ class Batch:
     shared: dict[str, set[str]] = field(default_factory=dict)  # address -> names (shared CDN)
     ended: bool = False
     cleared: bool = False
+    # the connections of the host the screen shows (Capturer.watch), when they changed or
+    # were asked for: the screen never reads the engine while the capture thread owns it
+    watched: str | None = None
+    watched_conns: list[dict] = field(default_factory=list)
 
 
 class Capturer(threading.Thread):
@@ -457,6 +461,8 @@ class Capturer(threading.Thread):
         self._rate_window: list[tuple[float, int]] = []
         self._cleared = False
         self._resolvers = None
+        self._watch: str | None = None       # see watch()
+        self._watch_sent: str | None = None
 
     def stop(self) -> None:
         """Ask the source to stop; the thread goes on feeding what it yields until it ends
@@ -502,14 +508,27 @@ class Capturer(threading.Thread):
             self.error = f"capture failed: {type(e).__name__}: {e}"
         self._emit(ended=True)
 
+    def watch(self, name: str | None) -> None:
+        """Ask for the connections of ``name`` in the next batch, and in every batch in which
+        the host changes (any thread; the capture thread answers within ``interval``)."""
+        if name != self._watch:
+            self._watch = name
+            self._watch_sent = None
+
     def _emit(self, ended: bool = False) -> None:
+        watched, watched_conns = None, []
         with self.lock:
             eng = self.engine
             names = eng.take_dirty()
             # in first-seen order: the table appends new rows, so its default order holds
             rows = sorted((eng.hosts[n].to_row() for n in names), key=HostRow.sort_key)
             packets = eng.packets
-            shared = eng.shared_addresses() if rows else None
+            want = self._watch
+            if want is not None and (want in names or want != self._watch_sent):
+                h = eng.hosts.get(want)
+                watched, watched_conns = want, [c.to_dict() for c in h.conns] if h else []
+                self._watch_sent = want
+            shared = eng.shared_addresses() if rows or watched else None
             cleared, self._cleared = self._cleared, False
         now = time.monotonic()
         win = self._rate_window
@@ -521,4 +540,5 @@ class Capturer(threading.Thread):
                             kernel_drops=getattr(self.source, "kernel_drops", 0),
                             errors=getattr(self.source, "errors", 0),
                             status=self.error or self.status, ended=ended, cleared=cleared,
-                            shared=shared if shared is not None else {}))
+                            shared=shared if shared is not None else {},
+                            watched=watched, watched_conns=watched_conns))

@@ -62,6 +62,7 @@ class EgressApp(App):
         self.firewall_text = ""       # shown in the status bar when a container is attached
         self.firewall_busy = False
         self.firewall_stale = False   # the session's allowlist is not the one the firewall carries
+        self._watched: tuple[str, list[dict]] | None = None  # flows the capture thread last handed over
         self._set_errors_told = 0     # set update errors already notified
         self.last_spec = None
         self.run_active = False
@@ -184,11 +185,15 @@ class EgressApp(App):
                 self.notify(b.status, severity="error", timeout=10)
         if b.shared:
             self.session.shared = b.shared
+        if b.watched is not None:
+            self._watched = (b.watched, b.watched_conns)
         rows = self.session.update(b.rows)
         if self.paused:
             self.pending.extend(rows)
         else:
             self.main.apply_rows(rows)
+            if b.watched is not None and b.watched == self.main._detail_for:
+                self.main.show_detail(b.watched)  # its flows arrived
         if b.ended and not b.status and not self.closing:
             self.state = "replay finished" if self.config.pcap else "capture ended"
         self.refresh_status()
@@ -234,8 +239,14 @@ class EgressApp(App):
             self.notify(f"firewall: a DNS set update failed: {g.updater.last_error}", severity="warning",
                         timeout=8, markup=False)
 
-    def host_connections(self, name: str) -> tuple[list[dict], dict[str, set[str]]]:
-        return self.inspection.host_connections(name) if self.inspection else ([], {})
+    def host_connections(self, name: str) -> tuple[list[dict], dict[str, set[str]]] | None:
+        """The flows of one host, or None when they come with the next capture batch."""
+        if self.inspection is None:
+            return [], {}
+        got = self.inspection.host_connections(name)
+        if got is None and self._watched and self._watched[0] == name:
+            return self._watched[1], self.session.shared  # the last ones handed over, until then
+        return got
 
     @property
     def runs(self) -> list:

@@ -75,7 +75,8 @@ class MainScreen(Screen):
     def show_detail(self, name: str | None) -> None:
         self._detail_for = name
         row = self.app.session.rows.get(name) if name else None
-        conns, shared = self.app.host_connections(name) if row else ([], {})
+        # None: the capture thread hands this host's flows over with its next batch
+        conns, shared = (self.app.host_connections(name) if row else None) or ([], self.app.session.shared)
         self.query_one(DetailPane).show(row, conns, shared)
 
     def on_host_table_selected(self, event: HostTable.Selected) -> None:
