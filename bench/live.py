@@ -464,7 +464,14 @@ async def _latency(lab, pid: int, gap: float) -> dict:
         deadline = time.monotonic() + 3
         while len(shown) < len(names) - len(failures) and time.monotonic() < deadline:
             await pilot.pause(0.01)
-        hellos = hello_times(insp.recording, set(names)) if insp.recording else {}
+        hellos = {}
+        if insp.recording:
+            # a copy taken under the capture lock after a flush: the live file may still hold
+            # the last ClientHellos in its write buffer
+            import tempfile
+            with tempfile.TemporaryDirectory() as d:
+                insp.save_recording(os.path.join(d, "hellos.pcapng"))
+                hellos = hello_times(os.path.join(d, "hellos.pcapng"), set(names))
         out = {"names": names, "shown": dict(shown), "emitted": dict(emitted), "hellos": hellos,
                "failures": failures, "apply_cost": apply_cost, "drops": src.kernel_drops,
                "error": cap.error}

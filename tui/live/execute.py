@@ -77,8 +77,11 @@ class _Exec:
         threading.Thread(target=_pump, args=(stream, lines), daemon=True, name="egress-run-output").start()
         if not wrapped:
             return ex["Id"], lines, []
-        # the wrapper's first stderr line names the PID; before it, only a failed start speaks
+        # the wrapper's first stderr line names the PID; before it, only a failed start speaks on
+        # stderr. stdout and stderr travel separately through the engine, so the command's own
+        # first stdout lines may arrive before the marker: they are held, not mistaken for it.
         held: list[str] = []
+        stderr_seen = False
         while True:
             try:
                 item = lines.get(timeout=max(self.deadline - time.monotonic(), 0.01))
@@ -87,10 +90,11 @@ class _Exec:
             if item is None:
                 break
             fd, text = item
-            if fd == 2 and text.startswith(PID_MARKER) and not held:
+            if fd == 2 and text.startswith(PID_MARKER) and not stderr_seen:
                 pid = text[len(PID_MARKER):].strip()
                 self.pid = int(pid) if pid.isdigit() and int(pid) > 1 else None
-                return ex["Id"], lines, []
+                return ex["Id"], lines, held
+            stderr_seen = stderr_seen or fd == 2
             held.append(text)
         code = self._inspect(ex["Id"]).get("ExitCode")
         if code in (126, 127):
