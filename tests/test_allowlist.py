@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from publicsuffixlist import PublicSuffixList
 
-from tests.hostile_names import hostile_names
+from tests.strategies import hostile_names
 from egress_tui.core.allowlist import (Allowlist, AllowlistError, build, choices_for, learned_allowlist, parse_entry,
                                        preset_entries)
 
