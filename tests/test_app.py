@@ -209,10 +209,11 @@ async def test_run_dialog_refuses_a_bad_time_limit():
     async with app.run_test(size=SIZE) as pilot:
         app.push_screen(RunDialog(), got.append)
         await pilot.pause()
-        app.screen.query_one("#timeout").value = "soon"
+        app.screen.query_one("#timeout").value = "soon [/]"     # markup in what was typed: shown, not parsed
         await pilot.click("#run")
         await pilot.pause()
-        assert not got and "cannot read that" in str(app.screen.query_one("#run-error").render())
+        shown = str(app.screen.query_one("#run-error").render())
+        assert app.is_running and not got and "cannot read that" in shown and "soon [/]" in shown
 
 
 @pytest.mark.asyncio

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -83,7 +84,8 @@ class RunDialog(ModalScreen[RunSpec | None]):
             timeout = float(self.query_one("#timeout", Input).value)
             extra = dict(kv.split("=", 1) for kv in shlex.split(self.query_one("#env", Input).value))
         except ValueError as e:
-            err.update(f"cannot read that: {e} (KEY=VALUE pairs, a number of seconds)")
+            # Text: what was typed comes back in the message, and "[/]" there is no markup
+            err.update(Text(f"cannot read that: {e} (KEY=VALUE pairs, a number of seconds)"))
             return
         if not command:
             err.update("the command is empty")
