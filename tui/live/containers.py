@@ -14,8 +14,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from egress_tui.core.proxy import ProxyConfig
+from egress_tui.core.proxy import from_env as proxy_from_env
 from egress_tui.live.capture import CaptureError, Frame, NetnsSource
 from egress_tui.live.helpers import HelperOwner, remove_quietly, start_helper
 from egress_tui.live.nflog import NFLOG_INTERFACE
@@ -37,6 +39,9 @@ class ContainerInfo:
     networks: list[str]
     pid: int
     addresses: list[str]
+    # HTTP(S)_PROXY, ALL_PROXY, NO_PROXY from the engine's record of the container (Config.Env),
+    # never from inside it: a process in the container cannot change what is shown here
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     @property
     def short_id(self) -> str:
@@ -74,8 +79,9 @@ def _info(c) -> ContainerInfo:
             if n.get(k):
                 addrs.append(n[k])
     image = attrs.get("Config", {}).get("Image", "") or (c.image.tags[0] if c.image and c.image.tags else "")
+    env = (attrs.get("Config") or {}).get("Env") or []
     return ContainerInfo(c.id, c.name, image, state.get("Status", c.status), sorted(nets),
-                         int(state.get("Pid") or 0), addrs)
+                         int(state.get("Pid") or 0), addrs, proxy_from_env(env))
 
 
 def docker_dns(dc, attrs: dict) -> list[str]:
