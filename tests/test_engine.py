@@ -165,8 +165,10 @@ def test_http_host_header_and_connect_proxy(tmp_path):
                   b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n", [])
     hosts = run(conv, tmp_path)
     assert hosts["plain.test"].via == ["http"]
-    assert hosts["api.anthropic.com"].via == ["http"]
-    assert hosts["api.anthropic.com"].ports == [3128]
+    # a CONNECT names the destination asked for (the port too), not the proxy
+    assert hosts["api.anthropic.com"].via == ["proxy"]
+    assert hosts["api.anthropic.com"].ports == [443]
+    assert hosts["api.anthropic.com"].proxies == [f"{S4}:3128"]
 
 
 def test_dns_only_and_nxdomain(tmp_path):

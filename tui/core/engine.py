@@ -15,7 +15,9 @@ from collections.abc import Iterable
 
 from egress_tui.wire import dns as dnsmod
 from egress_tui.wire import quic, tls
-from egress_tui.core.hosts import NAMED_ADDRESS, NAMED_DNS, NAMED_HTTP, NAMED_SNI, Conn, Host, addr_text
+from egress_tui.core.hosts import (NAMED_ADDRESS, NAMED_DNS, NAMED_HTTP, NAMED_SNI, NAMED_TARGET, SOCKS4_REPLIES,
+                                   SOCKS5_REPLIES, Conn, Host, Tunnel, addr_text, is_address)
+from egress_tui.core.proxy import ProxyConfig
 from egress_tui.wire.packet import (PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
                                     LINKTYPE_NAMES, decode_at)
 from egress_tui.wire.pcapfile import CaptureInput, PcapError, read_pcap_blocks, read_records
@@ -41,6 +43,14 @@ QUERY_WAIT = 30.0            # seconds of capture time a query waits for its ans
 SUSPICIOUS_KEPT = 500
 PACKET_OUTGOING = 4          # sll_pkttype: sent by this host (here: by the container)
 ARPHRD_LOOPBACK = 772
+
+# Through a proxy the client's stream holds the proxy handshake first (a CONNECT head, or a
+# SOCKS greeting with credentials), then the destination's ClientHello: this much more.
+TUNNEL_EXTRA = 8192 + 600
+# The proxy's answers: a SOCKS reply is a few bytes; an HTTP 407 page is a few KB.
+TUNNEL_REPLY_LIMIT = 65536
+CONNECT_RETRIES = 8          # CONNECT requests followed on one connection (407, then 200)
+TARGETS_KEPT = 8
 
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ", b"TRACE ")
@@ -143,6 +153,9 @@ class Engine:
         self.first_ts = 0.0
         self.last_ts = 0.0
         self.linktypes: set[int] = set()
+        self.proxy_config: ProxyConfig | None = None
+        self.proxy_addrs: set[tuple[str, int]] = set()
+        self.proxy_names: set[tuple[str, int]] = set()
 
     # -- input -------------------------------------------------------------------------
 
@@ -361,6 +374,7 @@ class Engine:
             if flags & TCP_SYN:
                 if not c.synack:
                     c.synack = True
+                    c.rseq = (seq + 1) & 0xFFFFFFFF
                     self.dirty.add(c.name)
                 if c.app == "dns" and c.rstream is None:
                     c.rstream = Stream((seq + 1) & 0xFFFFFFFF, DNS_TCP_LIMIT)
@@ -379,47 +393,85 @@ class Engine:
                     self.dirty.add(c.name)
             if pend > poff:
                 c.bytes_in += pend - poff
+                t = c.tunnel
+                if t is not None and c.rstream is None and t.sphase != "done":
+                    c.rstream = Stream(seq, TUNNEL_REPLY_LIMIT)  # no SYN-ACK seen: from here
                 if c.rstream is not None:
-                    if self._outgoing():
-                        c.forged = True  # "answers" the container sent itself
-                    if c.rstream.add(seq, buf[poff:pend]):
-                        self._dns_tcp(c, c.rstream, ts, answers=True)
+                    if t is not None:
+                        if c.rstream.add(seq, buf[poff:pend]):
+                            self._tunnel_server(c)
+                        elif c.pkts_in > STREAM_GIVE_UP:
+                            c.rstream = None
+                    else:
+                        if self._outgoing():
+                            c.forged = True  # "answers" the container sent itself
+                        if c.rstream.add(seq, buf[poff:pend]):
+                            self._dns_tcp(c, c.rstream, ts, answers=True)
         if c.established and c.stream is None and c.rstream is None and not c.fast:
             self._go_fast(c)
 
 
     def _inspect(self, c: Conn) -> None:
-        """Look at the contiguous start of the client's stream: TLS, HTTP or DNS."""
+        """Look at the contiguous start of the client's stream: TLS, HTTP, DNS or a proxy."""
         s = c.stream
         data = s.data
         if c.app == "dns" or c.sport == 53 or c.cport == 53:
             self._dns_tcp(c, s, c.last)
             return
+        if c.tunnel is not None:
+            self._tunnel_client(c)
+            return
         b0 = data[0]
         if b0 == 0x16:
-            r = tls.handshake_from_records(data)
-            if r is tls.NEED_MORE and not s.full:
-                return
-            c.stream = None
-            if r is tls.NEED_MORE or r is tls.NOT_TLS:
-                return
-            hello = tls.parse_client_hello(r, "t")
-            if hello is None:
-                return
-            c.hello = hello
-            c.app = "tls"
-            if hello.sni:
-                self._rename(c, hello.sni, NAMED_SNI)
-            c.host.via.add("tls")
-            self.dirty.add(c.name)
+            self._tls(c, 0)
+            return
+        if b0 in (4, 5):
+            # SOCKS: version 4 or 5 in the first byte; the rest must fit the protocol, or the
+            # connection is left alone (see _tunnel_client)
+            self._start_tunnel(c, "socks5" if b0 == 5 else "socks4")
+            self._tunnel_client(c)
             return
         if bytes(data[:3]) in HTTP_PREFIXES:
-            self._http(c, s)
+            self._http(c, 0)
             return
         c.stream = None
 
-    def _http(self, c: Conn, s: Stream) -> None:
-        data = bytes(s.data)
+    def _tls(self, c: Conn, off: int) -> None:
+        """A ClientHello at ``off`` in the client's stream: straight to the server, or inside a
+        proxy tunnel (then it names what the tunnel really reaches)."""
+        s = c.stream
+        r = tls.handshake_from_records(bytes(s.data[off:]) if off else s.data)
+        if r is tls.NEED_MORE and not s.full:
+            return
+        c.stream = None
+        if r is tls.NEED_MORE or r is tls.NOT_TLS:
+            return
+        hello = tls.parse_client_hello(r, "t")
+        if hello is None:
+            return
+        c.hello = hello
+        c.app = "tls"
+        t = c.tunnel
+        if t is None and self._to_proxy(c):
+            # TLS to the proxy itself (an https:// proxy): the CONNECT inside is encrypted
+            t = c.tunnel = Tunnel("tls-proxy")
+            t.phase = t.sphase = "done"
+            c.host.via.add("proxy")
+        if hello.sni:
+            if t is not None and not t.hidden:
+                t.inner, t.inner_by = hello.sni.lower().rstrip("."), "sni"
+                t.phase = "done"
+            self._rename(c, hello.sni, NAMED_SNI)
+        if t is not None:
+            c.host.via.add("proxy")
+        c.host.via.add("tls")
+        self.dirty.add(c.name)
+
+    def _http(self, c: Conn, off: int) -> None:
+        """An HTTP request head at ``off``: named by its Host header, or through a proxy by its
+        absolute URI (``GET http://name/``) or its CONNECT target."""
+        s = c.stream
+        data = bytes(s.data[off:])
         if not data.startswith(HTTP_METHODS):
             if len(data) >= 8:
                 c.stream = None
@@ -427,24 +479,376 @@ class Engine:
         head_end = data.find(b"\r\n\r\n")
         if head_end < 0 and len(data) < HTTP_HEAD_LIMIT:
             return
-        c.stream = None
         head = data[:head_end if head_end >= 0 else HTTP_HEAD_LIMIT]
-        host = None
+        t = c.tunnel
+        if t is None and head_end >= 0:
+            target = _request_target(head)
+            if head.startswith(b"CONNECT ") or target is not None:
+                self._start_tunnel(c, "connect" if head.startswith(b"CONNECT ") else "http")
+                self._tunnel_client(c)
+                return
+        c.stream = None
+        host = _header(head, b"host")
         if head.startswith(b"CONNECT "):
-            # Through a proxy the name is in the request target, not the Host header.
-            target = head[8:head.find(b" ", 8)]
-            host = target
-        else:
-            for line in head.split(b"\r\n")[1:]:
-                if line[:5].lower() == b"host:":
-                    host = line[5:].strip()
-                    break
-        c.app = "http"
+            host = head[8:head.find(b" ", 8)]  # a CONNECT inside a tunnel: its target
+        c.app = c.app or "http"
         if host:
-            name = _strip_port(host.decode("ascii", "replace")).lower().rstrip(".")
+            name = _host_text(host)
             c.http_host = name
+            if t is not None:
+                t.inner, t.inner_by = name, "http"
+                t.phase = "done"
             self._rename(c, name, NAMED_HTTP)
+        if t is not None:
+            c.host.via.add("proxy")
         c.host.via.add("http")
+        self.dirty.add(c.name)
+
+    # -- proxies -------------------------------------------------------------------------
+
+    def set_proxy_config(self, cfg: ProxyConfig | None, addresses: dict[str, list[str]] | None = None) -> None:
+        """The proxies the container is told to use (its HTTP(S)_PROXY...): connections to them
+        that speak TLS are tunnels whose destination is hidden; connections around them are
+        flagged as proxy bypass. ``addresses``: what each proxy host name resolves to, when known."""
+        self.proxy_config = cfg if cfg else None
+        self.proxy_addrs = set()
+        self.proxy_names = set()
+        for ep in (cfg.endpoints if cfg else []):
+            if ep.is_address:
+                self.proxy_addrs.add((ep.host, ep.port))
+            else:
+                self.proxy_names.add((ep.host, ep.port))
+                for a in (addresses or {}).get(ep.host, []):
+                    self.proxy_addrs.add((a, ep.port))
+
+    def _to_proxy(self, c: Conn) -> bool:
+        """Does this connection go to one of the configured proxies?"""
+        if not self.proxy_addrs and not self.proxy_names:
+            return False
+        addr = addr_text(c.server)
+        if (addr, c.sport) in self.proxy_addrs:
+            return True
+        return any((n, c.sport) in self.proxy_names for n in self.addr_names.get(addr, ()))
+
+    def bypasses_proxy(self, c: Conn) -> bool:
+        """A proxy is configured, and this connection went somewhere else (NO_PROXY aside)."""
+        cfg = self.proxy_config
+        if cfg is None or c.app == "dns" or c.sport == 53 or c.server == DOCKER_DNS:
+            return False
+        if self._to_proxy(c):
+            return False
+        addr = addr_text(c.server)
+        if addr.startswith("127.") or addr == "::1":
+            return False  # inside the container's own namespace: not egress
+        return not (cfg.excluded(c.name) or cfg.excluded(addr))
+
+    def row(self, h: Host):
+        """A host's row, with proxy bypass counted when a proxy is configured."""
+        return h.to_row(self.bypasses_proxy if self.proxy_config is not None else None)
+
+    def _start_tunnel(self, c: Conn, kind: str) -> None:
+        c.tunnel = Tunnel(kind)
+        s = c.stream
+        s.limit = STREAM_LIMIT + TUNNEL_EXTRA
+        if kind == "http":
+            c.tunnel.sphase = "done"  # the answer is the destination's, not the proxy's
+        elif c.rseq is not None and c.rstream is None:
+            c.rstream = Stream(c.rseq, TUNNEL_REPLY_LIMIT)
+
+    def _not_a_tunnel(self, c: Conn) -> None:
+        """What looked like a proxy handshake was not one: forget it, name nothing from it."""
+        c.tunnel = None
+        c.stream = None
+        c.rstream = None
+
+    def _tunnel_client(self, c: Conn) -> None:
+        """Follow the client's side of a proxy handshake, then hand what it sends through the
+        tunnel to the TLS or HTTP reader."""
+        t = c.tunnel
+        s = c.stream
+        while c.stream is not None and c.tunnel is t:
+            data = s.data
+            p = t.cpos
+            n = len(data) - p
+            if n <= 0:
+                return
+            if t.phase == "inner":
+                if t.kind == "connect" and not t.open and data[p:p + 8] == b"CONNECT ":
+                    if t.requests >= CONNECT_RETRIES:
+                        c.stream = None
+                        return
+                    t.phase = "request"  # the proxy said no (407): the client asks again
+                    continue
+                s.limit = max(s.limit, p + STREAM_LIMIT)
+                if data[p] == 0x16:
+                    self._tls(c, p)
+                elif bytes(data[p:p + 3]) in HTTP_PREFIXES:
+                    self._http(c, p)
+                else:
+                    c.stream = None  # some other protocol inside: the target names it
+                return
+            if t.kind in ("connect", "http"):
+                end = data.find(b"\r\n\r\n", p)
+                if end < 0:
+                    if n >= HTTP_HEAD_LIMIT:
+                        c.stream = None
+                    return
+                head = bytes(data[p:end])
+                t.requests += 1
+                t.auth = t.auth or _header(head, b"proxy-authorization") is not None
+                if t.kind == "connect":
+                    if not head.startswith(b"CONNECT "):
+                        c.stream = None
+                        return
+                    got = _authority(head[8:head.find(b" ", 8) if head.find(b" ", 8) > 0 else len(head)])
+                    t.cpos = end + 4
+                    t.phase = "inner"
+                    if got is None:
+                        self._tunnel_target(c, "", 0)
+                        continue
+                    self._tunnel_target(c, got[0], got[1] or 443)
+                    continue
+                target = _request_target(head)
+                if target is None:
+                    c.stream = None
+                    return
+                self._tunnel_target(c, target[0], target[1])
+                host = _header(head, b"host")
+                if host:
+                    t.inner, t.inner_by = _host_text(host), "http"
+                c.app = "http"
+                c.http_host = t.target
+                c.host.via.add("http")
+                c.stream = None
+                return
+            if t.kind == "socks5":
+                if not self._socks5_client(c, t, data, p, n):
+                    return
+                continue
+            if t.kind in ("socks4", "socks4a"):
+                if not self._socks4_client(c, t, data, p, n):
+                    return
+                continue
+            c.stream = None
+            return
+
+    def _socks5_client(self, c: Conn, t: Tunnel, data: bytearray, p: int, n: int) -> bool:
+        """One SOCKS5 client message (RFC 1928, RFC 1929); False to wait or stop."""
+        if t.phase == "request" and p == 0:
+            # greeting: VER NMETHODS METHODS...
+            if n < 2:
+                return False
+            k = data[1]
+            if k == 0:
+                self._not_a_tunnel(c)
+                return False
+            if n < 2 + k:
+                return False
+            t.cpos = 2 + k
+            t.phase = "after"
+            return True
+        b0 = data[p]
+        if t.phase == "after" and b0 == 1:
+            # username/password: VER ULEN UNAME PLEN PASSWD, a credential: skipped, never kept
+            if n < 2 or n < 3 + data[p + 1]:
+                return False
+            ulen = data[p + 1]
+            plen = data[p + 2 + ulen]
+            if n < 3 + ulen + plen:
+                return False
+            t.auth = True
+            t.cpos = p + 3 + ulen + plen
+            return True
+        if b0 != 5:
+            self._not_a_tunnel(c)
+            return False
+        if n < 5:
+            return False
+        cmd, rsv, atyp = data[p + 1], data[p + 2], data[p + 3]
+        if cmd not in (1, 2, 3) or rsv != 0 or atyp not in (1, 3, 4):
+            self._not_a_tunnel(c)
+            return False
+        if atyp == 1:
+            size, host_at = 4, p + 4
+        elif atyp == 4:
+            size, host_at = 16, p + 4
+        else:
+            size, host_at = data[p + 4], p + 5
+            if size == 0:
+                self._not_a_tunnel(c)
+                return False
+        end = host_at + size + 2
+        if len(data) < end:
+            return False
+        raw = bytes(data[host_at:host_at + size])
+        host = addr_text(raw) if atyp != 3 else _host_text(raw)
+        port = (data[end - 2] << 8) | data[end - 1]
+        t.cpos = end
+        t.phase = "inner" if cmd == 1 else "done"
+        self._tunnel_target(c, host, port)
+        if cmd != 1:
+            c.stream = None
+        return True
+
+    def _socks4_client(self, c: Conn, t: Tunnel, data: bytearray, p: int, n: int) -> bool:
+        """A SOCKS4 or 4a request: VN CD DSTPORT DSTIP USERID 0 [HOST 0]."""
+        if p != 0 or n < 9:
+            return False
+        if data[1] not in (1, 2):
+            self._not_a_tunnel(c)
+            return False
+        zero = data.find(b"\0", 8, 8 + 256)
+        if zero < 0:
+            if n >= 8 + 256:
+                self._not_a_tunnel(c)
+            return False
+        port = (data[2] << 8) | data[3]
+        ip = bytes(data[4:8])
+        end = zero + 1
+        t.auth = zero > 8  # a user id
+        if ip[:3] == b"\0\0\0" and ip[3]:
+            z2 = data.find(b"\0", end, end + 256)
+            if z2 < 0:
+                if len(data) >= end + 256:
+                    self._not_a_tunnel(c)
+                return False
+            host = _host_text(bytes(data[end:z2]))
+            end = z2 + 1
+            t.kind = "socks4a"
+        else:
+            host = addr_text(ip)
+        t.cpos = end
+        t.phase = "inner" if data[1] == 1 else "done"
+        self._tunnel_target(c, host, port)
+        if data[1] != 1:
+            c.stream = None
+        return True
+
+    def _tunnel_target(self, c: Conn, host: str, port: int) -> None:
+        """The client asked the proxy for host:port: the row is named by it until the tunnel
+        shows the name spoken inside."""
+        t = c.tunnel
+        t.target, t.port = host, port
+        if host and (host, port) not in t.targets and len(t.targets) < TARGETS_KEPT:
+            t.targets.append((host, port))
+        if not t.inner and host:
+            if is_address(host):
+                name = self.addr_name.get(host)
+                if name:
+                    self._rename(c, name, NAMED_DNS)
+                else:
+                    self._host(host, True)
+                    self._rename(c, host, NAMED_ADDRESS)
+            else:
+                self._rename(c, host, NAMED_TARGET)
+        c.host.via.add("proxy")
+        self.dirty.add(c.name)
+
+    def _tunnel_server(self, c: Conn) -> None:
+        """Follow the proxy's answers: yes (200, SOCKS success) opens the tunnel, anything else
+        refuses this destination (403, 407, a SOCKS error)."""
+        t = c.tunnel
+        s = c.rstream
+        while c.rstream is not None:
+            data = s.data
+            p = t.spos
+            n = len(data) - p
+            if n <= 0:
+                return
+            if t.kind == "connect":
+                end = data.find(b"\r\n\r\n", p)
+                if not data.startswith(b"HTTP/", p) or (end < 0 and n >= HTTP_HEAD_LIMIT):
+                    c.rstream = None
+                    return
+                if end < 0:
+                    return
+                head = bytes(data[p:end])
+                code = _status_code(head)
+                if code is None:
+                    c.rstream = None
+                    return
+                body = 0
+                if not 200 <= code < 300 and code >= 200 and code not in (204, 304):
+                    length = _header(head, b"content-length")
+                    if length is not None and length.strip().isdigit():
+                        body = int(length.strip())
+                    elif _header(head, b"transfer-encoding") is not None:
+                        body = -1  # chunked: the rest of this stream cannot be followed
+                if 100 <= code < 200:
+                    t.spos = end + 4
+                    continue
+                t.reply = str(code)
+                if 200 <= code < 300:
+                    t.open, t.refused = True, ""
+                    t.sphase = "done"
+                    c.rstream = None
+                else:
+                    t.refused = f"proxy answered {code}" + (" (authentication required)" if code == 407 else "")
+                    if body < 0 or end + 4 + body > s.limit:
+                        t.sphase = "done"
+                        c.rstream = None
+                    else:
+                        t.spos = end + 4 + body
+                self.dirty.add(c.name)
+                continue
+            if t.kind == "socks5":
+                if t.sphase == "reply" and p == 0:
+                    t.sphase = "method"
+                if t.sphase == "method":
+                    if n < 2:
+                        return
+                    m = data[p + 1]
+                    t.spos = p + 2
+                    if data[p] != 5 or m == 0xFF:
+                        self._tunnel_refused(c, "SOCKS5: no acceptable authentication method")
+                        return
+                    t.sphase = "auth" if m == 2 else "connect"
+                    continue
+                if t.sphase == "auth":
+                    if n < 2:
+                        return
+                    t.spos = p + 2
+                    if data[p + 1] != 0:
+                        self._tunnel_refused(c, "SOCKS5: authentication failed")
+                        return
+                    t.sphase = "connect"
+                    continue
+                if n < 5:
+                    return
+                rep, atyp = data[p + 1], data[p + 3]
+                size = 4 if atyp == 1 else 16 if atyp == 4 else data[p + 4] + 1
+                if n < 4 + size + 2:
+                    return
+                t.reply = f"SOCKS5 {rep}"
+                self._tunnel_answer(c, rep == 0, f"SOCKS5 reply {rep} ({SOCKS5_REPLIES.get(rep, 'unknown')})")
+                return
+            if t.kind in ("socks4", "socks4a"):
+                if n < 8:
+                    return
+                cd = data[p + 1]
+                t.reply = f"SOCKS4 {cd:#x}"
+                self._tunnel_answer(c, cd == 0x5A, f"SOCKS4 reply {cd:#x} ({SOCKS4_REPLIES.get(cd, 'unknown')})")
+                return
+            c.rstream = None
+            return
+
+    def _tunnel_answer(self, c: Conn, ok: bool, why: str) -> None:
+        """The proxy's final answer: the tunnel is open, or refused for this reason."""
+        if not ok:
+            self._tunnel_refused(c, why)
+            return
+        t = c.tunnel
+        t.open, t.refused = True, ""
+        t.sphase = "done"
+        c.rstream = None
+        self.dirty.add(c.name)
+
+    def _tunnel_refused(self, c: Conn, why: str) -> None:
+        t = c.tunnel
+        t.refused = why
+        t.sphase = "done"
+        c.rstream = None
+        c.stream = None
         self.dirty.add(c.name)
 
     def _udp(self, ts, src, dst, sport, dport, payload) -> None:
@@ -751,6 +1155,79 @@ class Engine:
         """Addresses that DNS gave for more than one name (shared CDN front ends)."""
         return {a: n for a, n in self.addr_names.items() if len(n) > 1}
 
+
+
+def _host_text(raw: bytes) -> str:
+    """A host name from the wire, as text: lower case, no port, no trailing dot. Bytes that
+    are not ASCII become U+FFFD: the name then matches no allowlist entry."""
+    return _strip_port(raw.strip().decode("ascii", "replace")).lower().rstrip(".")
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    """The value of the first header called ``name`` (lower case) in a request or response head."""
+    n = len(name) + 1
+    for line in head.split(b"\r\n")[1:]:
+        if line[:n].lower() == name + b":":
+            return line[n:].strip()
+    return None
+
+
+def _authority(raw: bytes) -> tuple[str, int] | None:
+    """``host:port``, ``[v6]:port`` (a CONNECT target or a URI's authority), userinfo dropped."""
+    text = raw.decode("ascii", "replace")
+    text = text.rpartition("@")[2]  # user:password@ is a credential: never kept
+    port = 0
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        host, rest = text[1:end], text[end + 1:]
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    else:
+        host, colon, p = text.rpartition(":")
+        if not colon:
+            host = text
+        elif p.isdigit():
+            port = int(p)
+        else:
+            return None
+    host = host.lower().rstrip(".")
+    if not host or port > 65535:
+        return None
+    return host, port
+
+
+def _request_target(head: bytes) -> tuple[str, int] | None:
+    """The destination of an absolute-form request (``GET http://name:8080/x HTTP/1.1``), the
+    form a client sends to an HTTP proxy; None for an origin-form request (``GET /x``)."""
+    sp = head.find(b" ")
+    if sp < 0:
+        return None
+    uri = head[sp + 1:head.find(b" ", sp + 1) if head.find(b" ", sp + 1) > 0 else len(head)]
+    low = uri[:8].lower()
+    if low.startswith(b"http://"):
+        rest, default = uri[7:], 80
+    elif low.startswith(b"https://"):
+        rest, default = uri[8:], 443
+    else:
+        return None
+    end = len(rest)
+    for ch in (b"/", b"?", b"#"):
+        i = rest.find(ch)
+        if 0 <= i < end:
+            end = i
+    got = _authority(rest[:end])
+    if got is None:
+        return None
+    return got[0], got[1] or default
+
+
+def _status_code(head: bytes) -> int | None:
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
+        return None
+    return int(parts[1])
 
 
 def _strip_port(authority: str) -> str:

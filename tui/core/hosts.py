@@ -7,8 +7,10 @@ report, the TUI and the firewall read them.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from egress_tui.core.rows import HostRow
@@ -22,12 +24,25 @@ OUTCOMES = (CONNECTED, CLOSED, REFUSED, UNANSWERED)
 # How a connection got its name, strongest first.
 NAMED_SNI = "sni"
 NAMED_HTTP = "http"
+NAMED_TARGET = "proxy"    # the destination a client asked a proxy for (CONNECT, SOCKS, absolute URI)
 NAMED_DNS = "dns"
 NAMED_ADDRESS = "address"
 
 # Per host, the most recent connections kept in full (for the detail view). Older ones
 # only survive as outcome counts, so a week-long capture does not grow without bound.
 CONNS_KEPT = 500
+# Per host, the tunnel records kept in full for the detail view and the reports.
+TUNNELS_KEPT = 20
+# Per host, the distinct fronting findings kept (each is one line of text).
+FINDINGS_KEPT = 20
+# What a proxy's refusal looked like, by protocol and code.
+SOCKS5_REPLIES = {1: "general failure", 2: "not allowed by ruleset", 3: "network unreachable",
+                  4: "host unreachable", 5: "connection refused", 6: "TTL expired",
+                  7: "command not supported", 8: "address type not supported"}
+SOCKS4_REPLIES = {0x5B: "rejected or failed", 0x5C: "no identd", 0x5D: "identd mismatch"}
+TUNNEL_KINDS = {"connect": "HTTP CONNECT", "http": "HTTP proxy request", "socks5": "SOCKS5",
+                "socks4": "SOCKS4", "socks4a": "SOCKS4a", "tls-proxy": "TLS to the proxy"}
+
 # Per host, the DNS answers that were not believed (see engine: the trust model), kept in
 # full for the detail view; older ones only count.
 SUSPICIOUS_KEPT = 20
@@ -35,6 +50,58 @@ SUSPICIOUS_KEPT = 20
 
 def addr_text(a: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6 if len(a) == 16 else socket.AF_INET, a)
+
+
+class Tunnel:
+    """What a connection to a proxy asked for and got: the proxy protocol, the destination the
+    client requested, the proxy's answer, and the name the client then spoke to inside."""
+
+    __slots__ = ("kind", "target", "port", "reply", "open", "refused", "inner", "inner_by", "targets",
+                 "auth", "cpos", "spos", "phase", "sphase", "requests")
+
+    def __init__(self, kind: str):
+        self.kind = kind          # a key of TUNNEL_KINDS
+        self.target = ""          # requested host: a name (as sent, lower case) or an address
+        self.port = 0             # requested port
+        self.reply = ""           # the proxy's last answer: "200", "407", "SOCKS5 rep 2 (...)"
+        self.open = False         # the proxy said yes: what follows is the destination's traffic
+        self.refused = ""         # the proxy said no (why), and never yes after
+        self.inner = ""           # the name spoken inside: TLS SNI or HTTP Host
+        self.inner_by = ""        # "sni" or "http"
+        self.targets: list[tuple[str, int]] = []  # every (target, port) requested on this connection
+        self.auth = False         # the client sent proxy credentials (never kept)
+        self.cpos = 0             # parse position in the client's stream
+        self.spos = 0             # parse position in the proxy's stream
+        self.phase = "request"    # client side: request, after, inner, done
+        self.sphase = "reply"     # proxy side: method, auth, reply, done
+        self.requests = 0         # HTTP requests (CONNECT or absolute-form) seen
+
+    @property
+    def hidden(self) -> bool:
+        """TLS to the proxy itself: the destination is encrypted and cannot be seen."""
+        return self.kind == "tls-proxy"
+
+    def target_text(self) -> str:
+        if not self.target:
+            return ""
+        host = f"[{self.target}]" if ":" in self.target else self.target
+        return f"{host}:{self.port}" if self.port else host
+
+    def fronting(self) -> str:
+        """A one-line finding when the name inside differs from the destination requested."""
+        if not self.inner or not self.target or self.hidden:
+            return ""
+        if self.inner == self.target:
+            return ""
+        what = "TLS for" if self.inner_by == "sni" else "HTTP Host"
+        return f"{TUNNEL_KINDS[self.kind]} to {self.target_text()} carried {what} {self.inner}"
+
+    def to_dict(self, proxy: str) -> dict:
+        return {"kind": self.kind, "proxy": proxy, "target": self.target_text() or None,
+                "inner": self.inner or None, "inner_by": self.inner_by or None,
+                "reply": self.reply or None, "open": self.open, "refused": self.refused or None,
+                "credentials_sent": self.auth, "fronting": self.fronting() or None,
+                "hidden": self.hidden}
 
 
 class Conn:
@@ -45,7 +112,7 @@ class Conn:
         "syns", "synack", "established", "refused", "fin", "rst",
         "pkts_out", "pkts_in", "bytes_out", "bytes_in",
         "name", "named_by", "app", "hello", "http_host", "stream", "rstream", "crypto", "host", "fast",
-        "forged",
+        "forged", "tunnel", "rseq",
     )
 
     def __init__(self, proto: int, client: bytes, cport: int, server: bytes, sport: int, ts: float):
@@ -77,11 +144,16 @@ class Conn:
         self.host: Host | None = None
         self.fast = False      # registered in the engine's fast path
         self.forged = False    # DNS over TCP: "answers" on it were sent by the container itself
+        self.tunnel: Tunnel | None = None  # a proxy protocol seen on this connection
+        self.rseq = None       # the server's first sequence number, from its SYN-ACK
 
     @property
     def outcome(self) -> str:
         if self.refused:
             return REFUSED
+        t = self.tunnel
+        if t is not None and t.refused and not t.open:
+            return REFUSED  # the proxy turned the destination down (403, 407, a SOCKS error)
         if self.established or self.synack or self.pkts_in:
             return CLOSED if (self.fin or self.rst) else CONNECTED
         return UNANSWERED
@@ -103,7 +175,19 @@ class Conn:
             "ech": h.ech if h else False, "ja4": h.ja4 if h else None,
             "packets_out": self.pkts_out, "packets_in": self.pkts_in,
             "bytes_out": self.bytes_out, "bytes_in": self.bytes_in,
+            "tunnel": self.tunnel.to_dict(self.endpoint()) if self.tunnel is not None else None,
         }
+
+    def endpoint(self) -> str:
+        """server:port as text, [v6]:port for IPv6."""
+        a = addr_text(self.server)
+        return f"[{a}]:{self.sport}" if ":" in a else f"{a}:{self.sport}"
+
+    @property
+    def dest_port(self) -> int:
+        """The port of the destination: the requested one through a proxy."""
+        t = self.tunnel
+        return t.port if t is not None and t.port else self.sport
 
 
 @dataclass
@@ -178,13 +262,40 @@ class Host:
         return bool(o) and not o.get(CONNECTED) and not o.get(CLOSED)
 
     def addresses(self) -> list[str]:
-        return sorted({addr_text(c.server) for c in self.conns}, key=_addr_key)
+        """Addresses connected to directly, and addresses asked of a proxy (SOCKS by address);
+        a proxy's own address is not the destination's (see ``proxies``)."""
+        out = set()
+        for c in self.conns:
+            t = c.tunnel
+            if t is None or t.hidden:
+                out.add(addr_text(c.server))
+            elif t.target and is_address(t.target):
+                out.add(t.target)
+        return sorted(out, key=_addr_key)
 
     def ports(self) -> list[int]:
-        return sorted({c.sport for c in self.conns})
+        return sorted({c.dest_port for c in self.conns})
 
-    def to_row(self) -> HostRow:
+    def to_row(self, bypass: Callable[[Conn], bool] | None = None) -> HostRow:
+        """The row; ``bypass`` tells a connection that went around the configured proxy."""
         hellos = [c.hello for c in self.conns if c.hello is not None]
+        proxies: dict[str, None] = {}
+        targets: dict[str, None] = {}
+        fronting: dict[str, None] = {}
+        tunnels = []
+        hidden = 0
+        for c in self.conns:
+            t = c.tunnel
+            if t is None:
+                continue
+            proxies.setdefault(c.endpoint(), None)
+            for host, port in t.targets:
+                targets.setdefault(_hostport(host, port), None)
+            f = t.fronting()
+            if f and len(fronting) < FINDINGS_KEPT:
+                fronting.setdefault(f, None)
+            hidden += t.hidden
+            tunnels.append(t.to_dict(c.endpoint()))
         return HostRow(
             name=self.name,
             via=sorted(self.via),
@@ -205,6 +316,12 @@ class Host:
             ja4=_uniq(h.ja4 for h in hellos),
             suspicious_dns=self.suspicious,
             suspicious=[dict(n) for n in self.suspicious_notes],
+            proxies=list(proxies),
+            targets=list(targets),
+            fronting=list(fronting),
+            hidden=hidden,
+            bypass=sum(1 for c in self.conns if bypass(c)) if bypass is not None else 0,
+            tunnels=tunnels[-TUNNELS_KEPT:],
         )
 
 
@@ -213,6 +330,19 @@ def _uniq(it) -> list:
     for x in it:
         seen.setdefault(x, None)
     return list(seen)
+
+
+def _hostport(host: str, port: int) -> str:
+    h = f"[{host}]" if ":" in host else host
+    return f"{h}:{port}" if port else h
+
+
+def is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _addr_key(a: str) -> tuple[int, str]:

@@ -28,7 +28,7 @@ def host_rows(engine: Engine, allowlist: Allowlist | None = None) -> list[HostRo
     al = allowlist or Allowlist()
     rows = []
     for h in engine.host_list():
-        row = h.to_row()
+        row = engine.row(h)
         row.allowed = verdict(row, al)
         rows.append(row)
     rows.sort(key=HostRow.sort_key)
@@ -36,7 +36,27 @@ def host_rows(engine: Engine, allowlist: Allowlist | None = None) -> list[HostRo
 
 
 def verdict(row: HostRow, al: Allowlist) -> bool | None:
-    return al.verdict(row.name, row.ports or None, row.addresses or None)
+    """The allowlist's verdict on a row: its name on every port it used, and through a proxy
+    also every destination the client asked the proxy for (a denied one of either is denied:
+    a tunnel to an allowed name that carries another is judged on both)."""
+    v = al.verdict(row.name, row.ports or None, row.addresses or None)
+    if v is None or v is False:
+        return v
+    for target in row.targets:
+        host, port = _split_target(target)
+        if not al.verdict(host, [port] if port else None):
+            return False
+    return v
+
+
+def _split_target(text: str) -> tuple[str, int]:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest[1:].isdigit() else 0
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit():
+        return text, 0
+    return host, int(port)
 
 
 def outcome_text(outcomes: dict[str, int], none: str = "-") -> str:

@@ -42,6 +42,12 @@ class HostRow:
     ja4: list[str] = field(default_factory=list)
     suspicious_dns: int = 0                              # DNS answers about it not believed
     suspicious: list[dict] = field(default_factory=list)  # the latest of them: reason, from, to, claims
+    proxies: list[str] = field(default_factory=list)     # proxy endpoints its connections went through
+    targets: list[str] = field(default_factory=list)     # destinations asked of a proxy: "name:443"
+    fronting: list[str] = field(default_factory=list)    # tunnels whose inner name is not the one requested
+    hidden: int = 0                                      # TLS to the proxy itself: destination unseen
+    bypass: int = 0                                      # connections around the configured proxy
+    tunnels: list[dict] = field(default_factory=list)    # the latest tunnel records (see hosts.Tunnel)
     allowed: bool | None = None                          # the allowlist's verdict; None: no allowlist
     warning: str = ""                                    # a key of WARNINGS, live only
 
@@ -57,10 +63,22 @@ class HostRow:
             text = VERDICT_WORDS[self.allowed]
             if self.blocked:
                 text = "blocked" if self.allowed is None else f"{text}, blocked"
-        return text + self.suspicious_text()
+        return text + self.suspicious_text() + self.findings_text()
 
     def suspicious_text(self) -> str:
         return f", {self.suspicious_dns} suspicious DNS" if self.suspicious_dns else ""
+
+    def findings_text(self) -> str:
+        """What a proxy showed: a tunnel carrying another name, a way around the proxy, or a
+        destination hidden inside TLS to the proxy."""
+        out = ""
+        if self.fronting:
+            out += ", fronting"
+        if self.bypass:
+            out += ", proxy bypass"
+        if self.hidden:
+            out += ", destination hidden"
+        return out
 
     def sort_key(self) -> tuple[float, str]:
         """First seen first: the order rows appear in, everywhere."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from egress_tui.core.allowlist import Allowlist, AllowlistError, Entry, parse_entry
 from egress_tui.core.report import render
+from egress_tui.core.report import verdict as row_verdict
 from egress_tui.core.rows import HostRow
 
 ALLOWED = "allowed"
@@ -76,7 +77,7 @@ class Session:
         self.rows.clear()
 
     def verdict(self, row: HostRow) -> bool | None:
-        return self.allowlist.verdict(row.name, row.ports or None, row.addresses or None)
+        return row_verdict(row, self.allowlist)
 
     def refresh_verdicts(self) -> list[HostRow]:
         """After an allowlist change: every row whose verdict changed."""

@@ -521,7 +521,7 @@ class Capturer(threading.Thread):
             eng = self.engine
             names = eng.take_dirty()
             # in first-seen order: the table appends new rows, so its default order holds
-            rows = sorted((eng.hosts[n].to_row() for n in names), key=HostRow.sort_key)
+            rows = sorted((eng.row(eng.hosts[n]) for n in names), key=HostRow.sort_key)
             packets = eng.packets
             want = self._watch
             if want is not None and (want in names or want != self._watch_sent):

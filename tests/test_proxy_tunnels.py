@@ -1,0 +1,244 @@
+"""Tunnels through proxies, offline: the destination a client asked a proxy for, the name it
+then spoke inside, and what the proxy answered. Captures from tests/tunnelgen.py; each is also
+read by tshark, whose names must match ours."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from egress_tui.core.allowlist import Allowlist, parse_entry
+from egress_tui.core.engine import Engine, analyze_file
+from egress_tui.core.proxy import from_urls
+from egress_tui.core.report import host_rows, render
+from tests import tunnelgen as tg
+from tests.pcapgen import Conversation
+
+
+def rows_of(conv: Conversation, tmp_path, allow: list[str] = (), proxy: list[str] = ()) -> dict:
+    path = tg.write(conv, tmp_path / "t.pcap")
+    eng = Engine()
+    if proxy:
+        eng.set_proxy_config(from_urls(proxy))
+    analyze_file(path, eng)
+    al = Allowlist([parse_entry(a) for a in allow], ["test"] if allow else [])
+    return {r.name: r for r in host_rows(eng, al)}
+
+
+@pytest.mark.parametrize("cuts", [1, 3, 9])
+def test_connect_fronting_names_the_inner_sni_and_is_denied(tmp_path, cuts):
+    conv = Conversation()
+    tg.http_connect(conv, 40001, "api.anthropic.com:443", "evil.test", cuts=cuts)
+    rows = rows_of(conv, tmp_path, allow=["api.anthropic.com", "evil.test"])
+    assert set(rows) == {"evil.test"}
+    r = rows["evil.test"]
+    assert {"proxy", "tls"} <= set(r.via)
+    assert r.targets == ["api.anthropic.com:443"]
+    assert r.proxies == ["10.0.0.2:3128"]
+    assert r.fronting == ["HTTP CONNECT to api.anthropic.com:443 carried TLS for evil.test"]
+    assert r.addresses == []            # the proxy is not the destination
+    assert r.ports == [443]
+    assert r.outcomes == {"closed": 1}
+    assert r.allowed is True and "fronting" in r.verdict_text()
+    # the target alone is allowed, the inner name is not: denied
+    rows = rows_of(conv, tmp_path, allow=["api.anthropic.com"])
+    assert rows["evil.test"].allowed is False
+    assert rows["evil.test"].verdict_text().startswith("denied")
+    # the inner name alone is allowed, the target is not: denied too
+    rows = rows_of(conv, tmp_path, allow=["evil.test"])
+    assert rows["evil.test"].allowed is False
+
+
+def test_connect_without_mismatch_is_plain(tmp_path):
+    conv = Conversation()
+    tg.http_connect(conv, 40002, "api.anthropic.com:443", "api.anthropic.com", cuts=4)
+    r = rows_of(conv, tmp_path, allow=["api.anthropic.com"])["api.anthropic.com"]
+    assert r.allowed is True and r.fronting == [] and r.verdict_text() == "allowed"
+    assert r.tunnels[0]["reply"] == "200" and r.tunnels[0]["open"] is True
+
+
+def test_407_then_200_on_one_connection(tmp_path):
+    conv = Conversation()
+    tg.http_connect(conv, 40003, "api.anthropic.com:443", "api.anthropic.com",
+                    replies=(tg.proxy_error(407, "Proxy Authentication Required"), tg.ESTABLISHED), cuts=2)
+    r = rows_of(conv, tmp_path)["api.anthropic.com"]
+    t = r.tunnels[0]
+    assert t["reply"] == "200" and t["open"] and t["refused"] is None
+    assert t["credentials_sent"] is True
+    assert r.outcomes == {"closed": 1} and not r.blocked
+
+
+def test_407_then_200_on_a_new_connection(tmp_path):
+    conv = Conversation()
+    tg.http_connect(conv, 40004, "api.anthropic.com:443", None,
+                    replies=(tg.proxy_error(407, "Proxy Authentication Required"),))
+    tg.http_connect(conv, 40005, "api.anthropic.com:443", "api.anthropic.com")
+    r = rows_of(conv, tmp_path)["api.anthropic.com"]
+    assert r.outcomes == {"closed": 1, "refused": 1}
+    replies = sorted((t["reply"], t["refused"] or "") for t in r.tunnels)
+    assert replies == [("200", ""), ("407", "proxy answered 407 (authentication required)")]
+
+
+def test_403_refused_tunnel_is_blocked(tmp_path):
+    conv = Conversation()
+    tg.http_connect(conv, 40006, "x.test:22", None, replies=(tg.proxy_error(403, "Forbidden"),))
+    r = rows_of(conv, tmp_path, allow=["api.anthropic.com"])["x.test"]
+    assert r.outcomes == {"refused": 1} and r.blocked
+    assert r.ports == [22] and r.targets == ["x.test:22"]
+    assert r.verdict_text() == "denied, blocked"
+
+
+@pytest.mark.parametrize("form,target", [("domain", "api.anthropic.com"), ("ipv4", "198.18.1.2"),
+                                         ("ipv6", "fd65:6774::7")])
+def test_socks5_forms(tmp_path, form, target):
+    conv = Conversation()
+    tg.socks5(conv, 40010, target, 443, "inner.test", cuts=3, form=form)
+    r = rows_of(conv, tmp_path)["inner.test"]
+    shown = f"[{target}]:443" if ":" in target else f"{target}:443"
+    assert r.targets == [shown] and r.proxies == ["10.0.0.2:1080"]
+    assert {"proxy", "tls"} <= set(r.via)
+    assert r.tunnels[0]["kind"] == "socks5" and r.tunnels[0]["open"]
+    if form == "domain":
+        assert r.fronting and r.addresses == []
+    else:
+        assert r.addresses == [target]  # asked of the proxy by address: that is the destination
+
+
+def test_socks5_by_address_named_by_dns(tmp_path):
+    """socks5:// (not socks5h): the client resolved the name itself; the address is named by
+    its DNS answer, and an SNI of the same name is no mismatch."""
+    conv = Conversation()
+    conv.dns(tg.CLIENT, tg.RESOLVER, "api.anthropic.com", [("api.anthropic.com", 1, "198.18.1.2")])
+    tg.socks5(conv, 40011, "198.18.1.2", 443, None, form="ipv4")
+    tg.socks5(conv, 40012, "198.18.1.2", 443, "api.anthropic.com", form="ipv4")
+    rows = rows_of(conv, tmp_path)
+    r = rows["api.anthropic.com"]
+    assert r.connections == 2 and "198.18.1.2" not in rows
+
+
+def test_socks5_credentials_are_never_kept(tmp_path):
+    conv = Conversation()
+    tg.socks5(conv, 40013, "api.anthropic.com", 443, "api.anthropic.com", credentials=("lab", "s3cretpw"))
+    rows = rows_of(conv, tmp_path)
+    r = rows["api.anthropic.com"]
+    assert r.tunnels[0]["credentials_sent"] and r.tunnels[0]["open"]
+    for fmt in ("json", "csv", "markdown", "table"):
+        assert "s3cretpw" not in render(list(rows.values()), fmt)
+
+
+def test_socks5_refusal(tmp_path):
+    conv = Conversation()
+    tg.socks5(conv, 40014, "denied.test", 443, None, rep=2)
+    r = rows_of(conv, tmp_path)["denied.test"]
+    assert r.blocked and r.tunnels[0]["refused"] == "SOCKS5 reply 2 (not allowed by ruleset)"
+
+
+@pytest.mark.parametrize("target", ["api.anthropic.com", "198.18.1.3"])
+def test_socks4_and_4a(tmp_path, target):
+    conv = Conversation()
+    tg.socks4(conv, 40020, target, 443, "api.anthropic.com")
+    r = rows_of(conv, tmp_path)["api.anthropic.com"]
+    assert r.tunnels[0]["kind"] == ("socks4" if target[0].isdigit() else "socks4a")
+    assert r.tunnels[0]["open"] and r.targets == [f"{target}:443"]
+
+
+def test_socks4_rejected(tmp_path):
+    conv = Conversation()
+    tg.socks4(conv, 40021, "nope.test", 443, None, granted=False)
+    assert rows_of(conv, tmp_path)["nope.test"].blocked
+
+
+def test_absolute_form_request_named_from_uri(tmp_path):
+    conv = Conversation()
+    tg.absolute_get(conv, 40030, "http://example.test:8080/path?q=1", "example.test:8080")
+    tg.absolute_get(conv, 40031, "http://user:pw@other.test/", "front.test")
+    rows = rows_of(conv, tmp_path, allow=["example.test"])
+    r = rows["example.test"]
+    assert r.ports == [8080] and {"proxy", "http"} <= set(r.via) and r.fronting == []
+    o = rows["other.test"]
+    assert o.ports == [80] and o.fronting == ["HTTP proxy request to other.test:80 carried HTTP Host front.test"]
+    assert "pw" not in json.dumps(o.to_json())
+
+
+def test_binary_that_starts_like_socks_is_not_a_tunnel(tmp_path):
+    conv = Conversation()
+    t = tg.Tcp(conv, tg.CLIENT, 40040, "10.0.0.9", 7000)
+    t.send(b"\x05\x00\x17junk that is no SOCKS greeting")
+    t.send(b"\x05\x09\x09" + b"\xff" * 40)
+    t.close()
+    rows = rows_of(conv, tmp_path)
+    assert set(rows) == {"10.0.0.9"} and rows["10.0.0.9"].targets == []
+
+
+def test_tls_to_the_proxy_is_a_hidden_destination(tmp_path):
+    conv = Conversation()
+    t = tg.Tcp(conv, tg.CLIENT, 40050, tg.PROXY, 3129)
+    data, offs = tg.hello("proxy.corp.test")
+    t.send(data, offs)
+    t.close()
+    rows = rows_of(conv, tmp_path, proxy=["https://10.0.0.2:3129"])
+    r = rows["proxy.corp.test"]
+    assert r.hidden == 1 and "destination hidden" in r.verdict_text()
+    # without knowing it is a proxy, it is an ordinary TLS connection
+    assert rows_of(conv, tmp_path)["proxy.corp.test"].hidden == 0
+
+
+def test_direct_traffic_with_a_proxy_configured_is_bypass(tmp_path):
+    conv = Conversation()
+    tg.http_connect(conv, 40060, "api.anthropic.com:443", "api.anthropic.com")
+    t = tg.Tcp(conv, tg.CLIENT, 40061, "10.0.0.9", 443)
+    data, offs = tg.hello("direct.test")
+    t.send(data, offs)
+    t.close()
+    t = tg.Tcp(conv, tg.CLIENT, 40062, "10.0.0.10", 443)
+    data, offs = tg.hello("inside.corp.test")
+    t.send(data, offs)
+    t.close()
+    rows = rows_of(conv, tmp_path, proxy=["http://10.0.0.2:3128"])
+    assert rows["api.anthropic.com"].bypass == 0
+    assert rows["direct.test"].bypass == 1 and "proxy bypass" in rows["direct.test"].verdict_text()
+    # NO_PROXY: direct on purpose
+    from egress_tui.core.proxy import from_env
+    path = tg.write(conv, tmp_path / "np.pcap")
+    eng = Engine()
+    eng.set_proxy_config(from_env({"https_proxy": "http://10.0.0.2:3128", "no_proxy": ".corp.test"}))
+    analyze_file(path, eng)
+    got = {r.name: r.bypass for r in host_rows(eng)}
+    assert got == {"api.anthropic.com": 0, "direct.test": 1, "inside.corp.test": 0}
+
+
+def tshark_names(path: str) -> set[str]:
+    """The names tshark sees: SNI (inside tunnels too), CONNECT targets, SOCKS names."""
+    out = subprocess.run(
+        ["tshark", "-r", path, "-o", "tcp.desegment_tcp_streams:TRUE", "-T", "fields",
+         "-e", "tls.handshake.extensions_server_name", "-e", "http.request.method", "-e", "http.request.uri",
+         "-e", "socks.remote_name"],
+        capture_output=True, text=True, check=True).stdout
+    names = set()
+    for line in out.splitlines():
+        sni, method, uri, socks_name = (line.split("\t") + ["", "", "", ""])[:4]
+        if sni:
+            names.add(sni)
+        if method == "CONNECT" and uri:
+            names.add(uri.rsplit(":", 1)[0])
+        if socks_name:
+            names.add(socks_name)
+    return names
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is installed by make deps")
+def test_names_agree_with_tshark(tmp_path):
+    conv = Conversation()
+    tg.http_connect(conv, 40070, "api.anthropic.com:443", "evil.test", cuts=3)
+    tg.socks5(conv, 40071, "bedrock-runtime.us-east-1.amazonaws.com", 443, "front.test", cuts=2)
+    path = tg.write(conv, tmp_path / "agree.pcap")
+    eng = analyze_file(path, Engine())
+    ours = set()
+    for r in host_rows(eng):
+        ours.add(r.name)
+        ours.update(t.rsplit(":", 1)[0] for t in r.targets)
+    assert tshark_names(path) == ours == {"api.anthropic.com", "evil.test",
+                                          "bedrock-runtime.us-east-1.amazonaws.com", "front.test"}
