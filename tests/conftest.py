@@ -9,9 +9,15 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-# Docker lab fixtures (docker_client, lab_images, docker_lab), shared by every module that
-# needs the engine; they skip with a reason when not root.
-from tests.dockerlab.fixtures import docker_client, docker_lab, lab_images  # noqa: E402,F401
+# Docker lab fixtures (docker_client, lab_images, docker_lab, proxy_image, docker_proxy_lab),
+# shared by every module that needs the engine; they skip with a reason when not root.
+from tests.dockerlab.fixtures import (  # noqa: E402,F401
+    docker_client,
+    docker_lab,
+    docker_proxy_lab,
+    lab_images,
+    proxy_image,
+)
 
 import os  # noqa: E402
 

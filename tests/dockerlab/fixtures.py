@@ -37,3 +37,22 @@ def docker_lab(docker_client, lab_images):
 
     with DockerLab(docker_client) as lab:
         yield lab
+
+
+@pytest.fixture(scope="session")
+def proxy_image(docker_client, lab_images):
+    """``egress-tui-test/proxy:bookworm`` (base + squid + dante-server), built once."""
+    from .images import ensure_proxy_image
+
+    return ensure_proxy_image(docker_client)
+
+
+@pytest.fixture(scope="module")
+def docker_proxy_lab(docker_client, lab_images, proxy_image):
+    """A running ``DockerLab`` with its ``proxy`` container (``lab.add_proxies()``:
+    Squid 3128/3129, Dante 1080/1081), shared by one test module."""
+    from .lab import DockerLab
+
+    with DockerLab(docker_client) as lab:
+        lab.add_proxies()
+        yield lab

@@ -16,6 +16,10 @@ container registry.
     ``npm install --prefix .cache/claude-code @anthropic-ai/claude-code``
     (the binary ships in the optional dependency
     ``@anthropic-ai/claude-code-linux-x64``; install scripts are not run).
+``egress-tui-test/fw:bookworm``, ``egress-tui-test/proxy:bookworm``
+    base + Debian packages (iptables/ipset; squid, dante-server, OpenSSH) whose
+    .debs the host's ``apt-get download`` fetched into ``.cache/dockerlab/``,
+    exactly the set apt would add to the base (simulated against its dpkg status).
 
 Each image carries labels (recipe hash, id of the base it was built on,
 versions); an ``ensure_*`` call returns at once when the tag exists with the
@@ -564,23 +568,23 @@ def _apt(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProces
     return p
 
 
-def _fw_debs(client: docker.DockerClient, base_id: str) -> Path:
-    """.debs of FW_PACKAGES and of whatever they need that the base lacks, exactly as apt
+def _extra_debs(client: docker.DockerClient, base_id: str, packages: list[str], name: str) -> Path:
+    """.debs of ``packages`` and of whatever they need that the base lacks, exactly as apt
     would install them on the base (simulated against the base's dpkg status), in
-    ``.cache/dockerlab/fw-debs``; reused while the base stays the same."""
-    debs = CACHE / "fw-debs"
+    ``.cache/dockerlab/<name>``; reused while the base and the package list stay the same."""
+    debs = CACHE / name
     stamp = debs / ".egress-tui-base"
-    want = f"{base_id} {' '.join(FW_PACKAGES)}"
+    want = f"{base_id} {' '.join(packages)}"
     if stamp.exists() and stamp.read_text().strip() == want:
         return debs
-    tmp = CACHE / "fw-debs.new"
+    tmp = CACHE / f"{name}.new"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    status = _base_dpkg_status(client, CACHE / "fw-base-status")
+    status = _base_dpkg_status(client, CACHE / f"{name}-base-status")
     # what the base already has stays as it is (naming it would upgrade it)
     have = set(re.findall(r"^Package: (\S+)\n(?:[^\n]+\n)*?Status: install ok installed$",
                           status.read_text(errors="replace"), re.M))
-    todo = [p for p in FW_PACKAGES if p not in have]
+    todo = [p for p in packages if p not in have]
     sim = _apt(["apt-get", "-s", "-q", "-o", f"Dir::State::status={status}", "-o", "Debug::NoLocking=1",
                 "install", "--no-install-recommends", *todo]) if todo else None
     pkgs = [f"{m.group(1)}={m.group(2)}" for m in
@@ -592,6 +596,10 @@ def _fw_debs(client: docker.DockerClient, base_id: str) -> Path:
     shutil.rmtree(debs, ignore_errors=True)
     tmp.rename(debs)
     return debs
+
+
+def _fw_debs(client: docker.DockerClient, base_id: str) -> Path:
+    return _extra_debs(client, base_id, FW_PACKAGES, "fw-debs")
 
 
 def ensure_fw_image(client: docker.DockerClient, force: bool = False):
@@ -612,6 +620,51 @@ def ensure_fw_image(client: docker.DockerClient, force: bool = False):
         dockerfile.write_text(FW_DOCKERFILE)
         new = _build(client, dockerfile, {"debs": debs}, FW_TAG, want)
         _log(f"built {FW_TAG} in {time.monotonic() - t0:.0f} s")
+        _drop_superseded(client, image, new)
+        return new
+
+
+# -- proxy image: base + squid, dante-server, OpenSSH (an HTTP proxy and SOCKS servers) -----
+
+PROXY_TAG = f"egress-tui-test/proxy:{SUITE}"
+# Dante has no SOCKS4a (it connects to the literal 0.0.0.x); OpenSSH's ``ssh -D`` does
+# SOCKS4, 4a and 5, so it serves the socks4a port.
+PROXY_PACKAGES = ["squid", "dante-server", "openssh-server", "openssh-client"]
+# Same pattern as the firewall image, but installed by apt from the local .debs: it orders
+# them (cron pre-depends on cron-daemon-common, which one `dpkg -i` of all of them breaks)
+# and needs no package lists.  policy-rc.d stops the maintainer scripts from starting the
+# daemons during the build (tests/lab/proxyd.py starts them, with its own configuration).
+PROXY_DOCKERFILE = f"""\
+# egress-tui lab proxy image: the locally built Debian base + {' '.join(PROXY_PACKAGES)}
+# from .debs the host downloaded. Built by images.ensure_proxy_image() with no network.
+FROM {BASE_TAG}
+COPY debs/ /tmp/debs/
+RUN set -e; printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \\
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /tmp/debs/*.deb; \\
+    rm -rf /tmp/debs /usr/sbin/policy-rc.d /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
+    squid -v | head -n 1; danted -v; ssh -V; test -x /usr/sbin/sshd; test -x /usr/lib/squid/basic_ncsa_auth
+CMD ["sleep", "infinity"]
+"""
+
+
+def ensure_proxy_image(client: docker.DockerClient, force: bool = False):
+    """``egress-tui-test/proxy:bookworm``: base + squid, dante-server and OpenSSH, for the
+    lab's ``proxy`` container (``DockerLab.add_proxies()``)."""
+    base = ensure_base_image(client)
+    want = {LABEL_RECIPE: _sha(PROXY_DOCKERFILE), LABEL_BASE: base.id}
+    image = _get_image(client, PROXY_TAG)
+    if image is not None and not force and all(_labels(image).get(k) == v for k, v in want.items()):
+        return image
+    with _build_lock():
+        image = _get_image(client, PROXY_TAG)
+        if image is not None and not force and all(_labels(image).get(k) == v for k, v in want.items()):
+            return image
+        t0 = time.monotonic()
+        debs = _extra_debs(client, base.id, PROXY_PACKAGES, "proxy-debs")
+        dockerfile = CACHE / "Dockerfile.proxy"
+        dockerfile.write_text(PROXY_DOCKERFILE)
+        new = _build(client, dockerfile, {"debs": debs}, PROXY_TAG, want)
+        _log(f"built {PROXY_TAG} in {time.monotonic() - t0:.0f} s")
         _drop_superseded(client, image, new)
         return new
 
@@ -641,7 +694,8 @@ if __name__ == "__main__":  # python -m tests.dockerlab.images: build (or check)
     t0 = time.monotonic()
     c = ensure_docker()
     _log(f"engine ready in {time.monotonic() - t0:.1f} s")
-    for name, fn in (("base", ensure_base_image), ("sink", ensure_sink_image), ("target", ensure_target_image)):
+    for name, fn in (("base", ensure_base_image), ("sink", ensure_sink_image), ("target", ensure_target_image),
+                     ("proxy", ensure_proxy_image)):
         t = time.monotonic()
         img = fn(c)
         _log(f"{name}: {img.tags} {img.short_id} in {time.monotonic() - t:.1f} s")

@@ -19,6 +19,12 @@
              no default route (Docker hands one out even on --internal
              networks), the name ranges via the sink, the gateway (= the host)
              unreachable.  So any stray connection fails at once.
+    proxy    (only after ``add_proxies()``) the proxy image, repo at /src:
+             ``python3 -m tests.lab.proxyd``: Squid on 3128 and 3129 (basic
+             auth), Dante on 1080 and 1081 (SOCKS5 username/password), OpenSSH's
+             ``ssh -D`` on 1082 (SOCKS4a); confined like the target, so the
+             proxies resolve through the lab DNS and reach only the sink.  Also
+             reachable by the name ``proxy`` (Docker's embedded DNS).
 
 Why the network is a /17 that contains the name range: with br_netfilter on,
 Docker's DOCKER-ISOLATION rules for an --internal network drop every bridged
@@ -53,7 +59,8 @@ import docker
 
 from ..lab import dnsd
 
-from .images import BASE_TAG, PROJECT_ROOT, SINK_TAG, TARGET_TAG, create_container
+from ..lab import proxyd
+from .images import BASE_TAG, PROJECT_ROOT, PROXY_TAG, SINK_TAG, TARGET_TAG, create_container
 
 LABEL = "egress-tui.lab"
 LABEL_ROLE = "egress-tui.lab.role"
@@ -67,6 +74,7 @@ GATEWAY_V4 = "198.18.0.1"
 SUBNET_V6 = ipaddress.ip_network("fd65:6774::/56")
 RANGE_V6 = ipaddress.ip_network("fd65:6774::/112")  # Docker's IPAM overflows on a /64 range
 GATEWAY_V6 = "fd65:6774::1"
+PROXY_ALIAS = "proxy"  # the proxy container's name on the lab network (add_proxies)
 
 assert dnsd.LAB_V4.subnet_of(SUBNET_V4) and dnsd.LAB_V6.subnet_of(SUBNET_V6)
 assert not RANGE_V4.overlaps(dnsd.LAB_V4) and not RANGE_V6.overlaps(dnsd.LAB_V6)
@@ -104,7 +112,8 @@ def remove_leftovers(client: docker.DockerClient) -> list[str]:
 class DockerLab:
     """See the module docstring.  Attributes once entered: ``name``, ``network``,
     ``dns``, ``sink``, ``target`` (container objects), ``dns_ip``, ``sink_ip``,
-    ``target_ip`` (and ``*_ip6`` when ``ipv6``), ``target_pid``, ``bridge``."""
+    ``target_ip`` (and ``*_ip6`` when ``ipv6``), ``target_pid``, ``bridge``;
+    after ``add_proxies()``: ``proxy``, ``proxy_ip``, ``proxy_ip6``."""
 
     def __init__(
         self,
@@ -130,6 +139,8 @@ class DockerLab:
         self.dns_ip = self.sink_ip = self.target_ip = ""
         self.dns_ip6 = self.sink_ip6 = self.target_ip6 = ""
         self.target_pid = 0
+        self.proxy = None
+        self.proxy_ip = self.proxy_ip6 = ""
         self._extra: list = []
         self._lock_file = None
 
@@ -178,6 +189,66 @@ class DockerLab:
         self._extra.append(c)
         self._confine(self._addresses(c)[2])
         return c
+
+    def add_proxies(self, image: str = PROXY_TAG, ready_timeout: float | None = None):
+        """Start the ``proxy`` container (needs ``images.ensure_proxy_image()``): Squid
+        on ``proxyd.HTTP_PORT`` (3128) and ``HTTP_AUTH_PORT`` (3129, basic auth
+        ``proxyd.USER``/``PASSWORD``), Dante on ``SOCKS_PORT`` (1080, SOCKS4/4a/5)
+        and ``SOCKS_AUTH_PORT`` (1081, SOCKS5 username/password); see
+        tests/lab/proxyd.py.  Confined like the target, so the proxies reach
+        nothing but the sink, and their own DNS lookups go to the lab DNS.
+        Reachable from the lab as ``proxy_ip``/``proxy_ip6`` and by the name
+        ``proxy`` (Docker's embedded DNS answers it before forwarding).  Returns
+        the container once every port accepts connections."""
+        if self.proxy is not None:
+            raise ValueError("the lab has its proxies already")
+        allow = [str(SUBNET_V4)] + ([str(SUBNET_V6)] if self.ipv6 else [])
+        command = ["python3", "-m", "tests.lab.proxyd"]
+        for net in allow:
+            command += ["--allow", net]
+        endpoint = self.client.api.create_endpoint_config(aliases=[PROXY_ALIAS])
+        self.proxy = self.add_container(
+            image, "proxy", command,
+            volumes=self._repo_volume(), working_dir="/src",
+            environment={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
+            # squid and danted size tables by the fd limit; Docker's default is huge
+            ulimits=[docker.types.Ulimit(name="nofile", soft=4096, hard=4096)],
+            networking_config={self.name: endpoint},
+        )
+        self.proxy_ip, self.proxy_ip6, _ = self._addresses(self.proxy)
+        self._wait_ready(self.proxy, timeout=ready_timeout)
+        return self.proxy
+
+    def proxy_url(self, scheme: str = "http", auth: bool = False, host: str = "") -> str:
+        """URL of one of the lab's proxies, e.g. ``http://198.18.0.5:3128``,
+        ``http://lab:labpass@198.18.0.5:3129``, ``socks5h://198.18.0.5:1080``.
+        ``scheme``: http, socks4, socks4a, socks5, socks5h; ``auth`` picks the
+        port that wants ``proxyd.USER``/``PASSWORD`` (and puts them in the URL);
+        ``host`` defaults to ``proxy_ip``."""
+        if self.proxy is None:
+            raise ValueError("no proxies: call add_proxies() first")
+        if scheme == "http":
+            port = proxyd.HTTP_AUTH_PORT if auth else proxyd.HTTP_PORT
+        elif scheme in ("socks5", "socks5h"):
+            port = proxyd.SOCKS_AUTH_PORT if auth else proxyd.SOCKS_PORT
+        elif scheme == "socks4" and not auth:
+            port = proxyd.SOCKS_PORT
+        elif scheme == "socks4a" and not auth:
+            port = proxyd.SOCKS4A_PORT  # Dante has no SOCKS4a: OpenSSH's ssh -D
+        else:
+            raise ValueError(f"no {scheme!r} proxy{' with auth' if auth else ''} in the lab")
+        host = host or self.proxy_ip
+        if ":" in host:
+            host = f"[{host}]"
+        creds = f"{proxyd.USER}:{proxyd.PASSWORD}@" if auth else ""
+        return f"{scheme}://{creds}{host}:{port}"
+
+    def squid_access_log(self) -> str:
+        """Squid's access log so far (one line per finished request or tunnel)."""
+        r = self.exec(["cat", str(proxyd.SQUID_ACCESS_LOG)], container=self.proxy, timeout=10)
+        if r.returncode != 0:
+            raise DockerLabError(f"cannot read {proxyd.SQUID_ACCESS_LOG}: {r.stderr.strip()}")
+        return r.stdout
 
     @property
     def bridge(self) -> str:
@@ -233,7 +304,7 @@ class DockerLab:
                 pass
             except Exception as exc:  # keep going: the network must go too
                 errors.append(exc)
-        self.target = self.sink = self.dns = None
+        self.target = self.sink = self.dns = self.proxy = None
         self._extra = []
         if self.network is not None:
             try:
@@ -308,8 +379,8 @@ class DockerLab:
         net = c.attrs["NetworkSettings"]["Networks"][self.name]
         return net["IPAddress"], net.get("GlobalIPv6Address") or "", c.attrs["State"]["Pid"]
 
-    def _wait_ready(self, c, marker: str = "READY") -> None:
-        deadline = time.monotonic() + self.ready_timeout
+    def _wait_ready(self, c, marker: str = "READY", timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
         while time.monotonic() < deadline:
             c.reload()
             logs = c.logs(stdout=True, stderr=False).decode(errors="replace")
