@@ -182,3 +182,37 @@ def test_http_host_is_data(name):
     eng.feed(1, 1.0, ether(ip(C, S, 6, tcp(40000, 80, "S", 1))))
     eng.feed(1, 1.1, ether(ip(C, S, 6, tcp(40000, 80, "PA", 2, 1, req))))
     assert len(eng.hosts) == 1
+
+
+# -- proxy handshakes: CONNECT, SOCKS5, SOCKS4/4a and the proxy's answers ---------------------
+
+_SOCKS5 = b"\x05\x02\x00\x02" + b"\x01\x03lab\x07labpass" + b"\x05\x01\x00\x03\x11api.anthropic.com\x01\xbb"
+_SOCKS4A = b"\x04\x01\x01\xbb\x00\x00\x00\x01user\x00api.anthropic.com\x00"
+_CONNECT = b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n"
+_REPLIES = [b"\x05\x02\x01\x00\x05\x00\x00\x01\x0a\x00\x00\x02\x9c\x40", b"\x00\x5a" + b"\x00" * 6,
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 5\r\n\r\nxxxxxHTTP/1.1 200 OK\r\n\r\n"]
+
+
+@FUZZ
+@given(st.one_of(mutate(_SOCKS5), mutate(_SOCKS4A), mutate(_CONNECT), st.binary(max_size=300)),
+       st.one_of(st.sampled_from(_REPLIES), st.binary(max_size=200)), hostile_names(3), st.integers(1, 5))
+def test_proxy_handshakes(request, reply, sni, cuts):
+    """Any client handshake, any proxy answer, any inner name, cut anywhere: the engine keeps
+    going, names what it names as data, and (handshake intact) never keeps a SOCKS password."""
+    inner = client_hello(wire_bytes(sni)[:200], [b"h2"])
+    data = request + inner
+    eng = Engine()
+    eng.feed(1, 1.0, ether(ip(C, S, 6, tcp(40000, 1080, "S", 1))))
+    eng.feed(1, 1.0, ether(ip(S, C, 6, tcp(1080, 40000, "SA", 9000, 2))))
+    step = max(1, len(data) // cuts)
+    for i, off in enumerate(range(0, len(data), step)):
+        eng.feed(1, 1.1 + i, ether(ip(C, S, 6, tcp(40000, 1080, "PA", 2 + off, 9001, data[off:off + step]))))
+        if i == 0:
+            eng.feed(1, 1.1, ether(ip(S, C, 6, tcp(1080, 40000, "PA", 9001, 2 + step, reply))))
+    rows = [eng.row(h) for h in eng.hosts.values()]
+    assert len(rows) == 1
+    from egress_tui.core.report import render
+    for fmt in ("json", "csv", "markdown", "table"):
+        text = render(rows, fmt)
+        if request == _SOCKS5:
+            assert "labpass" not in text

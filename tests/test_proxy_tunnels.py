@@ -242,3 +242,47 @@ def test_names_agree_with_tshark(tmp_path):
         ours.update(t.rsplit(":", 1)[0] for t in r.targets)
     assert tshark_names(path) == ours == {"api.anthropic.com", "evil.test",
                                           "bedrock-runtime.us-east-1.amazonaws.com", "front.test"}
+
+
+def test_cli_fail_on_denied_counts_a_fronted_tunnel(tmp_path):
+    import sys
+    from pathlib import Path
+    conv = Conversation()
+    tg.http_connect(conv, 40080, "api.anthropic.com:443", "evil.test", cuts=2)
+    path = tg.write(conv, tmp_path / "front.pcap")
+    allow = tmp_path / "allow.txt"
+    allow.write_text("api.anthropic.com\n")
+    egress = str(Path(sys.executable).with_name("egress-tui"))
+    r = subprocess.run([egress, "report", "--pcap", path, "--allow", str(allow), "--fail-on-denied",
+                        "--format", "csv"], capture_output=True, text=True, timeout=60)
+    from egress_tui.cli import EXIT_DENIED
+    assert r.returncode == EXIT_DENIED, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert any("fronting" in ln and "evil.test" in ln for ln in lines)
+    assert lines[-1] == ("egress-tui: 1 host(s) outside the allowlist were contacted: "
+                         "evil.test (asked of the proxy as api.anthropic.com:443)")
+    assert "HTTP CONNECT to api.anthropic.com:443 carried TLS for evil.test" in r.stdout
+
+
+@pytest.mark.asyncio
+async def test_tui_shows_the_inner_name_the_fronting_and_the_proxy_handshake(tmp_path):
+    from egress_tui.ui.app import AppConfig, create_app
+    from tests.pilot import screen_text, select_host, wait_replay
+    conv = Conversation()
+    tg.http_connect(conv, 40090, "api.anthropic.com:443", "evil.test", cuts=3)
+    tg.http_connect(conv, 40091, "x.test:22", None, replies=(tg.proxy_error(403, "Forbidden"),))
+    path = tg.write(conv, tmp_path / "tui.pcap")
+    app = create_app(AppConfig(pcap=path, speed=0, presets=["anthropic"]))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_replay(app, pilot)
+        await select_host(app, pilot, "evil.test")
+        text = screen_text(app)
+        row = next(ln for ln in text.splitlines() if ln.lstrip("│ ").startswith("evil.test"))
+        assert "proxy,tls" in row and "denied" in row and "fronting" in row
+        assert "fronting: HTTP CONNECT to api.anthropic.com:443 carried TLS for evil.test" in text
+        assert "CONNECT api.anthropic.com:443 → 200" in text
+        assert "10.0.0.2:3128" in text
+        await select_host(app, pilot, "x.test")
+        text = screen_text(app)
+        assert "CONNECT x.test:22 → proxy answered 403" in text
+        assert any("x.test" in ln and "denied, blocked" in ln for ln in text.splitlines())

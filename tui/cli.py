@@ -258,8 +258,15 @@ def cmd_report(args) -> int:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
+    fronted = [r for r in rows if r.fronting]
+    if fronted:
+        print(f"egress-tui: {len(fronted)} host(s) reached through a proxy tunnel that asked for another name "
+              "(fronting): " + "; ".join(safe_text(r.fronting[0], 120) for r in fronted[:5])
+              + (" ..." if len(fronted) > 5 else ""), file=sys.stderr)
     if args.fail_on_denied and any(r.allowed is False and r.contacted for r in rows):
-        denied = [safe_text(r.name, 64) for r in rows if r.allowed is False and r.contacted]
+        denied = [safe_text(r.name, 64) + (f" (asked of the proxy as {safe_text(', '.join(r.targets), 80)})"
+                                           if r.fronting else "")
+                  for r in rows if r.allowed is False and r.contacted]
         print(f"egress-tui: {len(denied)} host(s) outside the allowlist were contacted: "
               + ", ".join(denied[:10]) + (" ..." if len(denied) > 10 else ""), file=sys.stderr)
         return EXIT_DENIED

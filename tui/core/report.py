@@ -73,7 +73,8 @@ def render(rows: list[HostRow], fmt: str, meta: dict | None = None) -> str:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["name", "via", "addresses", "ports", "connections", "outcomes", "allowed",
-                    "first_seen", "last_seen", "alpn", "ja4", "tls_versions", "ech", "resolved", "suspicious_dns"])
+                    "first_seen", "last_seen", "alpn", "ja4", "tls_versions", "ech", "resolved", "suspicious_dns",
+                    "proxies", "proxy_targets", "fronting", "proxy_bypass", "hidden_destination", "verdict"])
         for r in rows:
             w.writerow([csv_cell(c) for c in (
                 r.name, " ".join(r.via), " ".join(r.addresses),
@@ -81,7 +82,8 @@ def render(rows: list[HostRow], fmt: str, meta: dict | None = None) -> str:
                 {True: "true", False: "false", None: ""}[r.allowed],
                 iso(r.first_seen), iso(r.last_seen), " ".join(r.alpn),
                 " ".join(r.ja4), " ".join(r.tls_versions), str(r.ech).lower(),
-                " ".join(r.resolved), r.suspicious_dns)])
+                " ".join(r.resolved), r.suspicious_dns, " ".join(r.proxies), " ".join(r.targets),
+                " | ".join(r.fronting), r.bypass, r.hidden, r.verdict_text())])
         return buf.getvalue()
     cols = TABLE_COLUMNS
     table = [[r.name, ",".join(r.via) or "-", _short_list(r.addresses or r.resolved),

@@ -20,6 +20,18 @@ def _joined(items: list, sep: str = ", ") -> Text:
     return wire(sep.join(map(str, items)) or "-")
 
 
+def tunnel_text(t: dict | None) -> str:
+    """One flow's proxy handshake: ``CONNECT api.anthropic.com:443 → 200``."""
+    if not t:
+        return "-"
+    if t["hidden"]:
+        return "TLS to proxy: hidden"
+    kind = {"connect": "CONNECT", "http": "GET", "socks5": "SOCKS5", "socks4": "SOCKS4",
+            "socks4a": "SOCKS4a"}.get(t["kind"], t["kind"])
+    answer = t["refused"] or t["reply"] or "no answer"
+    return safe_text(f"{kind} {t['target'] or '?'} → {answer}", 80)
+
+
 class DetailPane(Static):
     """Shows one host: DNS answers, TLS details, and its connections, newest first.
 
@@ -49,6 +61,8 @@ class DetailPane(Static):
             ("outcomes", Text(outcome_text(row.outcomes))),
             ("first/last", Text(f"{iso(row.first_seen)}  {iso(row.last_seen)}")),
         ]
+        if row.proxies:  # only for hosts reached through a proxy: the others keep their pane
+            facts += [("proxies", _joined(row.proxies)), ("asked of proxy", _joined(row.targets))]
         grid = Table.grid(padding=(0, 2))
         for _ in range(2):
             grid.add_column(style="dim", no_wrap=True)
@@ -61,6 +75,16 @@ class DetailPane(Static):
                 others = sorted(shared.get(a, set()) - {row.name})
                 if others:
                     t.append(f"\n{a} also answered for: {safe_text(', '.join(others[:5]))}", style="yellow")
+        for finding in row.fronting[:5]:
+            t.append(f"\n{SUSPICIOUS_MARK} fronting: ", style=SUSPICIOUS_STYLE)
+            t.append(safe_text(finding, 300))
+            t.append(" (judged on both names)", style="dim")
+        if row.bypass:
+            t.append(f"\n{SUSPICIOUS_MARK} proxy bypass: ", style=SUSPICIOUS_STYLE)
+            t.append(f"{row.bypass} connection(s) went around the configured proxy")
+        if row.hidden:
+            t.append(f"\n{SUSPICIOUS_MARK} destination hidden: ", style=SUSPICIOUS_STYLE)
+            t.append(f"{row.hidden} connection(s) speak TLS to the proxy itself; what they ask it for is encrypted")
         for note in row.suspicious[-5:]:
             t.append(f"\n{SUSPICIOUS_MARK} DNS answer not believed: ", style=SUSPICIOUS_STYLE)
             t.append(safe_text(f"{note['reason']}; from {note['from']} to {note['to']}"
@@ -69,11 +93,16 @@ class DetailPane(Static):
             t.append(f"\n({row.suspicious_dns - 5} earlier ones not shown; the JSON report lists the latest 20)",
                      style="dim")
         flows = Table(box=None, padding=(0, 1), show_edge=False, expand=True)
-        for col in ("time", "proto", "client", "server", "outcome", "named by", "app", "pkts out/in"):
+        proxied = any(c.get("tunnel") for c in conns)  # the proxy column only where there is one
+        cols = ("time", "proto", "client", "server", "outcome", "named by", "app") + (("proxy",) if proxied else ())
+        for col in (*cols, "pkts out/in"):
             flows.add_column(col, style="dim" if col in ("time", "client") else None, no_wrap=True)
         for c in sorted(conns, key=lambda c: -c["first_seen"])[:200]:
-            flows.add_row(Text(clock(c["first_seen"])), wire(c["transport"]), wire(f"{c['client']}:{c['client_port']}"),
-                          wire(f"{c['server']}:{c['port']}"),
-                          wire(c["outcome"], style=OUTCOME_STYLE.get(c["outcome"], "")),
-                          wire(c["named_by"]), wire(c["app"] or "-"), Text(f"{c['packets_out']}/{c['packets_in']}"))
+            cells = [Text(clock(c["first_seen"])), wire(c["transport"]), wire(f"{c['client']}:{c['client_port']}"),
+                     wire(f"{c['server']}:{c['port']}"),
+                     wire(c["outcome"], style=OUTCOME_STYLE.get(c["outcome"], "")),
+                     wire(c["named_by"]), wire(c["app"] or "-")]
+            if proxied:
+                cells.append(wire(tunnel_text(c.get("tunnel"))))
+            flows.add_row(*cells, Text(f"{c['packets_out']}/{c['packets_in']}"))
         self.update(Group(t, grid, Text(""), Text(f"{len(conns)} connection(s)", style="bold"), flows))
