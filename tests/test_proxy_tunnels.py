@@ -286,3 +286,24 @@ async def test_tui_shows_the_inner_name_the_fronting_and_the_proxy_handshake(tmp
         text = screen_text(app)
         assert "CONNECT x.test:22 → proxy answered 403" in text
         assert any("x.test" in ln and "denied, blocked" in ln for ln in text.splitlines())
+
+
+def test_keep_alive_requests_to_other_hosts_are_not_hidden(tmp_path):
+    """One connection to an HTTP proxy, three requests (the second with a body): each host
+    gets its row and verdict, not just the first one's."""
+    conv = Conversation()
+    t = tg.Tcp(conv, tg.CLIENT, 40100, tg.PROXY, 3128)
+    reqs = (b"GET http://deb.test/dists/Release HTTP/1.1\r\nHost: deb.test\r\n\r\n",
+            b"POST http://upload.test/x HTTP/1.1\r\nHost: upload.test\r\nContent-Length: 11\r\n\r\nhello world",
+            b"GET http://deb.test/pool/a.deb HTTP/1.1\r\nHost: deb.test\r\n\r\n",
+            b"GET http://evil.test:8080/ HTTP/1.1\r\nHost: evil.test:8080\r\n\r\n")
+    data = b"".join(reqs)
+    t.send(data, [30, 70, 150])
+    t.recv(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    t.close()
+    rows = rows_of(conv, tmp_path, allow=["deb.test"])
+    assert set(rows) == {"deb.test", "upload.test", "evil.test"}
+    assert rows["deb.test"].connections == 1 and rows["deb.test"].allowed is True
+    assert rows["upload.test"].allowed is False and rows["upload.test"].ports == [80]
+    assert rows["evil.test"].allowed is False and rows["evil.test"].ports == [8080]
+    assert {"proxy", "http"} <= set(rows["evil.test"].via)

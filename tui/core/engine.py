@@ -50,6 +50,7 @@ TUNNEL_EXTRA = 8192 + 600
 # The proxy's answers: a SOCKS reply is a few bytes; an HTTP 407 page is a few KB.
 TUNNEL_REPLY_LIMIT = 65536
 CONNECT_RETRIES = 8          # CONNECT requests followed on one connection (407, then 200)
+KEEPALIVE_HOSTS = 256        # other hosts followed on one kept-alive connection to an HTTP proxy
 TARGETS_KEPT = 8
 
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
@@ -111,6 +112,15 @@ class Stream:
     @property
     def full(self) -> bool:
         return len(self.data) >= self.limit
+
+    def advance(self, k: int) -> None:
+        """Forget the first k bytes (parsed, or a body to skip, received or not): the window
+        moves on, so a long keep-alive connection is followed in bounded memory."""
+        self.base = (self.base + k) & 0xFFFFFFFF
+        del self.data[:k]
+        if self.pending:
+            self.pending = {rel - k: seg for rel, seg in self.pending.items() if rel - k + len(seg) > 0}
+            self._drain()
 
 
 class Engine:
@@ -612,15 +622,24 @@ class Engine:
                 if target is None:
                     c.stream = None
                     return
-                self._tunnel_target(c, target[0], target[1])
                 host = _header(head, b"host")
-                if host:
-                    t.inner, t.inner_by = _host_text(host), "http"
-                c.app = "http"
-                c.http_host = t.target
-                c.host.via.add("http")
-                c.stream = None
-                return
+                inner = _host_text(host) if host else ""
+                if t.requests == 1:
+                    self._tunnel_target(c, target[0], target[1])
+                    t.inner, t.inner_by = (inner, "http") if inner else ("", "")
+                    c.app = "http"
+                    c.http_host = t.target
+                    c.host.via.add("http")
+                elif (target[0], target[1]) != (t.target, t.port) and len(t.seen) < KEEPALIVE_HOSTS:
+                    self._keepalive_request(c, target, inner, end - p)
+                # keep-alive: the next request follows this one's body (GET has none)
+                length = _header(head, b"content-length")
+                if _header(head, b"transfer-encoding") is not None or (length is not None and not length.isdigit()):
+                    c.stream = None  # a chunked upload: where the next request starts is not followed
+                    return
+                s.advance(end + 4 - p + (int(length) if length is not None else 0))
+                t.cpos = 0
+                continue
             if t.kind == "socks5":
                 if not self._socks5_client(c, t, data, p, n):
                     return
@@ -631,6 +650,34 @@ class Engine:
                 continue
             c.stream = None
             return
+
+    def _keepalive_request(self, c: Conn, target: tuple[str, int], inner: str, size: int) -> None:
+        """A further request on a kept-alive connection to an HTTP proxy, for another host: it
+        gets a connection record of its own under that host, so its verdict is not hidden
+        behind the first request's."""
+        t = c.tunnel
+        t.seen.add(target)
+        child = Conn(c.proto, c.client, c.cport, c.server, c.sport, c.last)
+        child.synack, child.established, child.syns = c.synack, c.established, c.syns
+        child.pkts_out, child.bytes_out = 1, size
+        child.app, child.http_host = "http", target[0]
+        ct = child.tunnel = Tunnel("http")
+        ct.phase = ct.sphase = "done"
+        ct.requests = t.requests
+        ct.target, ct.port = target
+        ct.targets.append(target)
+        if inner:
+            ct.inner, ct.inner_by = inner, "http"
+        name, named_by = target[0], NAMED_TARGET
+        if is_address(name):
+            name, named_by = self.addr_name.get(name, name), NAMED_DNS if name in self.addr_name else NAMED_ADDRESS
+            if named_by == NAMED_ADDRESS:
+                self._host(name, True)
+        child.name, child.named_by = name, named_by
+        h = self._host(name)
+        h.add_conn(child)
+        h.via.update(("proxy", "http"))
+        self.dirty.add(name)
 
     def _socks5_client(self, c: Conn, t: Tunnel, data: bytearray, p: int, n: int) -> bool:
         """One SOCKS5 client message (RFC 1928, RFC 1929); False to wait or stop."""
