@@ -307,3 +307,50 @@ def test_keep_alive_requests_to_other_hosts_are_not_hidden(tmp_path):
     assert rows["upload.test"].allowed is False and rows["upload.test"].ports == [80]
     assert rows["evil.test"].allowed is False and rows["evil.test"].ports == [8080]
     assert {"proxy", "http"} <= set(rows["evil.test"].via)
+
+
+def test_a_407_page_split_over_segments_the_live_filter_drops(tmp_path):
+    """Live, the kernel filter passes only the segment that starts each proxy answer: the rest
+    of a 407 page never arrives, and the 200 after the retry is still read."""
+    conv = Conversation()
+    t = tg.Tcp(conv, tg.CLIENT, 40110, tg.PROXY, 3128)
+    t.send(tg.connect_head("api.anthropic.com:443"))
+    page = tg.proxy_error(407, "Proxy Authentication Required")
+    t.recv(page[:300])
+    t.sseq += len(page) - 300   # the rest of the page: filtered out in the kernel
+    t.send(tg.connect_head("api.anthropic.com:443", auth="bGFiOmxhYnBhc3M="))
+    t.recv(tg.ESTABLISHED)
+    data, offs = tg.hello("api.anthropic.com", 2)
+    t.send(data, offs)
+    t.close()
+    r = rows_of(conv, tmp_path)["api.anthropic.com"]
+    assert r.tunnels[0]["reply"] == "200" and r.tunnels[0]["open"] and not r.blocked
+
+
+def test_the_live_filter_passes_proxy_answers_and_not_bulk():
+    """The capture filter, compiled by libpcap and run on packets: a proxy's answers pass,
+    bulk data from the same proxy does not."""
+    import tempfile
+
+    from egress_tui.live.capture import capture_filter
+    from tests.pcapgen import ether, ip, tcp, write_pcap
+    flt = capture_filter(["10.0.0.1", "fd00::1"])
+    cases = {
+        "200": (True, tcp(3128, 40000, "PA", 1, 1, tg.ESTABLISHED)),
+        "407": (True, tcp(3128, 40000, "PA", 1, 1, tg.proxy_error(407, "x")[:1400])),
+        "socks5": (True, tcp(1080, 40000, "PA", 1, 1, b"\x05\x00\x00\x01\x0a\x00\x00\x02\x9c\x40")),
+        "socks4": (True, tcp(1080, 40000, "PA", 1, 1, b"\x00\x5a" + b"\0" * 6)),
+        "bulk": (False, tcp(3128, 40000, "PA", 1, 1, b"\x17\x03\x03" + b"x" * 1400)),
+        "small tls": (False, tcp(443, 40000, "PA", 1, 1, b"\x17\x03\x03\x00\x20" + b"y" * 32)),
+    }
+    frames = []
+    for src, dst in (("10.0.0.2", "10.0.0.1"), ("fd00::2", "fd00::1")):
+        for _name, (_want, seg) in cases.items():
+            frames.append(ether(ip(src, dst, 6, seg)))
+    with tempfile.TemporaryDirectory() as d:
+        f = f"{d}/f.pcap"
+        write_pcap(f, [(1.0 + i, fr) for i, fr in enumerate(frames)])
+        out = subprocess.run(["tcpdump", "-nr", f, "-tt", flt], capture_output=True, text=True, check=True).stdout
+    passed = {int(float(line.split()[0])) - 1 for line in out.splitlines()}
+    want = {i for i, (_n, (w, _s)) in enumerate(list(cases.items()) * 2) if w}
+    assert passed == want, (passed, want)

@@ -405,7 +405,10 @@ class Engine:
                 c.bytes_in += pend - poff
                 t = c.tunnel
                 if t is not None and c.rstream is None and t.sphase != "done":
-                    c.rstream = Stream(seq, TUNNEL_REPLY_LIMIT)  # no SYN-ACK seen: from here
+                    if c.pkts_in > 4 * STREAM_GIVE_UP:
+                        t.sphase = "done"  # no proxy answer among this many packets: not a proxy
+                    else:
+                        c.rstream = Stream(seq, TUNNEL_REPLY_LIMIT)  # the next answer, from here
                 if c.rstream is not None:
                     if t is not None:
                         if c.rstream.add(seq, buf[poff:pend]):
@@ -814,13 +817,6 @@ class Engine:
                 if code is None:
                     c.rstream = None
                     return
-                body = 0
-                if not 200 <= code < 300 and code >= 200 and code not in (204, 304):
-                    length = _header(head, b"content-length")
-                    if length is not None and length.strip().isdigit():
-                        body = int(length.strip())
-                    elif _header(head, b"transfer-encoding") is not None:
-                        body = -1  # chunked: the rest of this stream cannot be followed
                 if 100 <= code < 200:
                     t.spos = end + 4
                     continue
@@ -828,16 +824,14 @@ class Engine:
                 if 200 <= code < 300:
                     t.open, t.refused = True, ""
                     t.sphase = "done"
-                    c.rstream = None
                 else:
                     t.refused = f"proxy answered {code}" + (" (authentication required)" if code == 407 else "")
-                    if body < 0 or end + 4 + body > s.limit:
-                        t.sphase = "done"
-                        c.rstream = None
-                    else:
-                        t.spos = end + 4 + body
+                # A refusal's body is not followed: the next answer (after the client asks again)
+                # starts a segment of its own, read afresh. The live capture's filter passes only
+                # the segments that start an answer, never the rest of a 407 page.
+                c.rstream = None
                 self.dirty.add(c.name)
-                continue
+                return
             if t.kind == "socks5":
                 if t.sphase == "reply" and p == 0:
                     t.sphase = "method"

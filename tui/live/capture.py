@@ -90,12 +90,24 @@ class Recorder(Protocol):
 
 # -- BPF ----------------------------------------------------------------------------------
 
+# Where a TCP segment's data starts, and how long it is, as BPF expressions (IPv6: no
+# extension headers, as the other IPv6 TCP tests here).
+_TCP4_DATA = "(tcp[12] & 0xf0) >> 2"
+_TCP4_LEN = "ip[2:2] - ((ip[0] & 0x0f) << 2) - ((tcp[12] & 0xf0) >> 2)"
+_TCP6_DATA = "40 + ((ip6[52] & 0xf0) >> 2)"
+_TCP6_LEN = "ip6[4:2] - ((ip6[52] & 0xf0) >> 2)"
+_HTTP = "0x48545450"     # "HTTP"
+SOCKS_REPLY_MAX = 300    # a SOCKS reply: 2 (method), 2 (auth), up to 262 (connect) bytes
+
+
 def capture_filter(own_addresses: list[str]) -> str:
     """A BPF filter that lets through what the engine needs and little else.
 
     What the container sends, except pure ACKs (its ClientHellos on any port, requests,
     DNS queries); of what it receives, only connection control (SYN/FIN/RST), DNS
-    answers, QUIC long-header packets (handshake replies) and ICMP errors. A bulk
+    answers, QUIC long-header packets (handshake replies), ICMP errors, and what a proxy
+    answers a tunnel request with: segments that start an HTTP answer ("HTTP/1.1 200
+    Connection established", "407") and small ones that start like a SOCKS reply. A bulk
     download, most of any capture, stays in the kernel: neither its data nor the
     ACKs the container sends back reach Python.
     """
@@ -120,6 +132,13 @@ def capture_filter(own_addresses: list[str]) -> str:
         "(ip and udp and udp[8] & 0x80 != 0)",
         "(ip6 and ip6[6] == 17 and ip6[48] & 0x80 != 0)",
         "icmp", "icmp6",
+        # a proxy's answer to CONNECT / SOCKS: whatever the port (proxies listen anywhere)
+        f"(ip and tcp and tcp[{_TCP4_DATA}:4] = {_HTTP})",
+        f"(ip and tcp and {_TCP4_LEN} > 0 and {_TCP4_LEN} <= {SOCKS_REPLY_MAX} and "
+        f"(tcp[{_TCP4_DATA}] = 0 or tcp[{_TCP4_DATA}] = 1 or tcp[{_TCP4_DATA}] = 5))",
+        f"(ip6 and ip6[6] == 6 and ip6[{_TCP6_DATA}:4] = {_HTTP})",
+        f"(ip6 and ip6[6] == 6 and {_TCP6_LEN} > 0 and {_TCP6_LEN} <= {SOCKS_REPLY_MAX} and "
+        f"(ip6[{_TCP6_DATA}] = 0 or ip6[{_TCP6_DATA}] = 1 or ip6[{_TCP6_DATA}] = 5))",
     ]
     return " or ".join(sent + received)
 
