@@ -65,7 +65,8 @@ class Session:
         if row.allowed is not True:
             return ""
         fw = self.firewall_addresses
-        if fw is not None and any(not _covered(a, fw) for a in row.addresses):
+        # through a proxy the firewall sees the proxy, not these addresses: no warning on them
+        if fw is not None and not row.proxies and any(not _covered(a, fw) for a in row.addresses):
             return "not-in-firewall"
         for a in row.addresses:
             for other in self.shared.get(a, ()):
