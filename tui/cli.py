@@ -430,6 +430,7 @@ def _firewall_action(args, insp, allowlist, proxy=None) -> int:
         elif st.on:
             print(f"  mode: {'allowlist' if st.mode else 'unknown (not applied by egress-tui: a script?)'}")
             print(f"  allowlist: {', '.join(st.allowlist) or '-'}")
+        if st.on:
             print(f"  addresses in sets: IPv4 {st.set_entries[4]}, IPv6 {st.set_entries[6]}")
             print(f"  dropped: IPv4 {st.dropped_packets[4]} packets, IPv6 {st.dropped_packets[6]} packets")
         return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
-from egress_tui.core.allowlist import Allowlist, AllowlistError, parse_entry
+from egress_tui.core.allowlist import Allowlist, AllowlistError, _inet_aton, parse_entry
 from egress_tui.core.proxy import ProxyConfig, ProxyEndpoint
 from egress_tui.core.safetext import safe_text
 from egress_tui.live.nflog import GROUP as NFLOG_GROUP
@@ -149,14 +149,15 @@ def build_plan(allowlist: Allowlist, resolved: dict[str, list[tuple[str, int]]],
 def is_loopback(host: str) -> bool:
     """An address or name that means this very namespace: 127.0.0.0/8, ::1, the unspecified
     addresses (a connection to 0.0.0.0 reaches the local host), IPv4-mapped forms of those,
-    and ``localhost`` or any name under it (RFC 6761)."""
+    and ``localhost`` or any name under it (RFC 6761); also in the forms libc reads as an
+    address (``0x7f.1``, ``2130706433``)."""
     h = host.lower().rstrip(".")
     if h.startswith("[") and h.endswith("]"):
         h = h[1:-1]
     if h == "localhost" or h.endswith(".localhost"):
         return True
     try:
-        a = ipaddress.ip_address(h.split("%")[0])
+        a = ipaddress.ip_address(_inet_aton(h) or h.split("%")[0])
     except ValueError:
         return False
     mapped = getattr(a, "ipv4_mapped", None)

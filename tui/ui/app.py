@@ -427,7 +427,8 @@ class EgressApp(App):
                 self._apply_or_remove(insp, False, proxy)
 
         self.push_screen(ChoiceDialog("Firewall: what may the container reach?", [
-            ("allowlist", f"allowlist: only its {n} entries" + ("" if n else " (empty: allow hosts first)")),
+            ("allowlist", f"allowlist: only its {n} entr{'y' if n == 1 else 'ies'}"
+                          + ("" if n else " (empty: allow hosts first)")),
             ("proxy", f"proxy only: {shown}; the allowlist still colors the names seen through it"),
             ("cancel", "cancel")]), chosen)
 
