@@ -67,6 +67,11 @@ async def test_choosing_proxy_only_with_f(lab, fw, proxy_listener, tmp_path):  #
             app.allow("beta.test")
             await pilot.pause(0.2)
             assert not app.firewall_stale and "older allowlist" not in screen_text(app)
+            # the exported init-firewall.sh follows the firewall that is on
+            script = tmp_path / "init-firewall.sh"
+            app.export("init-script", str(script))
+            text = script.read_text()
+            assert "PROXY_ONLY=1" in text and "ENTRY_PAT=(proxy.test)" in text and SECRET not in text
             # re-apply (command palette) keeps the mode
             app.reapply_firewall()
             await until(pilot, lambda: not app.firewall_busy and app.firewall_text == ON, 60, "the re-apply")

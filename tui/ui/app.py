@@ -20,6 +20,7 @@ from egress_tui.core.allowlist import AllowlistError, build
 from egress_tui.core.safetext import safe_text
 from egress_tui.core.rows import HostRow
 from egress_tui.core.session import Session
+from egress_tui.firewall.plan import FirewallError
 from egress_tui.inspection import Inspection, InspectionError, open_inspection
 from egress_tui.live.capture import Batch, CaptureError
 from egress_tui.live.containers import DockerError
@@ -330,16 +331,22 @@ class EgressApp(App):
                 self.save_allowlist(path)
                 return
             if fmt == "init-script":
-                from egress_tui.firewall.script import render_init_script
+                from egress_tui.firewall.script import render_init_script, render_proxy_script
                 resolvers = self.inspection.resolvers if self.inspection else None
+                g = self.guard
+                if g is not None and g.mode == "proxy":  # the script follows the firewall that is on
+                    text = render_proxy_script(g.proxy, resolvers=resolvers,
+                                               generated_by=f"egress-tui for {self.target}, proxy only")
+                else:
+                    text = render_init_script(self.session.allowlist, resolvers=resolvers,
+                                              generated_by=f"egress-tui for {self.target}")
                 with open(path, "w", encoding="utf-8") as f:
-                    f.write(render_init_script(self.session.allowlist, resolvers=resolvers,
-                                               generated_by=f"egress-tui for {self.target}"))
+                    f.write(text)
                 os.chmod(path, 0o755)
                 self.notify(f"firewall script saved to {path}", timeout=3)
                 return
             self.session.export(fmt, path)
-        except (AllowlistError, OSError) as e:
+        except (AllowlistError, FirewallError, OSError) as e:
             self.notify(str(e), severity="error")
             return
         self.notify(f"table saved to {path}", timeout=3)
