@@ -174,3 +174,12 @@ def test_cli_script_proxy_only(tmp_path):
     text = out.read_text()
     assert SECRET not in text and "# Mode: PROXY ONLY" in text and "#   http://***@squid.test:3128" in text
     assert "PORT_PROTOS=(tcp)" in text and "ENTRY_PAT=(squid.test)" in text
+
+
+def test_the_session_report_says_proxy_only():
+    from egress_tui.core.evidence import session_data, session_markdown
+    fw = {"on": True, "allowlist": ["squid.test:3128"], "dropped_packets": {"4": 3, "6": 0}, "mode": "proxy",
+          "proxies": ["http://***@squid.test:3128"]}
+    md = session_markdown(session_data(source="t", container=None, rows=[], runs=[], allowlist=[], firewall=fw,
+                                       versions={}, argv=[]))
+    assert "- firewall: ON, proxy only: http://\\*\\*\\*@squid.test:3128, " in md, md
