@@ -311,3 +311,57 @@ def test_firewall_through_a_helper_container(docker_lab, client_ctr, docker_clie
     assert docker_lab.exec(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "https://helper-denied.test/"],
                            container=client_ctr).stdout == "200"
     assert not docker_client.containers.list(all=True, filters={"label": "egress-tui.helper"})
+
+
+# -- proxy-only, from the container's own proxy settings ----------------------------------------
+
+PROXY_SECRET = "lab-proxy-secret"
+
+
+@pytest.fixture(scope="module")
+def proxied_ctr(docker_lab):
+    """A container told to use a proxy (its environment, as the engine keeps it): the lab sink's
+    TLS port 8443 on pxy.test's address stands in for the proxy."""
+    return docker_lab.add_container(SINK_TAG, "proxied", environment={
+        "HTTPS_PROXY": f"http://lab-user:{PROXY_SECRET}@pxy.test:8443", "no_proxy": "localhost,direct.test"})
+
+
+def test_firewall_proxy_only_from_the_container_s_environment(docker_lab, proxied_ctr, client_ctr):
+    def egress(*args):
+        return subprocess.run([EGRESS, "firewall", *args], capture_output=True, text=True, timeout=120)
+
+    def code(url: str) -> str:
+        # straight there: the sink only stands in for the proxy's address and port, it is no proxy
+        return docker_lab.exec(["curl", "-sk", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
+                                "--connect-timeout", "2", url], container=proxied_ctr, timeout=15).stdout
+
+    name = proxied_ctr.name
+    try:
+        r = egress("apply", client_ctr.name, "--proxy-only")          # no proxy configured there
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert f"{client_ctr.name} has no proxy configured: set HTTPS_PROXY" in r.stderr
+        r = egress("apply", name, "--proxy-only", "--proxy", "http://nxdomain.test:3128")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "nxdomain.test does not resolve through the container's DNS" in r.stderr
+        assert "firewall on " + name + ": off" in egress("status", name).stdout   # nothing applied
+        assert code("https://other.test:8443/") == "200"
+
+        r = egress("apply", name, "--proxy-only")
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out
+        assert PROXY_SECRET not in out
+        assert f"proxy only: http://***@pxy.test:8443 ({docker_lab.address_for('pxy.test')}" in r.stdout
+        assert "check in set  pxy.test" in r.stdout and "check allowed pxy.test" in r.stdout
+        assert "FAILED" not in r.stdout
+        assert "no_proxy sends direct.test direct: proxy-only blocks them" in r.stderr
+        assert code("https://pxy.test:8443/") == "200"                  # the proxy
+        assert code("https://pxy.test/") != "200"                       # its address, another port
+        assert code("https://other.test:8443/") != "200"                # another address
+        st = egress("status", name)
+        assert "mode: proxy only: http://***@pxy.test:8443" in st.stdout and PROXY_SECRET not in st.stdout
+        assert "addresses in sets: IPv4 1, IPv6 1" in st.stdout and "dropped: IPv4 " in st.stdout
+        data = json.loads(egress("status", name, "--format", "json").stdout)
+        assert data["on"] and data["mode"] == "proxy" and data["proxies"] == ["http://***@pxy.test:8443"]
+    finally:
+        assert egress("remove", name).returncode == 0
+    assert code("https://other.test:8443/") == "200"

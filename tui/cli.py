@@ -17,6 +17,7 @@ from importlib import resources
 from egress_tui import __version__
 from egress_tui.core.allowlist import PRESETS, PRESET_EXAMPLES, AllowlistError, build, preset_entries
 from egress_tui.core.engine import analyze_file
+from egress_tui.core.proxy import ProxyError
 from egress_tui.core.safetext import safe_text
 from egress_tui.live.capture import CaptureError
 from egress_tui.live.containers import DockerError
@@ -112,16 +113,19 @@ def _parser() -> argparse.ArgumentParser:
                         description="An iptables + ipset egress firewall (IPv4 and IPv6) applied from the "
                                     "host into the container's network namespace. Needs root.")
     fsub = fw.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ap = fsub.add_parser("apply", help="allow only the allowlist; drop (or reject) everything else")
+    ap = fsub.add_parser("apply", help="allow only the allowlist (or only the proxy); drop (or reject) "
+                                       "everything else")
     ap.add_argument("container", help="container name or id")
     ap.add_argument("--allow", metavar="FILE", action="append", default=[], help="allowlist file (repeatable)")
     ap.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[],
                     help="allowlist preset (repeatable)")
+    _proxy_args(ap)
     ap.add_argument("--reject", action="store_true", help="reject instead of drop, so clients fail fast")
     ap.add_argument("--no-verify", action="store_true", help="skip the reachability checks after apply")
     rm = fsub.add_parser("remove", help="remove what egress-tui added, and only that")
     rm.add_argument("container")
-    st = fsub.add_parser("status", help="is it on, with which allowlist, how many packets dropped")
+    st = fsub.add_parser("status", help="is it on, in which mode, with which allowlist or proxies, how many "
+                                        "packets dropped")
     st.add_argument("container")
     st.add_argument("--format", choices=("text", "json"), default="text")
     for p_ in (ap, rm, st):
@@ -135,7 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--allow", metavar="FILE", action="append", default=[], help="allowlist file (repeatable)")
     sc.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[], help="preset")
     sc.add_argument("--reject", action="store_true", help="reject instead of drop")
-    sc.add_argument("--container", help="take the DNS resolvers to allow from this container")
+    _proxy_args(sc)
+    sc.add_argument("--container", help="take the DNS resolvers to allow (and with --proxy-only the proxies) "
+                                        "from this container")
     sc.add_argument("-o", "--output", metavar="FILE", default="-", help="where to write it (default: stdout)")
 
     ln = sub.add_parser("learn", help="run a command in a container while capturing; list what it reached",
@@ -163,6 +169,15 @@ def _parser() -> argparse.ArgumentParser:
     ln.add_argument("--helper-image", metavar="IMAGE", help="with --method helper: image with tcpdump")
     ln.add_argument("cmd", nargs="*", help="the command (after --)")
     return p
+
+
+def _proxy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--proxy-only", action="store_true",
+                   help="lock the container to its proxy: allow only the proxies' addresses and ports (and "
+                        "DNS to its resolvers), from the container's HTTP(S)_PROXY/ALL_PROXY or --proxy")
+    p.add_argument("--proxy", metavar="URL", action="append", default=[],
+                   help="with --proxy-only: the proxy to allow, e.g. http://squid:3128 (repeatable; replaces "
+                        "the container's settings)")
 
 
 SUBCOMMANDS = ("report", "presets", "firewall", "learn")
@@ -218,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_learn(args)
             return cmd_presets()
         return cmd_tui(_tui_parser().parse_args(argv))
-    except (UserError, PcapError, AllowlistError, DockerError, CaptureError, FirewallError, InspectionError) as e:
+    except (UserError, PcapError, AllowlistError, DockerError, CaptureError, FirewallError, InspectionError,
+            ProxyError) as e:
         print(f"egress-tui: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -359,20 +375,46 @@ def live_capture(args):
         return insp.engine, insp.recording_summary
 
 
+def proxy_choice(args):
+    """For ``--proxy-only``: the proxies given with ``--proxy`` (a ProxyConfig), or None to take
+    the container's. One-line errors for what cannot go together, before Docker is asked."""
+    if args.proxy and not args.proxy_only:
+        raise UserError("--proxy goes with --proxy-only (the proxy that mode lets through)")
+    if not args.proxy_only:
+        return None
+    if args.allow or args.preset:
+        raise UserError("--proxy-only lets only the proxy through, so an allowlist has nothing to do there: "
+                        "drop --allow/--preset (what goes through the proxy is the proxy's to decide)")
+    from egress_tui.core.proxy import from_urls
+    return from_urls(args.proxy) if args.proxy else None
+
+
+def no_proxy_error(target: str) -> UserError:
+    return UserError(f"{target} has no proxy configured: set HTTPS_PROXY (or HTTP_PROXY, ALL_PROXY) on the "
+                     "container, or pass --proxy URL")
+
+
 def cmd_firewall(args) -> int:
     if args.action == "script":
         return cmd_firewall_script(args)
-    allowlist = None
+    allowlist = proxy = None
     if args.action == "apply":
-        allowlist = build(args.allow, args.preset)
-        if not allowlist.entries:
-            raise UserError("firewall apply needs an allowlist: --allow FILE and/or --preset NAME")
+        proxy = proxy_choice(args)
+        if not args.proxy_only:
+            allowlist = build(args.allow, args.preset)
+            if not allowlist.entries:
+                raise UserError("firewall apply needs an allowlist: --allow FILE and/or --preset NAME "
+                                "(or --proxy-only)")
     # signals wait for the action: a firewall half applied, or a helper left behind, is worse
     with StopSignals(), inspect_container(args) as insp:
-        return _firewall_action(args, insp, allowlist)
+        if args.action == "apply" and args.proxy_only and proxy is None:
+            proxy = insp.proxy
+            if not proxy.endpoints and not proxy.problems:
+                raise no_proxy_error(insp.container.name)
+        return _firewall_action(args, insp, allowlist, proxy)
 
 
-def _firewall_action(args, insp, allowlist) -> int:
+def _firewall_action(args, insp, allowlist, proxy=None) -> int:
     from egress_tui.firewall.plan import resolver_warning
     name = insp.container.name
     if args.action == "remove":
@@ -383,19 +425,26 @@ def _firewall_action(args, insp, allowlist) -> int:
         st = insp.firewall_status()
         if args.format == "json":
             import json as _json
-            print(_json.dumps({"container": name, "on": st.on, "partial": st.partial,
-                               "allowlist": st.allowlist, "dropped_packets": st.dropped_packets,
-                               "set_entries": st.set_entries, "applied_at": st.applied_at}, indent=2))
+            print(_json.dumps({"container": name, "on": st.on, "partial": st.partial, "mode": st.mode,
+                               "proxies": st.proxies, "allowlist": st.allowlist,
+                               "dropped_packets": st.dropped_packets, "set_entries": st.set_entries,
+                               "applied_at": st.applied_at}, indent=2))
             return 0
         state = "ON" if st.on else ("PARTIAL (run firewall remove)" if st.partial else "off")
         print(f"firewall on {name}: {state}")
-        if st.on:
+        if st.on and st.mode == "proxy":
+            print(f"  mode: proxy only: {', '.join(st.proxies) or '-'} (and DNS to the resolvers)")
+        elif st.on:
+            print(f"  mode: {'allowlist' if st.mode else 'unknown (not applied by egress-tui: a script?)'}")
             print(f"  allowlist: {', '.join(st.allowlist) or '-'}")
+        if st.on:
             print(f"  addresses in sets: IPv4 {st.set_entries[4]}, IPv6 {st.set_entries[6]}")
             print(f"  dropped: IPv4 {st.dropped_packets[4]} packets, IPv6 {st.dropped_packets[6]} packets")
         return 0
-    plan, checks = insp.apply_firewall(allowlist, args.reject, check=not args.no_verify)
+    plan, checks = insp.apply_firewall(allowlist, args.reject, check=not args.no_verify, proxy=proxy)
     resolvers = insp.resolvers or []
+    if plan.mode == "proxy":
+        return _proxy_applied(name, plan, checks, proxy, resolvers)
     print(f"firewall applied to {name}: {len(plan.allowlist)} entries, "
           f"{len(plan.nets[4]) + len(plan.ports[4]) // 2} IPv4 and {len(plan.nets[6]) + len(plan.ports[6]) // 2} "
           f"IPv6 addresses; DNS only to {', '.join(resolvers) or 'no resolver'}")
@@ -410,6 +459,32 @@ def _firewall_action(args, insp, allowlist) -> int:
     for c in checks:
         mark = "ok" if c.ok else "FAILED"
         print(f"  check {c.what:7} {c.name} {c.address}:{c.port}: {c.result} [{mark}]")
+    return EXIT_ERROR if any(not c.ok for c in checks) else 0
+
+
+def _proxy_applied(name: str, plan, checks, proxy, resolvers: list[str]) -> int:
+    from egress_tui.firewall.plan import is_loopback, resolver_warning
+    where = []
+    for ep in proxy.endpoints:
+        addrs = plan.resolved.get(ep.host, [])
+        where.append(f"{ep.url} ({', '.join(addrs)})" if addrs else ep.url)
+    print(f"firewall applied to {name}: proxy only: {'; '.join(where)}; DNS only to "
+          f"{', '.join(resolvers) or 'no resolver'}; everything else is blocked")
+    trouble = resolver_warning(resolvers)
+    if trouble:
+        print(f"  warning: {trouble}", file=sys.stderr)
+    direct = [h for h in proxy.no_proxy if h != "*" and not is_loopback(h.split("/")[0].lstrip("*."))]
+    if direct:
+        shown = ", ".join(direct[:6]) + (f" +{len(direct) - 6}" if len(direct) > 6 else "")
+        print(f"  note: {proxy.no_proxy_var or 'NO_PROXY'} sends {shown} direct: proxy-only blocks them",
+              file=sys.stderr)
+    for c in checks:
+        mark = "ok" if c.ok else "FAILED"
+        at = f" {c.address}:{c.port}" if c.port else ""
+        print(f"  check {c.what:7} {c.name}{at}: {c.result} [{mark}]")
+        if c.what == "allowed" and c.result != "connected":
+            print(f"  warning: the proxy at {c.address}:{c.port} did not answer ({c.result}): under proxy-only "
+                  "nothing in the container can get out until it does", file=sys.stderr)
     return EXIT_ERROR if any(not c.ok for c in checks) else 0
 
 
@@ -483,10 +558,17 @@ def cmd_learn(args) -> int:
 
 
 def cmd_firewall_script(args) -> int:
-    from egress_tui.firewall.script import render_init_script
-    allowlist = build(args.allow, args.preset)
-    if not allowlist.entries:
-        raise UserError("firewall script needs an allowlist: --allow FILE and/or --preset NAME")
+    from egress_tui.firewall.script import render_init_script, render_proxy_script
+    proxy = proxy_choice(args)
+    allowlist = None
+    if not args.proxy_only:
+        allowlist = build(args.allow, args.preset)
+        if not allowlist.entries:
+            raise UserError("firewall script needs an allowlist: --allow FILE and/or --preset NAME "
+                            "(or --proxy-only)")
+    elif proxy is None and not args.container:
+        raise UserError("firewall script --proxy-only needs the proxy: --proxy URL, or --container NAME to take "
+                        "it from the container's HTTPS_PROXY")
     resolvers = None
     where = "any container"
     if args.container:
@@ -495,8 +577,16 @@ def cmd_firewall_script(args) -> int:
             if insp.resolvers is None:
                 raise UserError(insp.notices[-1] if insp.notices else "cannot read the container's DNS settings")
             resolvers, where = insp.resolvers, insp.container.name
-    text = render_init_script(allowlist, reject=args.reject, resolvers=resolvers,
-                              generated_by=f"egress-tui {__version__} for {where}")
+            if args.proxy_only and proxy is None:
+                proxy = insp.proxy
+                if not proxy.endpoints and not proxy.problems:
+                    raise no_proxy_error(where)
+    if args.proxy_only:
+        text = render_proxy_script(proxy, reject=args.reject, resolvers=resolvers,
+                                   generated_by=f"egress-tui {__version__} for {where}, proxy only")
+    else:
+        text = render_init_script(allowlist, reject=args.reject, resolvers=resolvers,
+                                  generated_by=f"egress-tui {__version__} for {where}")
     if args.output == "-":
         sys.stdout.write(text)
     else:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from egress_tui.core.proxy import ProxyConfig
 from egress_tui.core.runs import RunError, RunRecord, RunSpec, hosts_during
 from egress_tui.core.secrets import redact, secret_values
 from egress_tui.firewall.apply import Firewall
@@ -54,7 +55,7 @@ class Inspection:
 
     def __init__(self, *, source=None, container: ContainerInfo | None = None, dc=None, method: str = "",
                  target: str = "", helper_image: str | None = None, owner: HelperOwner | None = None,
-                 guard=None):
+                 guard=None, proxy: ProxyConfig | None = None):
         self.dc = dc
         self.container = container
         self.method = method                # "netns (host)", "helper IMAGE" or "replay"
@@ -70,6 +71,8 @@ class Inspection:
         self.runs: list[RunRecord] = []
         self.reapply_needed = False         # the container restarted with the firewall on
         self.reapply_allowlist = None       # then: the allowlist the firewall carried
+        self.reapply_proxy = None           # then: the proxies, when it was proxy-only
+        self._proxy = proxy                 # given for a bare namespace; else the container's
         self.closed = False
         self._halt = threading.Event()      # set by close(): a run going on stops
         self._recorder = None
@@ -97,6 +100,15 @@ class Inspection:
     @property
     def description(self) -> str:
         return getattr(self.source, "description", self.target)
+
+    @property
+    def proxy(self) -> ProxyConfig:
+        """The proxy settings of the target: the container's (from the engine's view of its
+        environment), or those given for a bare namespace; empty when there are none."""
+        if self._proxy is not None:
+            return self._proxy
+        c = self.container
+        return c.proxy if c is not None else ProxyConfig()
 
     # -- capture ----------------------------------------------------------------------------
 
@@ -214,6 +226,7 @@ class Inspection:
             if guard.on:
                 # the rules went with the old namespace; what they enforced is applied again
                 self.reapply_allowlist = guard.allowlist
+                self.reapply_proxy = guard.proxy
                 guard.forget()
                 self.reapply_needed = True
         if then:
@@ -273,9 +286,37 @@ class Inspection:
     def firewall_on(self) -> bool:
         return self._guard is not None and self._guard.on
 
-    def apply_firewall(self, allowlist, reject: bool = False, check: bool = True):
-        """(plan, checks): the allowlist enforced in the container's namespace."""
+    @property
+    def firewall_mode(self) -> str:
+        """"allowlist" or "proxy" (only the proxies are let through) while on, "" when off."""
+        g = self._guard
+        return g.mode if g is not None else ""
+
+    def firewall_summary(self) -> str:
+        """The firewall in a few words for a status bar: "firewall off", "FIREWALL ON (3
+        entries, 7 addresses)", "FIREWALL ON: proxy only (squid:3128)"; "" where there can
+        be none."""
+        if not self.firewall_possible:
+            return ""
+        g = self._guard
+        if g is None or not g.on:
+            return "firewall off"
+        if g.mode == "proxy":
+            eps = g.proxy.endpoints if g.proxy is not None else []
+            shown = ", ".join(ep.authority for ep in eps[:3]) + (f" +{len(eps) - 3}" if len(eps) > 3 else "")
+            return f"FIREWALL ON: proxy only ({shown})"
+        entries, addresses = self.firewall_counts()
+        return f"FIREWALL ON ({entries} entries, {addresses} addresses)"
+
+    def apply_firewall(self, allowlist, reject: bool = False, check: bool = True,
+                       proxy: ProxyConfig | None = None):
+        """(plan, checks): the allowlist enforced in the container's namespace; with
+        ``proxy``, proxy-only instead: only the proxies' addresses and ports (and DNS to the
+        resolvers) are let through, and ``allowlist`` is not used (it still gives the verdicts
+        on the names seen through the proxy)."""
         self.reapply_needed = False
+        if proxy is not None:
+            return self.guard.apply_proxy(proxy, reject, check)
         return self.guard.apply(allowlist, reject, check)
 
     def remove_firewall(self) -> None:
@@ -292,7 +333,12 @@ class Inspection:
             st = self.firewall_status()
         except Exception as e:  # Docker or iptables failing: the report says so, in its place
             return {"on": None, "error": str(e)}
-        return {"on": st.on, "allowlist": st.allowlist, "dropped_packets": st.dropped_packets}
+        state = {"on": st.on, "allowlist": st.allowlist, "dropped_packets": st.dropped_packets}
+        if st.on:
+            state["mode"] = st.mode or "allowlist"
+            if st.mode == "proxy":
+                state["proxies"] = st.proxies
+        return state
 
     def firewall_counts(self) -> tuple[int, int] | None:
         """(allowlist entries, addresses let through) while the firewall is on, else None."""
@@ -304,9 +350,10 @@ class Inspection:
         return len(p.allowlist), n + g.learned
 
     def firewall_addresses(self) -> set[str] | None:
-        """Addresses the firewall lets through now; None when it is off."""
+        """Addresses the firewall lets through now; None when it is off, and in proxy-only
+        mode, where the allowlist's names are reached through the proxy, never directly."""
         g = self._guard
-        if g is None or not g.on:
+        if g is None or not g.on or g.mode == "proxy":
             return None
         addrs = set(g.plan.nets[4]) | set(g.plan.nets[6])
         addrs |= {k.split(",")[0] for k in list(g.plan.ports[4]) + list(g.plan.ports[6])}
@@ -385,7 +432,7 @@ class Inspection:
 
 def open_inspection(container: str | None = None, *, replay=None, speed: float = 1.0, source=None,
                     target: str = "", method: str = "auto", helper_image: str | None = None,
-                    dc=None, guard=None) -> Inspection:
+                    dc=None, guard=None, proxy: ProxyConfig | None = None) -> Inspection:
     """The one way to build an inspection, for the CLI commands and the screen.
 
     ``container``: a name, id or id prefix; the capture method is decided here (``auto``:
@@ -394,7 +441,8 @@ def open_inspection(container: str | None = None, *, replay=None, speed: float =
     egress-tui process that is gone are removed first (said in ``notices``).
     ``replay``: a capture path or an opened CaptureInput, replayed ``speed`` times faster.
     ``source``: a capture source built by the caller (tests, the benchmark), and with it
-    ``guard``: the firewall of a namespace that is not a container (the network lab's).
+    ``guard``: the firewall of a namespace that is not a container (the network lab's), and
+    ``proxy``: that namespace's proxy settings (a container's come from its engine).
     Raises DockerError or InspectionError with one line.
     """
     if replay is not None:
@@ -403,7 +451,7 @@ def open_inspection(container: str | None = None, *, replay=None, speed: float =
                           target=target or ("stdin" if name == "-" else os.path.basename(name)))
     if source is not None:
         return Inspection(source=source, method=method, target=target or getattr(source, "description", ""),
-                          guard=guard)
+                          guard=guard, proxy=proxy)
     if not container:
         raise InspectionError("no container given")
     dc = dc or containers.client()

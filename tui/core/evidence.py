@@ -69,6 +69,8 @@ def session_markdown(data: dict) -> str:
     fw = data.get("firewall")
     if fw:
         L.append(f"- firewall: {'ON' if fw.get('on') else 'off'}"
+                 + (f", proxy only: {md_text(', '.join(fw.get('proxies') or []))}" if fw.get("mode") == "proxy"
+                    else "")
                  + (f", {fw.get('dropped_packets')} packets dropped" if fw.get("on") else ""))
     L += ["", "## Allowlist", ""]
     L += [f"- {md_code(e)}" for e in data["allowlist"]] or ["(none)"]

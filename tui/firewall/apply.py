@@ -3,13 +3,16 @@ aside and swapped in, each family's rules in one iptables-restore, rollback on f
 """
 
 from __future__ import annotations
+import ipaddress
 import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from egress_tui.core.allowlist import Allowlist
-from egress_tui.firewall.plan import CHAIN, FirewallError, NEW, Plan, SETS, STATE_DIR, SYNC_SET, build_plan
+from egress_tui.core.proxy import ProxyConfig
+from egress_tui.firewall.plan import (CHAIN, FirewallError, NEW, Plan, SETS, STATE_DIR, SYNC_SET, build_plan,
+                                      build_proxy_plan, proxy_allowlist)
 from egress_tui.firewall.runners import HelperRunner, NamespaceRunner
 
 # -- applying, removing, status -------------------------------------------------------
@@ -39,6 +42,8 @@ class Status:
     set_entries: dict[int, int]
     applied_at: float | None = None
     partial: bool = False  # the chain exists in one family only, or the hook is missing
+    mode: str = ""         # "allowlist" or "proxy" while on ("" when off, or applied by a script)
+    proxies: list[str] = field(default_factory=list)  # proxy mode: the proxies' URLs, masked
 
 
 class Firewall:
@@ -158,7 +163,9 @@ class Firewall:
         partial = any(p[0] or p[1] for p in present.values()) and not on
         state = self._load_state()
         return Status(on=on, allowlist=state.get("allowlist", []) if on else [], dropped_packets=drops,
-                      set_entries=entries, applied_at=state.get("applied_at") if on else None, partial=partial)
+                      set_entries=entries, applied_at=state.get("applied_at") if on else None, partial=partial,
+                      mode=state.get("mode", "allowlist") if on and state else "",
+                      proxies=list(state.get("proxies", [])) if on else [])
 
     def _save_state(self, plan: Plan) -> None:
         os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
@@ -205,7 +212,12 @@ def _runner(where) -> "NamespaceRunner | HelperRunner":
 
 def verify(where, plan: Plan, resolvers: list[str], denied_name: str = "example.com") -> list[Check]:
     """From inside the namespace (``where``: a pid or a runner): a denied address must be
-    unreachable; an allowed one reachable, or reported unreachable for other reasons."""
+    unreachable; an allowed one reachable, or reported unreachable for other reasons.
+
+    Proxy-only (``plan.mode == "proxy"``) checks more, since a proxy that is not let through
+    leaves no way out at all: the rules are in place in both families, each proxy's address
+    and port is in the kernel's set, the proxy answers (reported), and the proxy's own
+    address on another port is unreachable."""
     runner = _runner(where)
     allowed_addrs = set(plan.nets[4]) | set(plan.nets[6])
     todo: list[tuple[str, str, str, int]] = []
@@ -213,17 +225,70 @@ def verify(where, plan: Plan, resolvers: list[str], denied_name: str = "example.
     for addr, _ttl in got.get(denied_name, [])[:1]:
         if addr not in allowed_addrs:
             todo.append(("denied", denied_name, addr, 443))
-    for name, addrs in plan.resolved.items():
-        if addrs:
-            port = 443
-            for e in plan.allowlist:
-                if e.startswith(name + ":"):
-                    port = int(e.rsplit(":", 1)[1])
-            todo.append(("allowed", name, addrs[0], port))
-            break
+    kernel: list[Check] = []
+    if plan.mode == "proxy":
+        kernel.append(_rules_check(runner))
+        members = _port_members(runner)
+        for name, addr, port in _proxy_targets(plan):
+            ok = all((_addr_key(addr), proto, port) in members for proto in plan.protocols)
+            kernel.append(Check("in set", name, addr, port, "in the set" if ok else "MISSING from the set", ok))
+            todo.append(("allowed", name, addr, port))
+            other = 443 if port != 443 else 80
+            todo.append(("denied", f"{name} (another port)", addr, other))
+    else:
+        for name, addrs in plan.resolved.items():
+            if addrs:
+                port = 443
+                for e in plan.allowlist:
+                    if e.startswith(name + ":"):
+                        port = int(e.rsplit(":", 1)[1])
+                todo.append(("allowed", name, addrs[0], port))
+                break
     results = runner.probes([(a, p) for _w, _n, a, p in todo])
-    return [Check(w, n, a, p, r, r != "connected" if w == "denied" else True)
-            for (w, n, a, p), r in zip(todo, results)]
+    return kernel + [Check(w, n, a, p, r, r != "connected" if w == "denied" else True)
+                     for (w, n, a, p), r in zip(todo, results)]
+
+
+def _proxy_targets(plan: Plan) -> list[tuple[str, str, int]]:
+    """(name, first address, port) of each proxy entry of a proxy-only plan."""
+    out = []
+    for text in plan.allowlist:
+        host, _, port = text.rpartition(":")
+        host = host.strip("[]")
+        addrs = plan.resolved.get(host) or [host]
+        out.append((host, addrs[0], int(port)))
+    return out
+
+
+def _addr_key(addr: str) -> str:
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        return addr
+
+
+def _port_members(runner) -> set[tuple[str, str, int]]:
+    """(address, protocol, port) of every entry of the live port sets, as the kernel has them."""
+    out: set[tuple[str, str, int]] = set()
+    for fam in (4, 6):
+        text = runner.run("ipset", ["list", SETS[fam][1]], check=False)
+        for ln in text.split("Members:", 1)[-1].splitlines() if "Members:" in text else []:
+            m = re.match(r"(\S+),(tcp|udp):(\d+)\b", ln.strip())
+            if m:
+                out.add((_addr_key(m.group(1)), m.group(2), int(m.group(3))))
+    return out
+
+
+def _rules_check(runner) -> Check:
+    """The chain, its hook from OUTPUT and its final DROP or REJECT, in both families."""
+    missing = []
+    for fam, save in ((4, "iptables-save"), (6, "ip6tables-save")):
+        out = runner.run(save, ["-t", "filter"], check=False)
+        if (f":{CHAIN} " not in out or not _hooked(out)
+                or not re.search(rf"^-A {CHAIN} .*-j (?:DROP|REJECT)", out, re.M)):
+            missing.append(f"IPv{fam}")
+    ok = not missing
+    return Check("rules", CHAIN, "", 0, "in place (IPv4, IPv6)" if ok else "MISSING in " + ", ".join(missing), ok)
 
 
 def plan_for(where, allowlist: Allowlist, resolvers: list[str], reject: bool = False) -> Plan:
@@ -231,3 +296,13 @@ def plan_for(where, allowlist: Allowlist, resolvers: list[str], reject: bool = F
     names = [e.pattern for e in allowlist.entries if e.network is None and not e.wildcard]
     resolved = _runner(where).resolve(names, resolvers) if names else {}
     return build_plan(allowlist, resolved, resolvers, reject)
+
+
+def plan_for_proxy(where, proxy: ProxyConfig, resolvers: list[str], reject: bool = False) -> Plan:
+    """Proxy-only: resolve the proxies' names through the container's own resolvers (as
+    allowlist names are), then plan. FirewallError, one line, when a proxy is on loopback or
+    its name does not resolve: nothing is applied."""
+    al = proxy_allowlist(proxy)  # refuses loopback before anything is looked up
+    names = [e.pattern for e in al.entries if e.network is None]
+    resolved = _runner(where).resolve(names, resolvers) if names else {}
+    return build_proxy_plan(proxy, resolved, resolvers, reject)

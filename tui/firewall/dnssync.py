@@ -14,8 +14,9 @@ import threading
 import time
 from dataclasses import dataclass
 from egress_tui.core.allowlist import Allowlist, Entry
-from egress_tui.firewall.apply import Check, Firewall, plan_for, verify
-from egress_tui.firewall.plan import MIN_TTL, Plan, SETS, SYNC_SET, _comment
+from egress_tui.core.proxy import ProxyConfig
+from egress_tui.firewall.apply import Check, Firewall, plan_for, plan_for_proxy, verify
+from egress_tui.firewall.plan import MIN_TTL, PORT_PROTOCOLS, Plan, SETS, SYNC_SET, _comment, proxy_allowlist
 from egress_tui.firewall.runners import NamespaceRunner
 
 # DNS updates waiting for the worker. A container resolves a few names a second; thousands
@@ -47,7 +48,8 @@ class SetUpdater:
         self.errors = 0
         self.last_error = ""
 
-    def add(self, addr: str, ttl: int, name: str, port: int | None = None) -> bool:
+    def add(self, addr: str, ttl: int, name: str, port: int | None = None,
+            protocols: tuple[str, ...] | list[str] = PORT_PROTOCOLS) -> bool:
         now = time.monotonic()
         key = f"{addr},{port}"
         if self.added.get(key, 0) > now + MIN_TTL / 2:
@@ -63,14 +65,15 @@ class SetUpdater:
             line = f'add {SETS[fam][0]} {addr} timeout {timeout} comment "{why}" -exist\n'
         else:
             line = "".join(f'add {SETS[fam][1]} {addr},{proto}:{port} timeout {timeout} comment "{why}" -exist\n'
-                           for proto in ("tcp", "udp"))
+                           for proto in protocols)
         line += f"add {SYNC_SET} 127.0.0.1 -exist\n"
         if not self._send(line):
             return False
         self.added[key] = now + timeout
         return True
 
-    def remove(self, addr: str, port: int | None = None) -> bool:
+    def remove(self, addr: str, port: int | None = None,
+               protocols: tuple[str, ...] | list[str] = PORT_PROTOCOLS) -> bool:
         """Take an address back out of the sets (its DNS answer turned out not to be trusted)."""
         try:
             ipaddress.ip_address(addr)
@@ -80,7 +83,7 @@ class SetUpdater:
         if port is None:
             line = f"del {SETS[fam][0]} {addr} -exist\n"
         else:
-            line = "".join(f"del {SETS[fam][1]} {addr},{proto}:{port} -exist\n" for proto in ("tcp", "udp"))
+            line = "".join(f"del {SETS[fam][1]} {addr},{proto}:{port} -exist\n" for proto in protocols)
         line += f"add {SYNC_SET} 127.0.0.1 -exist\n"  # else the del waits in ipset for the next command
         self.added.pop(f"{addr},{port}", None)
         return self._send(line)
@@ -157,10 +160,12 @@ def _reason(p) -> str:
 @dataclass(frozen=True)
 class _Applied:
     """What the guard put in force: its own copy of the allowlist (never handed out, never
-    changed) and the plan made from it."""
+    changed) and the plan made from it; in proxy-only mode the allowlist is the proxies'
+    ``host:port`` entries, and ``proxy`` the settings they came from."""
     allowlist: Allowlist
     keys: frozenset[tuple[str, int | None]]
     plan: Plan
+    proxy: ProxyConfig | None = None
 
 
 def _keys(allowlist: Allowlist) -> frozenset[tuple[str, int | None]]:
@@ -171,6 +176,9 @@ def _keys(allowlist: Allowlist) -> frozenset[tuple[str, int | None]]:
 class Guard:
     """The firewall of one running container while egress-tui watches it: apply, remove,
     and feed it the DNS answers the capture sees (``on_dns_answer`` is the engine hook).
+
+    In proxy-only mode (``apply_proxy``) it enforces the proxies instead: only the proxies'
+    addresses, and DNS answers only ever add addresses of the proxies' names.
 
     It enforces a copy of the allowlist it was given: changing the session's allowlist
     changes nothing here until the next ``apply`` (``carries`` tells whether they differ).
@@ -208,8 +216,21 @@ class Guard:
         return a.plan if a else None
 
     @property
+    def mode(self) -> str:
+        """"allowlist" or "proxy" while on, "" when off."""
+        a = self._applied
+        return a.plan.mode if a else ""
+
+    @property
+    def proxy(self) -> ProxyConfig | None:
+        """The proxy settings enforced in proxy-only mode (None otherwise)."""
+        a = self._applied
+        return a.proxy if a else None
+
+    @property
     def allowlist(self) -> Allowlist | None:
-        """A copy of the allowlist in force (None when off): changing it changes nothing."""
+        """A copy of the allowlist in force (None when off): changing it changes nothing.
+        In proxy-only mode: the proxies' ``host:port`` entries."""
         a = self._applied
         return a.allowlist.copy() if a else None
 
@@ -219,10 +240,10 @@ class Guard:
         return a.allowlist.entries if a else ()
 
     def carries(self, allowlist: Allowlist) -> bool:
-        """True when the firewall is on and enforces exactly these entries (patterns and
-        ports; comments and order do not matter to it)."""
+        """True when the firewall is on in allowlist mode and enforces exactly these entries
+        (patterns and ports; comments and order do not matter to it)."""
         a = self._applied
-        return a is not None and a.keys == _keys(allowlist)
+        return a is not None and a.proxy is None and a.keys == _keys(allowlist)
 
     def learned_addresses(self) -> set[str]:
         """Addresses the worker has added from DNS answers (safe from any thread)."""
@@ -232,15 +253,26 @@ class Guard:
 
     def apply(self, allowlist: Allowlist, reject: bool = False, check: bool = True) -> tuple[Plan, list[Check]]:
         mine = allowlist.copy()
+        plan = plan_for(self.firewall.runner, mine, self.resolvers, reject)
+        return self._put_in_force(_Applied(mine, _keys(mine), plan), check)
+
+    def apply_proxy(self, proxy: ProxyConfig, reject: bool = False, check: bool = True) -> tuple[Plan, list[Check]]:
+        """Proxy-only: the only way out is the proxies. FirewallError (one line, nothing
+        changed) when a proxy is on loopback, or its name does not resolve."""
+        plan = plan_for_proxy(self.firewall.runner, proxy, self.resolvers, reject)
+        mine = proxy_allowlist(proxy)
+        return self._put_in_force(_Applied(mine, _keys(mine), plan, proxy), check)
+
+    def _put_in_force(self, applied: _Applied, check: bool) -> tuple[Plan, list[Check]]:
         runner = self.firewall.runner
-        plan = plan_for(runner, mine, self.resolvers, reject)
+        plan = applied.plan
         with self._lock:
             self.firewall.apply(plan)
             # fresh sets were swapped in: what the updater remembers adding is not in them, and
             # its ipset process may sit in the namespace of a container that has since restarted
             self.updater.added.clear()
             self.updater.close()
-            self._applied = _Applied(mine, _keys(mine), plan)
+            self._applied = applied
         self._start()
         return plan, (verify(runner, plan, self.resolvers) if check else [])
 
@@ -363,13 +395,18 @@ class Guard:
         if a is None:
             return
         ports = list(dict.fromkeys(e.port for e in a.allowlist.matching(name) if e.network is None))
+        protocols = a.plan.protocols
         if kind == "add":
             for port in ports:
-                if self.updater.add(addr, ttl, name, port):
+                if self.updater.add(addr, ttl, name, port, protocols):
                     self.learned += 1
             return
         fam = 6 if ":" in addr else 4
         if addr in a.plan.nets[fam]:
             return
         for port in ports:
-            self.updater.remove(addr, port)
+            # an address the plan itself allowed on this port (a proxy's, resolved at apply
+            # time) stays: only what DNS answers added goes
+            if port is not None and any(f"{addr},{p}:{port}" in a.plan.ports[fam] for p in protocols):
+                continue
+            self.updater.remove(addr, port, protocols)

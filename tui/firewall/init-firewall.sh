@@ -49,6 +49,10 @@ PORT_PROTOS=(@PROTOS@)
 BAKED_RESOLVERS=(@RESOLVERS@)
 # The check after applying: a connection here must fail ("" to skip).
 DENY_CHECK_NAME=@DENY_CHECK@
+# 1: proxy-only mode, the entries are the proxies: each must resolve, and not to a loopback
+# address (a proxy inside the container cannot be told apart by this firewall), or nothing
+# is applied; with no proxy reachable nothing could get out at all.
+PROXY_ONLY=@PROXY_ONLY@
 
 # -- output ---------------------------------------------------------------------------
 
@@ -205,6 +209,13 @@ lookup() {  # NAME -> its addresses, one a line: IPv4 ones first
   done | LC_ALL=C sort -u
 }
 
+is_loopback() {  # ADDR: this very namespace (127.0.0.0/8, ::1, the unspecified addresses)?
+  case "$1" in
+    127.*|0.0.0.0|::1|::|0:0:0:0:0:0:0:1|0:0:0:0:0:0:0:0) return 0 ;;
+  esac
+  return 1
+}
+
 resolve_allowlist() {
   local i kind pat port why a addrs
   for i in "${!ENTRY_KIND[@]}"; do
@@ -216,9 +227,19 @@ resolve_allowlist() {
     addrs=()
     mapfile -t addrs < <(lookup "$pat")
     if ((${#addrs[@]} == 0)); then
+      if [ "$PROXY_ONLY" = 1 ]; then
+        die "proxy $pat did not resolve: nothing applied (proxy-only: with the proxy unreachable nothing could get out)"
+      fi
       warn "$pat did not resolve: skipped (it stays blocked; run $PROG again once it resolves)"
       UNRESOLVED+=("$pat")
       continue
+    fi
+    if [ "$PROXY_ONLY" = 1 ]; then
+      for a in "${addrs[@]}"; do
+        if is_loopback "$a"; then
+          die "proxy $pat is on a loopback address ($a): it runs inside the container, where this firewall cannot tell its traffic from anything else's; nothing applied"
+        fi
+      done
     fi
     for a in "${addrs[@]}"; do add_address "$a" "$port" "$why"; done
     if [ -z "$FIRST_NAME" ]; then FIRST_NAME=$pat FIRST_ADDR=${addrs[0]} FIRST_PORT=${port:-443}; fi
@@ -476,7 +497,11 @@ main() {
   load_resolvers
   resolve_allowlist
   apply
-  say "applied: $((${#NET4[@]} + ${#PORT4[@]})) IPv4 and $((${#NET6[@]} + ${#PORT6[@]})) IPv6 set entries; DNS only to ${RESOLVERS[*]:-loopback}; everything else is blocked"
+  if [ "$PROXY_ONLY" = 1 ]; then
+    say "applied, proxy only: the only way out is ${ENTRY_PAT[*]} ($((${#PORT4[@]} + ${#PORT6[@]})) set entries); DNS only to ${RESOLVERS[*]:-loopback}; everything else is blocked"
+  else
+    say "applied: $((${#NET4[@]} + ${#PORT4[@]})) IPv4 and $((${#NET6[@]} + ${#PORT6[@]})) IPv6 set entries; DNS only to ${RESOLVERS[*]:-loopback}; everything else is blocked"
+  fi
   if ((${#UNRESOLVED[@]})); then warn "not resolved, so blocked: ${UNRESOLVED[*]}"; fi
   if [ "$verify_after" = 1 ]; then
     verify || return 4

@@ -3,9 +3,12 @@ that both `firewall apply` and `init-firewall.sh` are made from.
 """
 
 from __future__ import annotations
+import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
-from egress_tui.core.allowlist import Allowlist
+from egress_tui.core.allowlist import Allowlist, AllowlistError, _inet_aton, parse_entry
+from egress_tui.core.proxy import ProxyConfig, ProxyEndpoint
+from egress_tui.core.safetext import safe_text
 from egress_tui.live.nflog import GROUP as NFLOG_GROUP
 
 CHAIN = "EGRESS-TUI"
@@ -16,6 +19,13 @@ NEW = "-new"  # suffix of the sets being filled before they are swapped in
 SYNC_SET = "egress-tui-sync"
 STATE_DIR = "/run/egress-tui"
 MIN_TTL = 60  # a set entry learned from DNS lives at least this long (clients cache)
+# What a "name:port" entry lets through to its port: udp too, QUIC uses the same port. A proxy
+# is reached over TCP only (its clients speak HTTP CONNECT or SOCKS over TCP to it).
+PORT_PROTOCOLS = ("tcp", "udp")
+PROXY_PROTOCOLS = ("tcp",)
+# The modes: "allowlist" lets the allowlist's addresses through; "proxy" only the proxies'
+# (the only way out is the proxy, and what goes through it is the proxy's to decide).
+MODES = ("allowlist", "proxy")
 
 
 class FirewallError(Exception):
@@ -36,6 +46,9 @@ class Plan:
     resolved: dict[str, list[str]] = field(default_factory=dict)
     unresolved: list[str] = field(default_factory=list)
     wildcards: list[str] = field(default_factory=list)
+    mode: str = "allowlist"                                   # "allowlist" or "proxy"
+    proxies: list[str] = field(default_factory=list)          # proxy mode: the proxies' URLs, masked
+    protocols: list[str] = field(default_factory=lambda: list(PORT_PROTOCOLS))  # of a name:port entry
 
     def ipset_script(self, suffix: str = NEW) -> str:
         lines = []
@@ -104,9 +117,10 @@ def _comment(text: str) -> str:
 
 
 def build_plan(allowlist: Allowlist, resolved: dict[str, list[tuple[str, int]]], resolvers: list[str],
-               reject: bool = False) -> Plan:
+               reject: bool = False, protocols: tuple[str, ...] = PORT_PROTOCOLS) -> Plan:
     """Turn an allowlist and the addresses its names resolved to into set entries."""
-    plan = Plan(allowlist=[e.text() for e in allowlist.entries], resolvers=resolvers, reject=reject)
+    plan = Plan(allowlist=[e.text() for e in allowlist.entries], resolvers=resolvers, reject=reject,
+                protocols=list(protocols))
     for e in allowlist.entries:
         if e.network is not None:
             addrs = [e.pattern]  # "198.18.0.0/16", or a bare address
@@ -125,6 +139,85 @@ def build_plan(allowlist: Allowlist, resolved: dict[str, list[tuple[str, int]]],
             if e.port is None:
                 plan.nets[fam][a] = e.pattern
             else:
-                for proto in ("tcp", "udp"):  # udp too: QUIC uses the same port
+                for proto in protocols:
                     plan.ports[fam][f"{a},{proto}:{e.port}"] = e.pattern
+    return plan
+
+
+# -- proxy only ------------------------------------------------------------------------
+
+def is_loopback(host: str) -> bool:
+    """An address or name that means this very namespace: 127.0.0.0/8, ::1, the unspecified
+    addresses (a connection to 0.0.0.0 reaches the local host), IPv4-mapped forms of those,
+    and ``localhost`` or any name under it (RFC 6761); also in the forms libc reads as an
+    address (``0x7f.1``, ``2130706433``)."""
+    h = host.lower().rstrip(".")
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
+    if h == "localhost" or h.endswith(".localhost"):
+        return True
+    try:
+        a = ipaddress.ip_address(_inet_aton(h) or h.split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(a, "ipv4_mapped", None)
+    if mapped is not None:
+        a = mapped
+    return a.is_loopback or a.is_unspecified
+
+
+def _named(ep: ProxyEndpoint) -> str:
+    return f"proxy {ep.url}" + (f" ({safe_text(ep.var, 40)})" if ep.var else "")
+
+
+def _loopback_refusal(ep: ProxyEndpoint, addr: str = "") -> FirewallError:
+    where = f" ({ep.host} is {addr})" if addr else ""
+    return FirewallError(f"{_named(ep)} is on a loopback address{where}: it runs inside the container, where "
+                         "the firewall cannot tell the proxy's own traffic from anything else's; refused "
+                         "(proxy-only needs a proxy outside the container)")
+
+
+def proxy_allowlist(proxy: ProxyConfig) -> Allowlist:
+    """The proxies as allowlist entries, ``host:port`` each: what proxy-only mode lets through.
+
+    FirewallError (one line, no credential) when there is no proxy, when a proxy setting
+    could not be read (applying the others would cut off the clients that use it), or when a
+    proxy is on a loopback address."""
+    if proxy.problems:
+        raise FirewallError(f"cannot use the proxy settings: {proxy.problems[0]}; nothing applied")
+    if not proxy.endpoints:
+        raise FirewallError("no proxy is configured: set HTTPS_PROXY (or HTTP_PROXY, ALL_PROXY) on the "
+                            "container, or give the proxy's URL")
+    al = Allowlist(sources=["proxy"])
+    for ep in proxy.endpoints:
+        if is_loopback(ep.host):
+            raise _loopback_refusal(ep)
+        try:
+            al.add(parse_entry(ep.authority, ep.var or "proxy", ep.url))
+        except AllowlistError as e:
+            raise FirewallError(f"{_named(ep)}: {e}") from None
+    return al
+
+
+def build_proxy_plan(proxy: ProxyConfig, resolved: dict[str, list[tuple[str, int]]], resolvers: list[str],
+                     reject: bool = False) -> Plan:
+    """Proxy-only: the proxies' addresses on their ports (TCP), DNS to the resolvers, and
+    nothing else. Unlike an allowlist name, a proxy name that does not resolve is an error:
+    with the proxy unreachable nothing could get out at all. So is a name that resolves to a
+    loopback address. FirewallError, one line; nothing is applied."""
+    al = proxy_allowlist(proxy)
+    plan = build_plan(al, resolved, resolvers, reject, protocols=PROXY_PROTOCOLS)
+    plan.mode = "proxy"
+    plan.proxies = [ep.url for ep in proxy.endpoints]
+    by_host = {ep.host: ep for ep in proxy.endpoints}
+    if plan.unresolved:
+        ep = by_host[plan.unresolved[0]]
+        more = f" (and {len(plan.unresolved) - 1} more)" if len(plan.unresolved) > 1 else ""
+        dns = ", ".join(resolvers) if resolvers else "no DNS server is known"
+        raise FirewallError(f"{_named(ep)}: {ep.host} does not resolve through the container's DNS ({dns}){more}; "
+                            "nothing applied: with the proxy unreachable nothing could get out")
+    for name, addrs in plan.resolved.items():
+        for a in addrs:
+            if is_loopback(a):
+                raise _loopback_refusal(by_host[name], a)
     return plan

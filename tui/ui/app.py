@@ -20,6 +20,7 @@ from egress_tui.core.allowlist import AllowlistError, build
 from egress_tui.core.safetext import safe_text
 from egress_tui.core.rows import HostRow
 from egress_tui.core.session import Session
+from egress_tui.firewall.plan import FirewallError
 from egress_tui.inspection import Inspection, InspectionError, open_inspection
 from egress_tui.live.capture import Batch, CaptureError
 from egress_tui.live.containers import DockerError
@@ -205,7 +206,8 @@ class EgressApp(App):
             # restarted: a new namespace, without our rules; put back what the firewall carried
             # (not the session's allowlist, which may have changed since)
             self.notify("container restarted: re-applying the firewall", timeout=4)
-            self._start_firewall_work(insp, False, insp.reapply_allowlist or self.session.allowlist.copy())
+            self._start_firewall_work(insp, False, insp.reapply_allowlist or self.session.allowlist.copy(),
+                                      proxy=insp.reapply_proxy)
         self.refresh_status()
 
     def feed_rows(self, rows: list[dict], status: Batch | None = None) -> None:
@@ -329,16 +331,22 @@ class EgressApp(App):
                 self.save_allowlist(path)
                 return
             if fmt == "init-script":
-                from egress_tui.firewall.script import render_init_script
+                from egress_tui.firewall.script import render_init_script, render_proxy_script
                 resolvers = self.inspection.resolvers if self.inspection else None
+                g = self.guard
+                if g is not None and g.mode == "proxy":  # the script follows the firewall that is on
+                    text = render_proxy_script(g.proxy, resolvers=resolvers,
+                                               generated_by=f"egress-tui for {self.target}, proxy only")
+                else:
+                    text = render_init_script(self.session.allowlist, resolvers=resolvers,
+                                              generated_by=f"egress-tui for {self.target}")
                 with open(path, "w", encoding="utf-8") as f:
-                    f.write(render_init_script(self.session.allowlist, resolvers=resolvers,
-                                               generated_by=f"egress-tui for {self.target}"))
+                    f.write(text)
                 os.chmod(path, 0o755)
                 self.notify(f"firewall script saved to {path}", timeout=3)
                 return
             self.session.export(fmt, path)
-        except (AllowlistError, OSError) as e:
+        except (AllowlistError, FirewallError, OSError) as e:
             self.notify(str(e), severity="error")
             return
         self.notify(f"table saved to {path}", timeout=3)
@@ -398,11 +406,38 @@ class EgressApp(App):
             self.notify("the firewall is still changing; wait for it", severity="warning")
             return
         on = insp.firewall_on
-        if not on and not self.session.allowlist.entries:
+        proxy = insp.proxy
+        if not on and (proxy.endpoints or proxy.problems):
+            self._ask_firewall_mode(insp, proxy)
+            return
+        self._apply_or_remove(insp, on)
+
+    def _apply_or_remove(self, insp: Inspection, on: bool, proxy=None) -> None:
+        if not on and proxy is None and not self.session.allowlist.entries:
             self.notify("the allowlist is empty: allow hosts (a) or add a preset (p) first", severity="warning")
             return
         # a copy taken here, on the thread that changes the allowlist
-        self._start_firewall_work(insp, on, self.session.allowlist.copy())
+        self._start_firewall_work(insp, on, self.session.allowlist.copy(), proxy=proxy)
+
+    def _ask_firewall_mode(self, insp: Inspection, proxy) -> None:
+        """The container has a proxy configured: let only the allowlist through, or only the proxy."""
+        from egress_tui.ui.screens.dialogs import ChoiceDialog
+        shown = ", ".join(ep.url for ep in proxy.endpoints[:3]) or "its proxy settings cannot be read"
+        n = len(self.session.allowlist.entries)
+
+        def chosen(choice: str | None) -> None:
+            if self.firewall_busy or insp.firewall_on or insp is not self.inspection:
+                return  # something else changed it while the question was open
+            if choice == "allowlist":
+                self._apply_or_remove(insp, False)
+            elif choice == "proxy":
+                self._apply_or_remove(insp, False, proxy)
+
+        self.push_screen(ChoiceDialog("Firewall: what may the container reach?", [
+            ("allowlist", f"allowlist: only its {n} entr{'y' if n == 1 else 'ies'}"
+                          + ("" if n else " (empty: allow hosts first)")),
+            ("proxy", f"proxy only: {shown}; the allowlist still colors the names seen through it"),
+            ("cancel", "cancel")]), chosen)
 
     def reapply_firewall(self) -> None:
         """Apply the session's allowlist over the firewall that is on, in one step: unlike `f`
@@ -414,23 +449,25 @@ class EgressApp(App):
         if self.firewall_busy:
             self.notify("the firewall is still changing; wait for it", severity="warning")
             return
-        self._start_firewall_work(insp, False, self.session.allowlist.copy(), "firewall: re-applying…")
+        # in the mode it is in: proxy-only looks the proxies up again, the allowlist is the session's
+        proxy = self.guard.proxy if self.guard is not None else None
+        self._start_firewall_work(insp, False, self.session.allowlist.copy(), "firewall: re-applying…", proxy=proxy)
 
-    def _start_firewall_work(self, insp: Inspection, remove: bool, allowlist, text: str = "") -> None:
+    def _start_firewall_work(self, insp: Inspection, remove: bool, allowlist, text: str = "", proxy=None) -> None:
         self.firewall_busy = True
         self.firewall_text = text or ("firewall: removing…" if remove else "firewall: applying…")
         self.refresh_status()
-        self.run_worker(lambda: self._firewall_work(insp, remove, allowlist), thread=True, group="firewall",
+        self.run_worker(lambda: self._firewall_work(insp, remove, allowlist, proxy), thread=True, group="firewall",
                         exit_on_error=False)
 
-    def _firewall_work(self, insp: Inspection, remove: bool, allowlist) -> None:
+    def _firewall_work(self, insp: Inspection, remove: bool, allowlist, proxy=None) -> None:
         try:
             if remove:
                 insp.remove_firewall()
                 self.post_message(FirewallDone(False, "firewall removed"))
                 return
             from egress_tui.firewall.plan import resolver_warning
-            plan, checks = insp.apply_firewall(allowlist)
+            plan, checks = insp.apply_firewall(allowlist, proxy=proxy)
             notes = [w for w in [resolver_warning(insp.resolvers or [])] if w]
             if plan.unresolved:
                 notes.append("not resolved: " + ", ".join(plan.unresolved))
@@ -447,7 +484,8 @@ class EgressApp(App):
         elif message.on:
             checks = "  ".join(f"{c.what} {c.name}: {c.result}{'' if c.ok else ' (FAILED)'}"
                                for c in message.checks)
-            self.notify(f"firewall ON. {checks} {message.text}".strip(),
+            mode = " (proxy only)" if self.inspection is not None and self.inspection.firewall_mode == "proxy" else ""
+            self.notify(f"firewall ON{mode}. {checks} {message.text}".strip(),
                         severity="information" if all(c.ok for c in message.checks) else "error", timeout=8)
         else:
             self.notify(message.text, timeout=3)
@@ -458,13 +496,10 @@ class EgressApp(App):
         insp = self.inspection
         if insp is None or not insp.is_live:
             return
-        counts = insp.firewall_counts()
-        if counts is None:
-            self.firewall_text = "firewall off"
-        else:
-            self.firewall_text = f"FIREWALL ON ({counts[0]} entries, {counts[1]} addresses)"
+        self.firewall_text = insp.firewall_summary() or "firewall off"
         g = self.guard
-        self.firewall_stale = g is not None and g.on and not g.carries(self.session.allowlist)
+        # proxy-only carries the proxies, not the allowlist: changing the allowlist changes nothing there
+        self.firewall_stale = g is not None and g.on and g.mode == "allowlist" and not g.carries(self.session.allowlist)
         self.refresh_status()
 
     def firewall_warning(self) -> str:

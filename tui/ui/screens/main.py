@@ -20,7 +20,9 @@ from egress_tui.ui.screens.help import HelpScreen
 
 class MainScreen(Screen):
     BINDINGS = [
-        Binding("f", "firewall", "Firewall", id="main.firewall"),
+        Binding("f", "firewall", "Firewall", id="main.firewall",
+                tooltip="apply or remove the firewall; with a proxy configured, choose: the allowlist, or proxy "
+                        "only (the only way out is the proxy)"),
         Binding("r", "rerun", "Rerun", id="main.rerun"),
         Binding("a", "allow", "Allow", id="main.allow"),
         Binding("d", "disallow", "Remove", id="main.disallow"),
@@ -141,8 +143,8 @@ class MainScreen(Screen):
         self.app.clear_hosts()
 
     def action_help(self) -> None:
-        pairs = [(b.key_display or b.key.replace("question_mark", "?").replace("slash", "/"), b.description)
-                 for b in self.BINDINGS]
+        pairs = [(b.key_display or b.key.replace("question_mark", "?").replace("slash", "/"),
+                  b.tooltip or b.description) for b in self.BINDINGS]
         self.app.push_screen(HelpScreen(pairs))
 
     def action_sort(self) -> None:
