@@ -71,6 +71,25 @@ def test_407_then_200_on_one_connection(tmp_path):
     assert r.outcomes == {"closed": 1} and not r.blocked
 
 
+def test_407_then_200_when_the_407_page_was_not_captured(tmp_path):
+    """A live capture lets through only the first segment of a proxy's answer (the rest of a
+    407 page stays in the kernel, see live.capture.capture_filter): the 200 after it is read."""
+    conv = Conversation()
+    t = tg.Tcp(conv, tg.CLIENT, 40007, tg.PROXY, 3128)
+    t.send(tg.connect_head("api.anthropic.com:443"))
+    page = tg.proxy_error(407, "Proxy Authentication Required")
+    t.recv(page[:200])
+    t.sseq += len(page) - 200           # the rest of the page never reached the capture
+    t.send(tg.connect_head("api.anthropic.com:443", auth="bGFiOmxhYnBhc3M="))
+    t.recv(tg.ESTABLISHED)
+    data, offs = tg.hello("api.anthropic.com")
+    t.send(data, offs)
+    t.close()
+    r = rows_of(conv, tmp_path)["api.anthropic.com"]
+    assert (r.tunnels[0]["reply"], r.tunnels[0]["open"], r.tunnels[0]["refused"]) == ("200", True, None)
+    assert r.outcomes == {"closed": 1} and not r.blocked
+
+
 def test_407_then_200_on_a_new_connection(tmp_path):
     conv = Conversation()
     tg.http_connect(conv, 40004, "api.anthropic.com:443", None,

@@ -112,6 +112,18 @@ class Stream:
     def full(self) -> bool:
         return len(self.data) >= self.limit
 
+    def skip(self, n: int) -> None:
+        """Start the stream ``n`` bytes further on, whether those bytes arrived or not: what
+        follows a body the reader does not need can be read even when the body was never
+        captured (a live capture lets through only the first segment of a proxy's 407)."""
+        self.base = (self.base + n) & 0xFFFFFFFF
+        del self.data[:n]
+        if self.pending:
+            # a segment that ends inside the skipped part is of no use; one that reaches past
+            # it stays, at its new offset (negative when it starts before: add() copes)
+            self.pending = {rel - n: seg for rel, seg in self.pending.items() if rel + len(seg) > n}
+            self._drain()
+
 
 class Engine:
     """Turns frames into hosts. Not thread-safe: one capture thread owns it."""
@@ -778,17 +790,20 @@ class Engine:
                     t.spos = end + 4
                     continue
                 t.reply = str(code)
+                t.replies += 1
                 if 200 <= code < 300:
                     t.open, t.refused = True, ""
                     t.sphase = "done"
                     c.rstream = None
                 else:
                     t.refused = f"proxy answered {code}" + (" (authentication required)" if code == 407 else "")
-                    if body < 0 or end + 4 + body > s.limit:
+                    if body < 0 or body > s.limit or t.replies >= CONNECT_RETRIES:
                         t.sphase = "done"
                         c.rstream = None
                     else:
-                        t.spos = end + 4 + body
+                        # the next answer (to the client's next CONNECT) starts after the body
+                        s.skip(end + 4 + body)
+                        t.spos = 0
                 self.dirty.add(c.name)
                 continue
             if t.kind == "socks5":

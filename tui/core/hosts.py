@@ -57,7 +57,7 @@ class Tunnel:
     client requested, the proxy's answer, and the name the client then spoke to inside."""
 
     __slots__ = ("kind", "target", "port", "reply", "open", "refused", "inner", "inner_by", "targets",
-                 "auth", "cpos", "spos", "phase", "sphase", "requests")
+                 "auth", "cpos", "spos", "phase", "sphase", "requests", "replies")
 
     def __init__(self, kind: str):
         self.kind = kind          # a key of TUNNEL_KINDS
@@ -75,6 +75,7 @@ class Tunnel:
         self.phase = "request"    # client side: request, after, inner, done
         self.sphase = "reply"     # proxy side: method, auth, reply, done
         self.requests = 0         # HTTP requests (CONNECT or absolute-form) seen
+        self.replies = 0          # the proxy's final answers to CONNECT seen
 
     @property
     def hidden(self) -> bool:
