@@ -133,9 +133,19 @@ def test_socks5_by_address_named_by_dns(tmp_path):
     conv.dns(tg.CLIENT, tg.RESOLVER, "api.anthropic.com", [("api.anthropic.com", 1, "198.18.1.2")])
     tg.socks5(conv, 40011, "198.18.1.2", 443, None, form="ipv4")
     tg.socks5(conv, 40012, "198.18.1.2", 443, "api.anthropic.com", form="ipv4")
-    rows = rows_of(conv, tmp_path)
+    rows = rows_of(conv, tmp_path, allow=["api.anthropic.com"])
     r = rows["api.anthropic.com"]
     assert r.connections == 2 and "198.18.1.2" not in rows
+    assert r.fronting == [] and r.targets == ["198.18.1.2:443"]
+    assert r.allowed is True and r.verdict_text() == "allowed"   # an address target is no denial
+
+
+def test_socks5_by_an_address_dns_gave_another_name_is_fronting(tmp_path):
+    conv = Conversation()
+    conv.dns(tg.CLIENT, tg.RESOLVER, "api.anthropic.com", [("api.anthropic.com", 1, "198.18.1.2")])
+    tg.socks5(conv, 40015, "198.18.1.2", 443, "evil.test", form="ipv4")
+    r = rows_of(conv, tmp_path)["evil.test"]
+    assert r.fronting == ["SOCKS5 to 198.18.1.2:443 carried TLS for evil.test"]
 
 
 def test_socks5_credentials_are_never_kept(tmp_path):

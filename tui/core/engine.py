@@ -743,6 +743,10 @@ class Engine:
         t.target, t.port = host, port
         if host and (host, port) not in t.targets and len(t.targets) < TARGETS_KEPT:
             t.targets.append((host, port))
+        if host and is_address(host):
+            # the names DNS gave this address (the engine's own set, not a copy: a CDN address
+            # can have hundreds, and one learned a moment later counts too)
+            t.target_names = self.addr_names.get(host, ())
         if not t.inner and host:
             if is_address(host):
                 name = self.addr_name.get(host)
