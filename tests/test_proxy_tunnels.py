@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -239,10 +240,12 @@ def test_direct_traffic_with_a_proxy_configured_is_bypass(tmp_path):
     assert got == {"api.anthropic.com": 0, "direct.test": 1, "inside.corp.test": 0}
 
 
-def tshark_names(path: str) -> set[str]:
-    """The names tshark sees: SNI (inside tunnels too), CONNECT targets, SOCKS names."""
+def tshark_names(path: str, *options: str) -> set[str]:
+    """The names tshark sees: SNI (inside tunnels too), CONNECT targets, SOCKS names, the hosts
+    of absolute-form requests. ``options``: more tshark options, e.g. ``-d tcp.port==3129,http``
+    for a proxy on a port tshark does not know."""
     out = subprocess.run(
-        ["tshark", "-r", path, "-o", "tcp.desegment_tcp_streams:TRUE", "-T", "fields",
+        ["tshark", "-r", path, *options, "-o", "tcp.desegment_tcp_streams:TRUE", "-T", "fields",
          "-e", "tls.handshake.extensions_server_name", "-e", "http.request.method", "-e", "http.request.uri",
          "-e", "socks.remote_name"],
         capture_output=True, text=True, check=True).stdout
@@ -253,6 +256,8 @@ def tshark_names(path: str) -> set[str]:
             names.add(sni)
         if method == "CONNECT" and uri:
             names.add(uri.rsplit(":", 1)[0])
+        elif uri.startswith("http://"):  # to a proxy: the destination is in the URI
+            names.add(urlsplit(uri).hostname)
         if socks_name:
             names.add(socks_name)
     return names
