@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -71,6 +72,25 @@ def test_407_then_200_on_one_connection(tmp_path):
     assert r.outcomes == {"closed": 1} and not r.blocked
 
 
+def test_407_then_200_when_the_407_page_was_not_captured(tmp_path):
+    """A live capture lets through only the first segment of a proxy's answer (the rest of a
+    407 page stays in the kernel, see live.capture.capture_filter): the 200 after it is read."""
+    conv = Conversation()
+    t = tg.Tcp(conv, tg.CLIENT, 40007, tg.PROXY, 3128)
+    t.send(tg.connect_head("api.anthropic.com:443"))
+    page = tg.proxy_error(407, "Proxy Authentication Required")
+    t.recv(page[:200])
+    t.sseq += len(page) - 200           # the rest of the page never reached the capture
+    t.send(tg.connect_head("api.anthropic.com:443", auth="bGFiOmxhYnBhc3M="))
+    t.recv(tg.ESTABLISHED)
+    data, offs = tg.hello("api.anthropic.com")
+    t.send(data, offs)
+    t.close()
+    r = rows_of(conv, tmp_path)["api.anthropic.com"]
+    assert (r.tunnels[0]["reply"], r.tunnels[0]["open"], r.tunnels[0]["refused"]) == ("200", True, None)
+    assert r.outcomes == {"closed": 1} and not r.blocked
+
+
 def test_407_then_200_on_a_new_connection(tmp_path):
     conv = Conversation()
     tg.http_connect(conv, 40004, "api.anthropic.com:443", None,
@@ -114,9 +134,19 @@ def test_socks5_by_address_named_by_dns(tmp_path):
     conv.dns(tg.CLIENT, tg.RESOLVER, "api.anthropic.com", [("api.anthropic.com", 1, "198.18.1.2")])
     tg.socks5(conv, 40011, "198.18.1.2", 443, None, form="ipv4")
     tg.socks5(conv, 40012, "198.18.1.2", 443, "api.anthropic.com", form="ipv4")
-    rows = rows_of(conv, tmp_path)
+    rows = rows_of(conv, tmp_path, allow=["api.anthropic.com"])
     r = rows["api.anthropic.com"]
     assert r.connections == 2 and "198.18.1.2" not in rows
+    assert r.fronting == [] and r.targets == ["198.18.1.2:443"]
+    assert r.allowed is True and r.verdict_text() == "allowed"   # an address target is no denial
+
+
+def test_socks5_by_an_address_dns_gave_another_name_is_fronting(tmp_path):
+    conv = Conversation()
+    conv.dns(tg.CLIENT, tg.RESOLVER, "api.anthropic.com", [("api.anthropic.com", 1, "198.18.1.2")])
+    tg.socks5(conv, 40015, "198.18.1.2", 443, "evil.test", form="ipv4")
+    r = rows_of(conv, tmp_path)["evil.test"]
+    assert r.fronting == ["SOCKS5 to 198.18.1.2:443 carried TLS for evil.test"]
 
 
 def test_socks5_credentials_are_never_kept(tmp_path):
@@ -210,10 +240,12 @@ def test_direct_traffic_with_a_proxy_configured_is_bypass(tmp_path):
     assert got == {"api.anthropic.com": 0, "direct.test": 1, "inside.corp.test": 0}
 
 
-def tshark_names(path: str) -> set[str]:
-    """The names tshark sees: SNI (inside tunnels too), CONNECT targets, SOCKS names."""
+def tshark_names(path: str, *options: str) -> set[str]:
+    """The names tshark sees: SNI (inside tunnels too), CONNECT targets, SOCKS names, the hosts
+    of absolute-form requests. ``options``: more tshark options, e.g. ``-d tcp.port==3129,http``
+    for a proxy on a port tshark does not know."""
     out = subprocess.run(
-        ["tshark", "-r", path, "-o", "tcp.desegment_tcp_streams:TRUE", "-T", "fields",
+        ["tshark", "-r", path, *options, "-o", "tcp.desegment_tcp_streams:TRUE", "-T", "fields",
          "-e", "tls.handshake.extensions_server_name", "-e", "http.request.method", "-e", "http.request.uri",
          "-e", "socks.remote_name"],
         capture_output=True, text=True, check=True).stdout
@@ -224,6 +256,8 @@ def tshark_names(path: str) -> set[str]:
             names.add(sni)
         if method == "CONNECT" and uri:
             names.add(uri.rsplit(":", 1)[0])
+        elif uri.startswith("http://"):  # to a proxy: the destination is in the URI
+            names.add(urlsplit(uri).hostname)
         if socks_name:
             names.add(socks_name)
     return names

@@ -113,13 +113,16 @@ class Stream:
     def full(self) -> bool:
         return len(self.data) >= self.limit
 
-    def advance(self, k: int) -> None:
-        """Forget the first k bytes (parsed, or a body to skip, received or not): the window
-        moves on, so a long keep-alive connection is followed in bounded memory."""
-        self.base = (self.base + k) & 0xFFFFFFFF
-        del self.data[:k]
+    def skip(self, n: int) -> None:
+        """Start the stream ``n`` bytes further on, whether those bytes arrived or not: what
+        follows a body the reader does not need can be read even when the body was never
+        captured (a live capture lets through only the first segment of a proxy's 407)."""
+        self.base = (self.base + n) & 0xFFFFFFFF
+        del self.data[:n]
         if self.pending:
-            self.pending = {rel - k: seg for rel, seg in self.pending.items() if rel - k + len(seg) > 0}
+            # a segment that ends inside the skipped part is of no use; one that reaches past
+            # it stays, at its new offset (negative when it starts before: add() copes)
+            self.pending = {rel - n: seg for rel, seg in self.pending.items() if rel + len(seg) > n}
             self._drain()
 
 
@@ -640,7 +643,7 @@ class Engine:
                 if _header(head, b"transfer-encoding") is not None or (length is not None and not length.isdigit()):
                     c.stream = None  # a chunked upload: where the next request starts is not followed
                     return
-                s.advance(end + 4 - p + (int(length) if length is not None else 0))
+                s.skip(end + 4 - p + (int(length) if length is not None else 0))
                 t.cpos = 0
                 continue
             if t.kind == "socks5":
@@ -781,6 +784,10 @@ class Engine:
         t.target, t.port = host, port
         if host and (host, port) not in t.targets and len(t.targets) < TARGETS_KEPT:
             t.targets.append((host, port))
+        if host and is_address(host):
+            # the names DNS gave this address (the engine's own set, not a copy: a CDN address
+            # can have hundreds, and one learned a moment later counts too)
+            t.target_names = self.addr_names.get(host, ())
         if not t.inner and host:
             if is_address(host):
                 name = self.addr_name.get(host)
@@ -817,21 +824,37 @@ class Engine:
                 if code is None:
                     c.rstream = None
                     return
+                body = 0
+                if not 200 <= code < 300 and code >= 200 and code not in (204, 304):
+                    length = _header(head, b"content-length")
+                    if length is not None and length.strip().isdigit():
+                        body = int(length.strip())
+                    elif _header(head, b"transfer-encoding") is not None:
+                        body = -1  # chunked: the rest of this stream cannot be followed
                 if 100 <= code < 200:
                     t.spos = end + 4
                     continue
                 t.reply = str(code)
+                t.replies += 1
                 if 200 <= code < 300:
                     t.open, t.refused = True, ""
                     t.sphase = "done"
+                    c.rstream = None
                 else:
                     t.refused = f"proxy answered {code}" + (" (authentication required)" if code == 407 else "")
-                # A refusal's body is not followed: the next answer (after the client asks again)
-                # starts a segment of its own, read afresh. The live capture's filter passes only
-                # the segments that start an answer, never the rest of a 407 page.
-                c.rstream = None
+                    if t.replies >= CONNECT_RETRIES:
+                        t.sphase = "done"
+                        c.rstream = None
+                    elif body < 0 or body > s.limit:
+                        # a body of unknown length: the next answer (to the client's next
+                        # CONNECT) is read afresh from the next segment that arrives
+                        c.rstream = None
+                    else:
+                        # the next answer (to the client's next CONNECT) starts after the body
+                        s.skip(end + 4 + body)
+                        t.spos = 0
                 self.dirty.add(c.name)
-                return
+                continue
             if t.kind == "socks5":
                 if t.sphase == "reply" and p == 0:
                     t.sphase = "method"

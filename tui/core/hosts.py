@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from egress_tui.core.rows import HostRow
@@ -57,7 +57,7 @@ class Tunnel:
     client requested, the proxy's answer, and the name the client then spoke to inside."""
 
     __slots__ = ("kind", "target", "port", "reply", "open", "refused", "inner", "inner_by", "targets",
-                 "auth", "cpos", "spos", "phase", "sphase", "requests", "seen")
+                 "auth", "cpos", "spos", "phase", "sphase", "requests", "seen", "replies", "target_names")
 
     def __init__(self, kind: str):
         self.kind = kind          # a key of TUNNEL_KINDS
@@ -76,6 +76,8 @@ class Tunnel:
         self.sphase = "reply"     # proxy side: method, auth, reply, done
         self.requests = 0         # HTTP requests (CONNECT or absolute-form) seen
         self.seen: set[tuple[str, int]] = set()  # other hosts asked for on a kept-alive connection
+        self.replies = 0          # the proxy's final answers to CONNECT seen
+        self.target_names: Collection[str] = ()  # a target given as an address: the names DNS gave it
 
     @property
     def hidden(self) -> bool:
@@ -93,6 +95,10 @@ class Tunnel:
         if not self.inner or not self.target or self.hidden:
             return ""
         if self.inner == self.target:
+            return ""
+        if is_address(self.target) and (not self.target_names or self.inner in self.target_names):
+            # asked for by address (socks5://, socks4://: the client resolved the name itself):
+            # a mismatch only when DNS gave that address to other names, never to this one
             return ""
         what = "TLS for" if self.inner_by == "sni" else "HTTP Host"
         return f"{TUNNEL_KINDS[self.kind]} to {self.target_text()} carried {what} {self.inner}"

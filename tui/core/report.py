@@ -12,6 +12,7 @@ import time
 
 from egress_tui.core.allowlist import Allowlist
 from egress_tui.core.engine import Engine
+from egress_tui.core.hosts import is_address
 from egress_tui.core.rows import HostRow, iso
 from egress_tui.core.safetext import csv_cell, json_text, md_text, safe_text
 
@@ -37,13 +38,17 @@ def host_rows(engine: Engine, allowlist: Allowlist | None = None) -> list[HostRo
 
 def verdict(row: HostRow, al: Allowlist) -> bool | None:
     """The allowlist's verdict on a row: its name on every port it used, and through a proxy
-    also every destination the client asked the proxy for (a denied one of either is denied:
-    a tunnel to an allowed name that carries another is judged on both)."""
+    also every destination the client asked the proxy for by name (a denied one of either is
+    denied: a tunnel to an allowed name that carries another is judged on both)."""
     v = al.verdict(row.name, row.ports or None, row.addresses or None)
     if v is None or v is False:
         return v
     for target in row.targets:
         host, port = _split_target(target)
+        if is_address(host):
+            # asked for by address (socks5://, socks4://): as a direct connection to it, judged
+            # by the row's name, or by the address itself (it is among row.addresses)
+            continue
         if not al.verdict(host, [port] if port else None):
             return False
     return v

@@ -90,14 +90,16 @@ class Recorder(Protocol):
 
 # -- BPF ----------------------------------------------------------------------------------
 
-# Where a TCP segment's data starts, and how long it is, as BPF expressions (IPv6: no
-# extension headers, as the other IPv6 TCP tests here).
-_TCP4_DATA = "(tcp[12] & 0xf0) >> 2"
-_TCP4_LEN = "ip[2:2] - ((ip[0] & 0x0f) << 2) - ((tcp[12] & 0xf0) >> 2)"
-_TCP6_DATA = "40 + ((ip6[52] & 0xf0) >> 2)"
-_TCP6_LEN = "ip6[4:2] - ((ip6[52] & 0xf0) >> 2)"
-_HTTP = "0x48545450"     # "HTTP"
-SOCKS_REPLY_MAX = 300    # a SOCKS reply: 2 (method), 2 (auth), up to 262 (connect) bytes
+# TCP payload: its length, and where it starts (IPv4: in tcp[]; IPv6 without extension headers,
+# as everywhere here: in ip6[], after the 40-byte header)
+_PL4 = "(ip[2:2] - ((ip[0] & 0x0f) << 2) - ((tcp[12] & 0xf0) >> 2))"
+_AT4 = "((tcp[12] & 0xf0) >> 2)"
+_PL6 = "(ip6[4:2] - ((ip6[52] & 0xf0) >> 2))"
+_AT6 = "(40 + ((ip6[52] & 0xf0) >> 2))"
+_HTTP = "0x48545450"          # "HTTP"
+# The longest SOCKS reply: SOCKS5 with a domain name (4 + 1 + 255 + 2 bytes). SOCKS5 method and
+# connect replies start with 5, RFC 1929's auth reply with 1, a SOCKS4 reply with 0.
+_SOCKS_REPLY_MAX = 262
 
 
 def capture_filter(own_addresses: list[str]) -> str:
@@ -105,11 +107,11 @@ def capture_filter(own_addresses: list[str]) -> str:
 
     What the container sends, except pure ACKs (its ClientHellos on any port, requests,
     DNS queries); of what it receives, only connection control (SYN/FIN/RST), DNS
-    answers, QUIC long-header packets (handshake replies), ICMP errors, and what a proxy
-    answers a tunnel request with: segments that start an HTTP answer ("HTTP/1.1 200
-    Connection established", "407") and small ones that start like a SOCKS reply. A bulk
-    download, most of any capture, stays in the kernel: neither its data nor the
-    ACKs the container sends back reach Python.
+    answers, QUIC long-header packets (handshake replies), ICMP errors, and what a
+    proxy answers: TCP segments that start an HTTP reply head (a proxy's 200, 403 or
+    407 to CONNECT) and short ones that may be a SOCKS reply (first byte 0, 1, 4 or 5,
+    at most 262 bytes). A bulk download, most of any capture, stays in the kernel:
+    neither its data nor the ACKs the container sends back reach Python.
     """
     v4 = [a for a in own_addresses if ":" not in a]
     v6 = [a for a in own_addresses if ":" in a]
@@ -132,13 +134,12 @@ def capture_filter(own_addresses: list[str]) -> str:
         "(ip and udp and udp[8] & 0x80 != 0)",
         "(ip6 and ip6[6] == 17 and ip6[48] & 0x80 != 0)",
         "icmp", "icmp6",
-        # a proxy's answer to CONNECT / SOCKS: whatever the port (proxies listen anywhere)
-        f"(ip and tcp and tcp[{_TCP4_DATA}:4] = {_HTTP})",
-        f"(ip and tcp and {_TCP4_LEN} > 0 and {_TCP4_LEN} <= {SOCKS_REPLY_MAX} and "
-        f"(tcp[{_TCP4_DATA}] = 0 or tcp[{_TCP4_DATA}] = 1 or tcp[{_TCP4_DATA}] = 5))",
-        f"(ip6 and ip6[6] == 6 and ip6[{_TCP6_DATA}:4] = {_HTTP})",
-        f"(ip6 and ip6[6] == 6 and {_TCP6_LEN} > 0 and {_TCP6_LEN} <= {SOCKS_REPLY_MAX} and "
-        f"(ip6[{_TCP6_DATA}] = 0 or ip6[{_TCP6_DATA}] = 1 or ip6[{_TCP6_DATA}] = 5))",
+        # a proxy's answers (see engine._tunnel_server). The payload length is checked before
+        # the payload is read: a load past the packet's end would drop the packet outright.
+        f"(ip and tcp and {_PL4} >= 4 and tcp[{_AT4}:4] = {_HTTP})",
+        f"(ip6 and ip6[6] == 6 and {_PL6} >= 4 and ip6[{_AT6}:4] = {_HTTP})",
+        f"(ip and tcp and {_PL4} > 0 and {_PL4} <= {_SOCKS_REPLY_MAX} and tcp[{_AT4}] & 0xfa = 0)",
+        f"(ip6 and ip6[6] == 6 and {_PL6} > 0 and {_PL6} <= {_SOCKS_REPLY_MAX} and ip6[{_AT6}] & 0xfa = 0)",
     ]
     return " or ".join(sent + received)
 
