@@ -231,7 +231,11 @@ def test_proxy_credentials_appear_nowhere(live):
 def test_fail_on_denied_names_the_fronting_and_the_refused(live):
     assert live["rc"] == 3, live["err"]
     lines = [ln for ln in live["err"].splitlines() if "outside the allowlist" in ln]
-    assert lines == ["egress-tui: 3 host(s) outside the allowlist were contacted: evil.test, evil-socks.test, x.test"]
+    assert lines == ["egress-tui: 3 host(s) outside the allowlist were contacted: "
+                     "evil.test (asked of the proxy as api.anthropic.com:443), "
+                     "evil-socks.test (asked of the proxy as api.anthropic.com:443), x.test"]
+    fronting = [ln for ln in live["err"].splitlines() if "(fronting)" in ln]
+    assert len(fronting) == 1 and fronting[0].startswith("egress-tui: 2 host(s) reached through a proxy tunnel")
 
 
 def test_saved_capture_gives_the_same_rows_offline(live):
@@ -249,7 +253,11 @@ def test_the_target_alone_allowed_does_not_let_fronting_through(live):
     r = subprocess.run([EGRESS, "report", "--pcap", str(live["pcap"]), "--format", "json", "--allow", str(allow),
                         "--fail-on-denied"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 3
-    assert r.stderr.count("\n") == 1 and "evil.test" in r.stderr and "api.anthropic.com" not in r.stderr
+    denied = [ln for ln in r.stderr.splitlines() if "outside the allowlist" in ln]
+    # evil.test is denied although its target was allowed; api.anthropic.com itself is not denied
+    assert len(denied) == 1 and "evil.test (asked of the proxy as api.anthropic.com:443)" in denied[0]
+    listed = denied[0].split("contacted: ", 1)[1]
+    assert "api.anthropic.com," not in listed.replace("api.anthropic.com:443", "")
     hosts = by_name(json.loads(r.stdout))
     assert hosts["evil.test"]["verdict"] == "denied, fronting"
     assert hosts["api.anthropic.com"]["verdict"] == "allowed"
