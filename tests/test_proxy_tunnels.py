@@ -388,3 +388,19 @@ def test_the_live_filter_passes_proxy_answers_and_not_bulk():
     passed = {int(float(line.split()[0])) - 1 for line in out.splitlines()}
     want = {i for i, (_n, (w, _s)) in enumerate(list(cases.items()) * 2) if w}
     assert passed == want, (passed, want)
+
+
+def test_idle_connections_to_the_configured_proxy_are_the_proxy_not_a_denied_host(tmp_path):
+    """Clients open connections to their proxy ahead of use (Claude Code does); with the
+    proxy known they are the configured proxy, not a host outside the allowlist."""
+    conv = Conversation()
+    conv.dns(tg.CLIENT, tg.RESOLVER, "squid.corp.test", [("squid.corp.test", 1, tg.PROXY)])
+    tg.http_connect(conv, 40120, "api.anthropic.com:443", "api.anthropic.com")
+    idle = tg.Tcp(conv, tg.CLIENT, 40121, tg.PROXY, 3128)
+    idle.close()
+    rows = rows_of(conv, tmp_path, allow=["api.anthropic.com"], proxy=["http://squid.corp.test:3128"])
+    p = rows["squid.corp.test"]
+    assert p.is_proxy and p.allowed is True and p.verdict_text() == "configured proxy"
+    assert rows["api.anthropic.com"].allowed is True and not rows["api.anthropic.com"].is_proxy
+    # not known as the proxy: an ordinary host, denied by the allowlist
+    assert rows_of(conv, tmp_path, allow=["api.anthropic.com"])["squid.corp.test"].allowed is False

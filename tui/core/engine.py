@@ -560,7 +560,9 @@ class Engine:
 
     def row(self, h: Host):
         """A host's row, with proxy bypass counted when a proxy is configured."""
-        return h.to_row(self.bypasses_proxy if self.proxy_config is not None else None)
+        if self.proxy_config is None:
+            return h.to_row()
+        return h.to_row(self.bypasses_proxy, self._to_proxy)
 
     def _start_tunnel(self, c: Conn, kind: str) -> None:
         c.tunnel = Tunnel(kind)

@@ -283,8 +283,10 @@ class Host:
     def ports(self) -> list[int]:
         return sorted({c.dest_port for c in self.conns})
 
-    def to_row(self, bypass: Callable[[Conn], bool] | None = None) -> HostRow:
-        """The row; ``bypass`` tells a connection that went around the configured proxy."""
+    def to_row(self, bypass: Callable[[Conn], bool] | None = None,
+               to_proxy: Callable[[Conn], bool] | None = None) -> HostRow:
+        """The row; ``bypass`` tells a connection that went around the configured proxy,
+        ``to_proxy`` one that went to it."""
         hellos = [c.hello for c in self.conns if c.hello is not None]
         proxies: dict[str, None] = {}
         targets: dict[str, None] = {}
@@ -329,6 +331,10 @@ class Host:
             hidden=hidden,
             bypass=sum(1 for c in self.conns if bypass(c)) if bypass is not None else 0,
             tunnels=tunnels[-TUNNELS_KEPT:],
+            # the configured proxy itself: connections to it that asked for nothing seen
+            # (opened ahead of use, or TLS to it), not a destination of their own
+            is_proxy=to_proxy is not None and bool(self.conns) and all(
+                to_proxy(c) and (c.tunnel is None or c.tunnel.hidden) for c in self.conns),
         )
 
 

@@ -40,6 +40,8 @@ def verdict(row: HostRow, al: Allowlist) -> bool | None:
     """The allowlist's verdict on a row: its name on every port it used, and through a proxy
     also every destination the client asked the proxy for by name (a denied one of either is
     denied: a tunnel to an allowed name that carries another is judged on both)."""
+    if row.is_proxy and al:
+        return True  # the proxy the engine configured for the container: its way out, not a destination
     v = al.verdict(row.name, row.ports or None, row.addresses or None)
     if v is None or v is False:
         return v

@@ -48,6 +48,7 @@ class HostRow:
     hidden: int = 0                                      # TLS to the proxy itself: destination unseen
     bypass: int = 0                                      # connections around the configured proxy
     tunnels: list[dict] = field(default_factory=list)    # the latest tunnel records (see hosts.Tunnel)
+    is_proxy: bool = False                               # the container's configured proxy itself
     allowed: bool | None = None                          # the allowlist's verdict; None: no allowlist
     warning: str = ""                                    # a key of WARNINGS, live only
 
@@ -59,6 +60,8 @@ class HostRow:
         """Is it allowed, did it get through, was DNS about it forged: "denied, blocked"."""
         if self.warning:
             text = WARNINGS[self.warning]
+        elif self.is_proxy:
+            text = "configured proxy" + (", blocked" if self.blocked else "")
         else:
             text = VERDICT_WORDS[self.allowed]
             if self.blocked:
