@@ -72,6 +72,26 @@ async def shots() -> list[str]:
         await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen", 10, "the help screen")
         await save(app, "help.svg")
 
+    # Behind a proxy: tunnels through Squid-style CONNECT and SOCKS5, one of them fronted
+    import tempfile
+
+    from tests import tunnelgen as tg
+    from tests.pcapgen import Conversation
+    conv = Conversation()
+    conv.dns(tg.CLIENT, tg.RESOLVER, "squid.corp.test", [("squid.corp.test", 1, tg.PROXY)])
+    tg.http_connect(conv, 40001, "api.anthropic.com:443", "api.anthropic.com", cuts=2)
+    tg.http_connect(conv, 40002, "statsig.anthropic.com:443", "statsig.anthropic.com")
+    tg.http_connect(conv, 40003, "api.anthropic.com:443", "exfil.example", cuts=3)
+    tg.socks5(conv, 40004, "sentry.io", 443, "sentry.io", cuts=2)
+    tg.http_connect(conv, 40005, "pypi.test:22", None, replies=(tg.proxy_error(403, "Forbidden"),))
+    with tempfile.TemporaryDirectory() as d:
+        app = create_app(AppConfig(pcap=tg.write(conv, os.path.join(d, "proxy.pcap")), speed=0,
+                                   presets=["anthropic"]))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            await select(app, pilot, "exfil.example")
+            await save(app, "proxy-fronting.svg")
+
     app = create_app(AppConfig(start_capture=False))
     async with app.run_test(size=SIZE) as pilot:
         app.push_screen(PickerScreen(lambda: SAMPLE_CONTAINERS))
