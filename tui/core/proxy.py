@@ -12,6 +12,7 @@ Core: imports neither Textual nor the Docker SDK.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ SCHEMES = {"http": 80, "https": 443, "socks": 1080, "socks4": 1080, "socks4a": 1
            "socks5": 1080, "socks5h": 1080}
 MAX_VALUE = 4096
 MAX_NO_PROXY = 256
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,19}")
 
 
 class ProxyError(ValueError):
@@ -95,7 +97,7 @@ class ProxyConfig:
             if var.lower() == want:
                 return ep
         for var, ep in self.vars:
-            if var.lower() == "all_proxy":
+            if var.lower() in ("all_proxy", "--proxy"):  # --proxy on the command line: for every scheme
                 return ep
         return None
 
@@ -117,10 +119,12 @@ class ProxyConfig:
                     except ValueError:
                         pass
                 continue
-            bare = item.lstrip(".").lstrip("*").lstrip(".")
+            bare = item.lstrip(".").lstrip("*").lstrip(".").rstrip(".")
             if not bare:
                 continue
             if host == bare or host.endswith("." + bare):
+                return True
+            if addr is not None and _address(bare.strip("[]")) == addr:  # fd00::1 is FD00:0::0001
                 return True
         return False
 
@@ -156,11 +160,18 @@ def parse_proxy_url(value: str, var: str = "") -> ProxyEndpoint:
         scheme, rest = "http", text
     scheme = scheme.lower()
     if scheme not in SCHEMES:
+        if not _SCHEME.fullmatch(scheme):  # "user:pw@ftp": what came before :// is no scheme, and is not shown
+            raise ProxyError(f"{label}not a proxy URL: write SCHEME://[USER:PASSWORD@]HOST:PORT")
         raise ProxyError(f"{label}proxy scheme '{safe_text(scheme, 20)}' is not one of "
                          + ", ".join(sorted(SCHEMES)))
     if scheme == "socks":
         scheme = "socks5"
     authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" in rest and "@" not in authority:
+        # a password with a raw "/", "?" or "#" ends the authority early: what precedes the last
+        # "@" may be a credential, so none of it is shown
+        raise ProxyError(f"{label}{scheme}://{MASK}@{safe_text(rest.rpartition('@')[2], 80)}: the user name or "
+                         "password holds '/', '?' or '#': percent-encode it (%2F, %3F, %23)")
     userinfo, at, hostport = authority.rpartition("@")
     if not at:
         userinfo, hostport = "", authority
