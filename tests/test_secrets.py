@@ -82,7 +82,28 @@ def test_known_secret_values_are_redacted_out_of_free_text():
     assert out == f"Error: 401 for key {HIDDEN}; proxy said {HIDDEN}; see http://***@z"
 
 
+@pytest.mark.parametrize("key, value", [
+    ("HTTPS_PROXY", f"http://corp:{PROXY_PW}@proxy:3128"),
+    ("https_proxy", f"corp:{PROXY_PW}@proxy:3128"),              # no scheme, as curl and Node take it
+    ("All_Proxy", f"socks5h://corp:{PROXY_PW}@proxy:1080"),
+    ("HTTP_PROXY", f"corp:{PROXY_PW.replace('-', '%2D')}@proxy:3128"),  # percent-encoded
+])
+def test_a_proxy_login_is_a_secret_value_in_every_form_a_client_prints(key, value):
+    import base64
+    values = secret_values({key: value})
+    basic = base64.b64encode(f"corp:{PROXY_PW}".encode()).decode()  # curl -v: Proxy-Authorization: Basic ...
+    assert PROXY_PW in values and basic in values
+    for line in (f"password {PROXY_PW}", f"> Proxy-Authorization: Basic {basic}", f"via {value}"):
+        out = redact(line, values)
+        assert PROXY_PW not in out and basic not in out and PROXY_PW.replace("-", "%2D") not in out, out
+    assert "corp" not in values                                   # too short to mask ordinary words
+
+
 @pytest.mark.parametrize("argv, recorded", [
+    (["report", "--demo", "--proxy", f"corp:{PROXY_PW}@proxy:3128"], ["report", "--demo", "--proxy", "***@proxy:3128"]),
+    (["report", "--demo", f"--proxy=http://corp:{PROXY_PW}@proxy:3128"],
+     ["report", "--demo", "--proxy=http://***@proxy:3128"]),
+    (["report", "--demo", "--proxy", "http://squid:3128"], ["report", "--demo", "--proxy", "http://squid:3128"]),
     (["learn", "c", "-e", f"ANTHROPIC_API_KEY={API_KEY}"], ["learn", "c", "-e", f"ANTHROPIC_API_KEY={NOT_RECORDED}"]),
     (["learn", "c", "--env=MODEL=x"], ["learn", "c", f"--env=MODEL={NOT_RECORDED}"]),
     (["learn", "c", "--env", "A=b"], ["learn", "c", "--env", f"A={NOT_RECORDED}"]),

@@ -7,8 +7,10 @@ goes through here. Nothing here imports Textual.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote
 
 HIDDEN = "<hidden>"            # a secret value shown on a screen or written to a record
 NOT_RECORDED = "<not recorded>"  # an environment value on a recorded command line
@@ -27,6 +29,7 @@ _URL_USERINFO = re.compile(r"(?<=[A-Za-z0-9+.\-]://)[^/?#\s]*@")
 MIN_SECRET_LEN = 4
 
 _ENV_OPTIONS = ("-e", "--env")
+_PROXY_OPTIONS = ("--proxy",)   # egress-tui's own: a proxy URL, maybe with a login
 
 
 def is_secret_key(key: str) -> bool:
@@ -48,10 +51,29 @@ def mask_value(key: str, value: str) -> str:
     if is_secret_key(key):
         return HIDDEN
     masked = mask_urls(value)
-    if masked == value and key.upper().endswith("_PROXY") and "@" in value and "://" not in value:
+    if masked == value and is_proxy_key(key) and "@" in value and "://" not in value:
         # curl and Node take proxies without a scheme too: user:pw@proxy:3128
         masked = f"{MASK}@{value.rsplit('@', 1)[1]}"
     return masked
+
+
+def is_proxy_key(key: str) -> bool:
+    """HTTP_PROXY, https_proxy, ALL_PROXY ...: a URL whose userinfo is a login."""
+    return key.upper().endswith("_PROXY")
+
+
+def userinfo_secrets(userinfo: str) -> set[str]:
+    """What of a URL's userinfo must never appear in text: all of it, the password, both
+    percent-decoded, and the Basic credential a client sends a proxy for it
+    (``Proxy-Authorization: Basic base64(user:password)``, which ``curl -v`` prints)."""
+    out: set[str] = set()
+    plain = unquote(userinfo)
+    for u in (userinfo, plain):
+        out.add(u)
+        out.add(u.partition(":")[2])
+    basic = plain if ":" in plain else plain + ":"
+    out.add(base64.b64encode(basic.encode("utf-8", "surrogateescape")).decode("ascii"))
+    return {v for v in out if len(v) >= MIN_SECRET_LEN}
 
 
 def mask_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -71,9 +93,9 @@ def secret_values(*envs: Mapping[str, str]) -> set[str]:
                 out.add(v)
             elif "@" in v:
                 for m in _URL_USERINFO.finditer(v):
-                    userinfo = m.group(0)[:-1]
-                    out.add(userinfo)
-                    out.add(userinfo.partition(":")[2])
+                    out |= userinfo_secrets(m.group(0)[:-1])
+                if "://" not in v and is_proxy_key(k):
+                    out |= userinfo_secrets(v.rsplit("@", 1)[0])  # user:pw@proxy:3128, no scheme
     return {v for v in out if len(v) >= MIN_SECRET_LEN}
 
 
@@ -87,19 +109,31 @@ def redact(text: str, values: Iterable[str] = ()) -> str:
 
 def redact_argv(argv: Iterable[str], values: Iterable[str] = ()) -> list[str]:
     """A command line fit to record: environment values given with -e/--env are dropped
-    (``-e ANTHROPIC_API_KEY=<not recorded>``), and known secrets and URL userinfo masked in
-    every other argument."""
+    (``-e ANTHROPIC_API_KEY=<not recorded>``), a ``--proxy`` login is masked with or without
+    a scheme, and known secrets and URL userinfo masked in every other argument."""
     values = list(values)
     out: list[str] = []
-    take_env = False
+    take_env = take_proxy = False
     for a in argv:
         if take_env:
             out.append(_env_arg(a))
             take_env = False
             continue
+        if take_proxy:
+            out.append(redact(mask_value("HTTPS_PROXY", a), values))
+            take_proxy = False
+            continue
         if a in _ENV_OPTIONS:
             out.append(a)
             take_env = True
+            continue
+        if a in _PROXY_OPTIONS:
+            out.append(a)
+            take_proxy = True
+            continue
+        if a.startswith(tuple(f"{o}=" for o in _PROXY_OPTIONS)):
+            opt, _, url = a.partition("=")
+            out.append(f"{opt}={redact(mask_value('HTTPS_PROXY', url), values)}")
             continue
         for opt in _ENV_OPTIONS:
             if opt.startswith("--") and a.startswith(opt + "="):
