@@ -16,8 +16,8 @@ from importlib import resources
 
 from egress_tui import __version__
 from egress_tui.core.allowlist import PRESETS, PRESET_EXAMPLES, AllowlistError, build, preset_entries
-from egress_tui.core.engine import analyze_file
-from egress_tui.core.proxy import ProxyError
+from egress_tui.core.engine import Engine, analyze_file
+from egress_tui.core.proxy import ProxyConfig, ProxyError, from_urls
 from egress_tui.core.safetext import safe_text
 from egress_tui.live.capture import CaptureError
 from egress_tui.live.containers import DockerError
@@ -66,7 +66,8 @@ def say(line: str) -> None:
 def inspect_container(args):
     """The inspection of ``args.container`` (one-line errors), its notices said on stderr."""
     from egress_tui.inspection import open_inspection
-    insp = open_inspection(args.container, method=args.method, helper_image=args.helper_image)
+    insp = open_inspection(args.container, method=args.method, helper_image=args.helper_image,
+                           proxy=getattr(args, "proxy_config", None))
     for line in insp.notices:
         say(line)
     return insp
@@ -74,6 +75,10 @@ def inspect_container(args):
 
 def demo_capture() -> str:
     return str(resources.files("egress_tui") / "data" / "demo.pcap")
+
+
+PROXY_HELP = ("the proxy the capture's traffic went through, e.g. http://squid:3128 (repeatable; a login in it is "
+              "never shown); a container's own HTTP(S)_PROXY/NO_PROXY are read from the engine without it")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="allowlist file (repeatable)")
     r.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[],
                    help="allowlist preset, e.g. anthropic, bedrock:ap-northeast-1 (repeatable)")
+    r.add_argument("--proxy", metavar="URL", action="append", default=[], help=PROXY_HELP)
     r.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     r.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     r.add_argument("--fail-on-denied", action="store_true",
@@ -204,6 +210,7 @@ def _tui_parser() -> argparse.ArgumentParser:
                         "or through a helper container (helper); default: netns when possible")
     p.add_argument("--helper-image", metavar="IMAGE",
                    help="image with tcpdump for --method helper (default: nicolaka/netshoot)")
+    p.add_argument("--proxy", metavar="URL", action="append", default=[], help=PROXY_HELP)
     return p
 
 
@@ -245,11 +252,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def proxy_option(args) -> ProxyConfig | None:
+    """``--proxy URL`` (repeatable), checked: None when not given; ProxyError (one line, no
+    credential) for a URL that is not a proxy."""
+    args.proxy_config = from_urls(args.proxy) if getattr(args, "proxy", None) else None
+    return args.proxy_config
+
+
 def cmd_report(args) -> int:
     allowlist = build(args.allow, args.preset)
+    proxy = proxy_option(args) or ProxyConfig()
     saved = None
     if args.container:
-        (engine, saved), path = live_capture(args), f"container {args.container}"
+        (engine, saved, proxy), path = live_capture(args), f"container {args.container}"
     elif args.demo:
         path = demo_capture()
     elif args.pcap:
@@ -259,9 +274,12 @@ def cmd_report(args) -> int:
     if not args.container:
         if os.path.isdir(path):
             raise UserError(f"{path} is a directory, not a capture file")
-        engine = analyze_file(path)  # a file, -, a FIFO or <(cmd): opened and read once
+        from egress_tui.inspection import set_engine_proxy
+        engine = Engine()
+        set_engine_proxy(engine, proxy)
+        engine = analyze_file(path, engine)  # a file, -, a FIFO or <(cmd): opened and read once
     rows = host_rows(engine, allowlist)
-    meta = meta_for("demo capture" if args.demo else path, engine, allowlist)
+    meta = meta_for("demo capture" if args.demo else path, engine, allowlist, proxy)
     if saved:
         meta["saved_pcap"] = saved  # what the evidence file holds, per interface
     text = render(rows, args.format, meta)
@@ -298,6 +316,7 @@ def cmd_tui(args) -> int:
     if pcap and args.container:
         raise UserError("give a CONTAINER or --pcap/--demo, not both")
     build_allowlist(args.allow, args.preset)
+    proxy = proxy_option(args)
     pcap_input = None
     if pcap:
         if os.path.isdir(pcap):
@@ -318,7 +337,7 @@ def cmd_tui(args) -> int:
     app = create_app(AppConfig(container=args.container, pcap=pcap, pcap_input=pcap_input, speed=args.speed,
                                allow_files=args.allow, presets=args.preset, method=args.method,
                                helper_image=args.helper_image, docker_client=docker_client,
-                               handle_signals=True))
+                               proxy=proxy, handle_signals=True))
     try:
         app.run()
     finally:
@@ -349,8 +368,8 @@ def open_replay(pcap: str, stdin=None):
 
 def live_capture(args):
     """Capture a container until --duration elapses, Ctrl-C, SIGTERM or SIGHUP; then drain
-    the capture and remove what it started. Returns the engine and, with --save-pcap, what
-    the saved file holds (PcapngRecorder.summary)."""
+    the capture and remove what it started. Returns the engine, with --save-pcap what the
+    saved file holds (PcapngRecorder.summary), and the proxy settings the capture went by."""
     if args.duration is not None and args.duration <= 0:
         raise UserError("--duration must be a positive number of seconds")
     with StopSignals() as stop, inspect_container(args) as insp:
@@ -362,7 +381,8 @@ def live_capture(args):
         if not cap.is_alive() and cap.error:
             raise UserError(cap.error)
         say(f"capturing {insp.target} ({insp.method})"
-            + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C to stop"))
+            + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C to stop")
+            + (f"; {insp.proxy.summary()}" if insp.proxy else ""))
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.event.wait(0.2):
             if not cap.is_alive() or (deadline is not None and time.monotonic() >= deadline):
@@ -372,7 +392,7 @@ def live_capture(args):
             say(f"saved {insp.recording_description} to {args.save_pcap}")
         if cap.error:
             raise UserError(cap.error)
-        return insp.engine, insp.recording_summary
+        return insp.engine, insp.recording_summary, insp.proxy
 
 
 def proxy_choice(args):
@@ -385,7 +405,6 @@ def proxy_choice(args):
     if args.allow or args.preset:
         raise UserError("--proxy-only lets only the proxy through, so an allowlist has nothing to do there: "
                         "drop --allow/--preset (what goes through the proxy is the proxy's to decide)")
-    from egress_tui.core.proxy import from_urls
     return from_urls(args.proxy) if args.proxy else None
 
 
@@ -513,7 +532,9 @@ def cmd_learn(args) -> int:
         record = insp.new_run(spec)
         echo = ((lambda line: None) if args.quiet
                 else (lambda line: print(f"  | {safe_text(line)}", file=sys.stderr)))
-        say(f"running {spec.describe()} in {info.name} ({insp.method}), up to {spec.timeout:g} s")
+        run_proxy = insp.run_proxy(spec)  # the container's own, unless -e sets one
+        say(f"running {spec.describe()} in {info.name} ({insp.method}), up to {spec.timeout:g} s"
+            + (f"; {run_proxy.summary()}" if run_proxy else ""))
         insp.execute(record, echo, stop.event)
         if record.error:
             raise UserError(record.error)
@@ -525,7 +546,8 @@ def cmd_learn(args) -> int:
     record.firewall = bool(fw_state and fw_state.get("on"))
     rows = [r for r in host_rows(engine, allowlist) if r.name in record.hosts]
     say(f"{record.status}; {len(rows)} host(s)")
-    sys.stdout.write(render(rows, args.format, {"source": f"learn {info.name}: {spec.describe()}"}))
+    sys.stdout.write(render(rows, args.format, {"source": f"learn {info.name}: {spec.describe()}",
+                                                "proxy": insp.proxy.to_json()}))
     if args.write_allowlist:
         from egress_tui.core.allowlist import learned_allowlist
         # names come from the container: only valid host names, exact, ever reach the file
@@ -548,7 +570,7 @@ def cmd_learn(args) -> int:
         data = session_data(source=f"learn {info.name}", container={"name": info.name, "id": info.id,
                             "image": info.image, "networks": info.networks}, rows=rows, runs=[record],
                             allowlist=[e.text() for e in allowlist.entries], firewall=fw_state,
-                            versions=tool_versions())
+                            versions=tool_versions(), proxy=insp.proxy.to_json())
         try:
             write_session(args.session_report, data)
         except OSError as e:

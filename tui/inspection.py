@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 
 from egress_tui.core.proxy import ProxyConfig
-from egress_tui.core.runs import RunError, RunRecord, RunSpec, hosts_during
+from egress_tui.core.runs import (RunError, RunRecord, RunSpec, hosts_during, proxy_names, proxy_secrets,
+                                  run_proxy)
 from egress_tui.core.secrets import redact, secret_values
 from egress_tui.firewall.apply import Firewall
 from egress_tui.firewall.dnssync import Guard
@@ -48,6 +49,14 @@ class InspectionError(Exception):
     """An inspection cannot start as asked; one line, says what to do."""
 
 
+def set_engine_proxy(engine, proxy: ProxyConfig) -> bool:
+    """Tell an engine which proxies the target goes through, so it can tell traffic through
+    them from traffic that bypasses them; False when there is none or the engine cannot take it."""
+    setter = getattr(engine, "set_proxy_config", None)
+    if not proxy or setter is None:
+        return False
+    setter(proxy)
+    return True
 
 
 class Inspection:
@@ -103,8 +112,9 @@ class Inspection:
 
     @property
     def proxy(self) -> ProxyConfig:
-        """The proxy settings of the target: the container's (from the engine's view of its
-        environment), or those given for a bare namespace; empty when there are none."""
+        """The proxy settings of the target: those given (``--proxy``, for a capture file or a
+        bare namespace), else the container's (from the engine's view of its environment);
+        empty when there are none. Credentials stay in ProxyEndpoint.userinfo."""
         if self._proxy is not None:
             return self._proxy
         c = self.container
@@ -133,6 +143,8 @@ class Inspection:
                 # pcapng, one interface per origin (eth0, lo, the firewall's drops): see recorder
                 self._recorder = PcapngRecorder(record, source=self.source)
             self.capturer = Capturer(self.source, on_batch or (lambda batch: None), record=self._recorder)
+            self.capturer.on_new_engine = lambda engine: set_engine_proxy(engine, self.proxy)
+            set_engine_proxy(self.capturer.engine, self.proxy)
             if self._guard is not None:
                 self.capturer.engine.on_dns_answer = self._guard.on_dns_answer
                 self.capturer.engine.on_dns_withdraw = self._guard.on_dns_withdraw
@@ -366,10 +378,16 @@ class Inspection:
         """The record of a run about to start (numbered, with the firewall's state now)."""
         if self.container is None or self.capturer is None:
             raise InspectionError("reruns need a live container (not a replay)")
+        proxy = self.run_proxy(spec)
         rec = RunRecord(len(self.runs) + 1, spec, self.container.name, firewall=self.firewall_on,
-                        started=time.time())
+                        started=time.time(), proxy_env=proxy_names(proxy), proxy=proxy.to_json())
         self.runs.append(rec)
         return rec
+
+    def run_proxy(self, spec: RunSpec) -> ProxyConfig:
+        """The proxy settings a rerun has: the container's own (a command run in it inherits
+        them), with whatever proxy variable the run's environment sets instead."""
+        return run_proxy(self.container.proxy if self.container else ProxyConfig(), spec.env)
 
     def execute(self, rec: RunRecord, on_line: Callable[[str], None],
                 stop: threading.Event | None = None) -> RunRecord:
@@ -384,13 +402,16 @@ class Inspection:
             on_line(text)
 
         stop = stop or self._halt
+        # the command inherits the container's proxy login: its output may print it
+        hide = proxy_secrets(self.container.proxy) | proxy_secrets(self.run_proxy(rec.spec))
         rec.started = time.time()
         try:
-            rec.exit_code, rec.timed_out = run_in_container(self.dc, self.container.id, rec.spec, line, stop)
+            rec.exit_code, rec.timed_out = run_in_container(self.dc, self.container.id, rec.spec, line, stop,
+                                                            hide=hide)
         except RunError as e:
             rec.error = str(e)  # already masked
         except Exception as e:  # Docker went away mid-run: recorded, not raised
-            rec.error = redact(f"{type(e).__name__}: {e}", secret_values(rec.spec.env))
+            rec.error = redact(f"{type(e).__name__}: {e}", secret_values(rec.spec.env) | hide)
         rec.ended = time.time()
         stop.wait(LATE_PACKETS)
         rec.output_tail = tail
@@ -441,13 +462,15 @@ def open_inspection(container: str | None = None, *, replay=None, speed: float =
     egress-tui process that is gone are removed first (said in ``notices``).
     ``replay``: a capture path or an opened CaptureInput, replayed ``speed`` times faster.
     ``source``: a capture source built by the caller (tests, the benchmark), and with it
-    ``guard``: the firewall of a namespace that is not a container (the network lab's), and
-    ``proxy``: that namespace's proxy settings (a container's come from its engine).
+    ``guard``: the firewall of a namespace that is not a container (the network lab's).
+    ``proxy``: the proxies the target goes through: given for a capture file or a bare namespace
+    (``--proxy``), else a container's own settings (its HTTP(S)_PROXY/NO_PROXY, read from the
+    engine); their problems in ``notices``.
     Raises DockerError or InspectionError with one line.
     """
     if replay is not None:
         name = replay if isinstance(replay, str) else replay.path
-        return Inspection(source=ReplaySource(replay, speed), method="replay", guard=guard,
+        return Inspection(source=ReplaySource(replay, speed), method="replay", guard=guard, proxy=proxy,
                           target=target or ("stdin" if name == "-" else os.path.basename(name)))
     if source is not None:
         return Inspection(source=source, method=method, target=target or getattr(source, "description", ""),
@@ -462,10 +485,15 @@ def open_inspection(container: str | None = None, *, replay=None, speed: float =
                               "(sudo), or use --method helper")
     image = helper_image or DEFAULT_HELPER_IMAGE
     insp = Inspection(dc=dc, container=info, method="netns (host)" if chosen == "netns" else f"helper {image}",
-                      helper_image=image)
+                      helper_image=image, proxy=proxy)
     orphans = reap_orphans(dc)
     if orphans:
         insp.notices.append(orphans)
+    for problem in info.proxy.problems:  # one line each, masked: the capture goes on
+        insp.notices.append(f"proxy setting of {info.name} not understood: {problem}")
+    if proxy is not None and info.proxy:
+        insp.notices.append(f"--proxy stands for {info.name}'s own settings ({info.proxy.summary()}) here; "
+                            "commands rerun in the container still get its own")
     # a firewall on the host's own network would lock down this host, not the container
     insp.firewall_refusal = host_network_refusal(dc, info)
     try:

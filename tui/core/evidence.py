@@ -14,7 +14,8 @@ import time
 from importlib import metadata
 
 from egress_tui import __version__
-from egress_tui.core.report import outcome_text
+from egress_tui.core.proxy import json_summary
+from egress_tui.core.report import outcome_text, proxy_markdown
 from egress_tui.core.rows import HostRow, iso
 from egress_tui.core.runs import RunRecord, diff_runs
 from egress_tui.core.safetext import json_text, md_code, md_text
@@ -41,14 +42,16 @@ def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def session_data(*, source: str, container: dict | None, rows: list[HostRow], runs: list[RunRecord],
                  allowlist: list[str], firewall: dict | None, versions: dict[str, str],
-                 argv: list[str] | None = None) -> dict:
+                 argv: list[str] | None = None, proxy: dict | None = None) -> dict:
     """The report's data. The command line is recorded without environment values (``-e
-    KEY=<not recorded>``) and with every credential egress-tui knows of masked."""
+    KEY=<not recorded>``) and with every credential egress-tui knows of masked. ``proxy``:
+    the target's proxy settings, as ``ProxyConfig.to_json()`` (masked)."""
     hide = secret_values(os.environ, *(r.spec.env for r in runs))
     return {
         "generated": iso(time.time()),
         "source": source,
         "container": container,
+        "proxy": proxy,
         "allowlist": allowlist,
         "firewall": firewall,
         "hosts": [r.to_json() for r in rows],
@@ -66,6 +69,7 @@ def session_markdown(data: dict) -> str:
     if c:
         L.append(f"- container: {md_code(c.get('name'))} (image {md_code(c.get('image'))}, "
                  f"id {md_text(str(c.get('id', ''))[:12])})")
+    L += proxy_markdown(data.get("proxy"))
     fw = data.get("firewall")
     if fw:
         L.append(f"- firewall: {'ON' if fw.get('on') else 'off'}"
@@ -88,6 +92,8 @@ def session_markdown(data: dict) -> str:
                      f"{' ' + md_text(spec['region']) if spec['region'] else ''}), firewall "
                      f"{'on' if r['firewall'] else 'off'}, {r['status']}")
             L.append("")
+            if (r.get("proxy") or {}).get("proxies"):  # kept from the container, or set for the run
+                L += [f"Through {md_text(json_summary(r['proxy']))}", ""]
             for name, h in sorted(r["hosts"].items()):
                 if h["connections"]:
                     L.append(f"- {'reached' if h['reached'] else '**blocked**'}: {md_text(name)} "
@@ -109,7 +115,7 @@ def _names(names: list[str]) -> str:
 
 def _plain(runs: list[dict]) -> list[dict]:
     keep = {"number", "spec", "container", "firewall", "started", "ended", "exit_code", "timed_out", "error",
-            "output_tail", "hosts"}
+            "output_tail", "hosts", "proxy_env", "proxy"}
     return [{k: v for k, v in r.items() if k in keep} for r in runs]
 
 

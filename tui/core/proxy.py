@@ -130,21 +130,42 @@ class ProxyConfig:
 
     def summary(self) -> str:
         """One line for a status bar: ``proxy http://squid:3128 (HTTP_PROXY, HTTPS_PROXY); no_proxy localhost``."""
-        if not self.vars and not self.no_proxy:
-            return "no proxy"
-        by_url: dict[str, list[str]] = {}
-        for var, ep in self.vars:
-            by_url.setdefault(ep.url, []).append(var)
-        parts = [f"{url} ({', '.join(vs)})" for url, vs in by_url.items()]
-        text = "proxy " + "; ".join(parts) if parts else "no proxy"
-        if self.no_proxy:
-            shown = ",".join(self.no_proxy[:6]) + (f" +{len(self.no_proxy) - 6}" if len(self.no_proxy) > 6 else "")
-            text += f"; no_proxy {shown}"
-        return safe_text(text, 200)
+        return _summary([(var, ep.url) for var, ep in self.vars], list(self.no_proxy))
 
     def to_json(self) -> dict:
-        return {"proxies": {var: ep.url for var, ep in self.vars},
-                "no_proxy": list(self.no_proxy), "problems": list(self.problems)}
+        proxies: dict[str, str] = {}
+        for var, ep in self.vars:  # --proxy given twice: "--proxy", "--proxy #2"
+            key, n = var, 1
+            while key in proxies:
+                n += 1
+                key = f"{var} #{n}"
+            proxies[key] = ep.url
+        return {"proxies": proxies, "no_proxy": list(self.no_proxy), "problems": list(self.problems)}
+
+
+def json_summary(data: object) -> str:
+    """ProxyConfig.summary() of settings as ``to_json()`` wrote them (a report read back, a run
+    record): one escaped line, at most 200 characters; "" for anything else."""
+    if not isinstance(data, dict):
+        return ""
+    proxies = data.get("proxies") if isinstance(data.get("proxies"), dict) else {}
+    no_proxy = data.get("no_proxy") if isinstance(data.get("no_proxy"), list) else []
+    return _summary([(str(var), str(url)) for var, url in proxies.items()], no_proxy)
+
+
+def _summary(proxies: list[tuple[str, str]], no_proxy: list) -> str:
+    if not proxies and not no_proxy:
+        return "no proxy"
+    by_url: dict[str, list[str]] = {}
+    for var, url in proxies:
+        if var not in by_url.setdefault(url, []):
+            by_url[url].append(var)
+    parts = [f"{url} ({', '.join(vs)})" for url, vs in by_url.items()]
+    text = "proxy " + "; ".join(parts) if parts else "no proxy"
+    if no_proxy:
+        shown = ",".join(map(str, no_proxy[:6])) + (f" +{len(no_proxy) - 6}" if len(no_proxy) > 6 else "")
+        text += f"; no_proxy {shown}"
+    return safe_text(text, 200)
 
 
 def parse_proxy_url(value: str, var: str = "") -> ProxyEndpoint:
@@ -167,7 +188,7 @@ def parse_proxy_url(value: str, var: str = "") -> ProxyEndpoint:
     if scheme == "socks":
         scheme = "socks5"
     authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
-    if "@" in rest and "@" not in authority:
+    if "@" in rest[len(authority):]:
         # a password with a raw "/", "?" or "#" ends the authority early: what precedes the last
         # "@" may be a credential, so none of it is shown
         raise ProxyError(f"{label}{scheme}://{MASK}@{safe_text(rest.rpartition('@')[2], 80)}: the user name or "

@@ -13,6 +13,7 @@ import time
 from egress_tui.core.allowlist import Allowlist
 from egress_tui.core.engine import Engine
 from egress_tui.core.hosts import is_address
+from egress_tui.core.proxy import ProxyConfig, json_summary
 from egress_tui.core.rows import HostRow, iso
 from egress_tui.core.safetext import csv_cell, json_text, md_text, safe_text
 
@@ -103,6 +104,7 @@ def render(rows: list[HostRow], fmt: str, meta: dict | None = None) -> str:
         for k in ("source", "allowlist", "generated"):
             if meta.get(k):
                 lines.append(f"- {k}: {md_text(meta[k])}")
+        lines += proxy_markdown(meta.get("proxy"))
         if len(lines) > 0:
             lines.append("")
         lines.append("| " + " | ".join(cols) + " |")
@@ -128,9 +130,24 @@ def _short_list(items: list[str], n: int = 2) -> str:
     return ",".join(items[:n]) + (f" +{len(items) - n}" if len(items) > n else "")
 
 
-def meta_for(source: str, engine: Engine, allowlist: Allowlist) -> dict:
+def proxy_markdown(data: object) -> list[str]:
+    """Markdown list items for proxy settings as ``ProxyConfig.to_json()`` wrote them: the
+    proxies (credentials were masked before they got here) and what could not be read."""
+    if not isinstance(data, dict) or not (data.get("proxies") or data.get("no_proxy") or data.get("problems")):
+        return []
+    text = json_summary(data)
+    text = "none" + text[len("no proxy"):] if text.startswith("no proxy") else text.removeprefix("proxy ")
+    lines = [f"- proxy: {md_text(text)}"]
+    problems = data.get("problems") if isinstance(data.get("problems"), list) else []
+    lines += [f"- proxy setting not understood: {md_text(p)}" for p in problems]
+    return lines
+
+
+def meta_for(source: str, engine: Engine, allowlist: Allowlist, proxy: ProxyConfig | None = None) -> dict:
+    """The header of a report; ``proxy``: the proxies the capture went through (masked)."""
     return {
         "source": source,
+        "proxy": proxy.to_json() if proxy is not None else None,
         "packets": engine.packets,
         "capture_start": iso(engine.first_ts),
         "capture_end": iso(engine.last_ts),

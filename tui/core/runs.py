@@ -7,11 +7,14 @@ Through the docker SDK. Nothing here imports Textual.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from egress_tui.core.engine import Engine
 from egress_tui.core.hosts import CLOSED, CONNECTED
-from egress_tui.core.secrets import mask_env, redact, secret_values
+from egress_tui.core.proxy import PROXY_VARS, ProxyConfig, ProxyEndpoint
+from egress_tui.core.proxy import from_env as proxy_from_env
+from egress_tui.core.secrets import mask_env, redact, secret_values, userinfo_secrets
 
 DEFAULT_COMMAND = ["claude", "-p", "hello"]
 DEFAULT_TIMEOUT = 120.0
@@ -65,6 +68,46 @@ class RunSpec:
         return redact(f"{' '.join(self.command)}  [{self.provider}{where}]", secret_values(self.env))
 
 
+def run_proxy(inherited: ProxyConfig, env: Mapping[str, str]) -> ProxyConfig:
+    """The proxy settings a run in the container has. ``docker exec`` keeps the container's
+    environment (``inherited``, from the engine), and a variable the run sets replaces the one
+    of the same spelling; among spellings, lower case wins as always (curl, Python, Node)."""
+    if not any(k.lower() in PROXY_VARS for k in env):
+        return inherited
+    own = proxy_from_env(env)
+    chosen: dict[str, tuple[str, ProxyEndpoint]] = {}
+    for var, ep in [(v, ep) for v, ep in inherited.vars if v not in env] + list(own.vars):
+        have = chosen.get(var.lower())
+        if have is None or _spelling_rank(var) < _spelling_rank(have[0]):
+            chosen[var.lower()] = (var, ep)
+    vars_ = tuple(chosen[low] for low in ("http_proxy", "https_proxy", "all_proxy") if low in chosen)
+    no_proxy, no_var = own.no_proxy, own.no_proxy_var
+    old_var = inherited.no_proxy_var
+    if old_var and old_var not in env and (not no_var or _spelling_rank(old_var) < _spelling_rank(no_var)):
+        no_proxy, no_var = inherited.no_proxy, old_var
+    problems = tuple(dict.fromkeys(own.problems + tuple(
+        p for p in inherited.problems if p.partition(":")[0] not in env)))
+    return ProxyConfig(vars_, no_proxy, no_var, problems)
+
+
+def proxy_names(cfg: ProxyConfig) -> list[str]:
+    """The proxy variables in effect, as spelled (names only: a value may hold a login)."""
+    return [v for v, _ep in cfg.vars] + ([cfg.no_proxy_var] if cfg.no_proxy_var else [])
+
+
+def proxy_secrets(cfg: ProxyConfig) -> set[str]:
+    """The proxy logins of a configuration, in every form a client may print them."""
+    out: set[str] = set()
+    for _var, ep in cfg.vars:
+        if ep.userinfo:
+            out |= userinfo_secrets(ep.userinfo)
+    return out
+
+
+def _spelling_rank(key: str) -> int:
+    return 0 if key == key.lower() else 1 if key == key.upper() else 2
+
+
 @dataclass
 class RunRecord:
     """One run: what ran, with the firewall on or off, and which hosts it reached."""
@@ -80,6 +123,10 @@ class RunRecord:
     error: str = ""
     output_tail: list[str] = field(default_factory=list)
     hosts: dict[str, dict] = field(default_factory=dict)
+    # the proxy the run went through: the container's settings it kept, or the ones its own
+    # environment set (run_proxy); names of the variables, and ProxyConfig.to_json (masked)
+    proxy_env: list[str] = field(default_factory=list)
+    proxy: dict = field(default_factory=dict)
 
     @property
     def status(self) -> str:

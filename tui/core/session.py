@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from egress_tui.core.allowlist import Allowlist, AllowlistError, Entry, parse_entry
+from egress_tui.core.proxy import ProxyConfig
 from egress_tui.core.report import render
 from egress_tui.core.report import verdict as row_verdict
 from egress_tui.core.rows import HostRow
@@ -47,6 +48,7 @@ class Session:
     source: str = ""
     firewall_addresses: set[str] | None = None     # what the firewall lets through; None when off
     shared: dict[str, set[str]] = field(default_factory=dict)  # address -> names DNS gave it for
+    proxy: ProxyConfig | None = None               # the proxies the target goes through, once known
 
     # -- rows ------------------------------------------------------------------------------
 
@@ -149,7 +151,8 @@ class Session:
     def export(self, fmt: str, path: str, meta: dict | None = None) -> str:
         rows = sorted(self.rows.values(), key=HostRow.sort_key)
         text = render(rows, fmt, meta or {"source": self.source,
-                                          "allowlist": ", ".join(self.allowlist.sources) or None})
+                                          "allowlist": ", ".join(self.allowlist.sources) or None,
+                                          "proxy": self.proxy.to_json() if self.proxy is not None else None})
         try:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)

@@ -483,6 +483,9 @@ class Capturer(threading.Thread):
         self._resolvers = None
         self._watch: str | None = None       # see watch()
         self._watch_sent: str | None = None
+        # called, under the lock, with every engine clear() makes (what its owner told the
+        # first one, e.g. the proxy settings, holds for the next)
+        self.on_new_engine: Callable[[Engine], None] | None = None
 
     def stop(self) -> None:
         """Ask the source to stop; the thread goes on feeding what it yields until it ends
@@ -496,6 +499,8 @@ class Capturer(threading.Thread):
             self.engine = Engine(old.max_flows, resolvers=old.trusted_resolvers)
             self.engine.on_dns_answer = old.on_dns_answer
             self.engine.on_dns_withdraw = old.on_dns_withdraw
+            if self.on_new_engine is not None:
+                self.on_new_engine(self.engine)
             self._cleared = True
 
     def run(self) -> None:

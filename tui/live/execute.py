@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from egress_tui.core.secrets import redact, secret_values
 from egress_tui.core.runs import RunError, RunSpec
 
@@ -22,15 +22,16 @@ MAX_LINE = 65536   # a line without a newline is cut here (a hostile command cou
 
 
 def run_in_container(dc, container_id: str, spec: RunSpec, on_line: Callable[[str], None],
-                     stop: threading.Event | None = None) -> tuple[int | None, bool]:
+                     stop: threading.Event | None = None, hide: Iterable[str] = ()) -> tuple[int | None, bool]:
     """Run spec.command in the container, streaming its output lines; (exit code, timed out).
 
     The time limit acts inside the container, through the engine's API: the command's
     process group gets SIGTERM, then SIGKILL. Nothing is signalled on this host, where the
     engine's PIDs may mean other processes (a remote engine, another PID namespace). Lines
-    reach ``on_line`` with the run's credentials and URL userinfo masked.
+    reach ``on_line`` with the run's credentials, URL userinfo and the values in ``hide`` (the
+    container's own proxy login, which the command inherits) masked.
     """
-    hide = secret_values(spec.env)
+    hide = secret_values(spec.env) | set(hide)
 
     def say(text: str) -> None:
         on_line(redact(text, hide))

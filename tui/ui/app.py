@@ -17,6 +17,7 @@ from rich.text import Text
 from textual.app import App, SystemCommand
 
 from egress_tui.core.allowlist import AllowlistError, build
+from egress_tui.core.proxy import ProxyConfig, json_summary
 from egress_tui.core.safetext import safe_text
 from egress_tui.core.rows import HostRow
 from egress_tui.core.session import Session
@@ -41,6 +42,7 @@ class AppConfig:
     method: str = "auto"                  # auto, netns, helper
     helper_image: str | None = None
     docker_client: object = None          # injected by tests; else from the environment
+    proxy: ProxyConfig | None = None      # --proxy: the proxies a capture went through (else the container's own)
     start_capture: bool = True            # tests and screenshots may feed batches themselves
     handle_signals: bool = False          # SIGTERM and SIGHUP close in order (the real terminal only)
 
@@ -102,7 +104,7 @@ class EgressApp(App):
             return
         if self.config.pcap:
             self.show_inspection(open_inspection(replay=self.config.pcap_input or self.config.pcap, speed=self.config.speed,
-                                       target=os.path.basename(self.config.pcap)))
+                                                 target=os.path.basename(self.config.pcap), proxy=self.config.proxy))
         elif self.config.container:
             self.attach(self.config.container)
         else:
@@ -130,7 +132,7 @@ class EgressApp(App):
     def _attach_work(self, ref: str) -> None:
         try:
             insp = open_inspection(ref, method=self.config.method, helper_image=self.config.helper_image,
-                                   dc=self.docker())
+                                   dc=self.docker(), proxy=self.config.proxy)
         except (DockerError, CaptureError, InspectionError) as e:
             self.post_message(Attached(None, str(e)))
             return
@@ -167,6 +169,7 @@ class EgressApp(App):
         self.target = insp.target
         self.method = insp.method
         self.session.source = insp.description
+        self.session.proxy = insp.proxy
         for line in insp.notices:
             self.notify(line, severity="warning", timeout=8)
         if insp.is_live:
@@ -234,12 +237,26 @@ class EgressApp(App):
         status.show(target=self.target, method=self.method, rate=b.rate, packets=b.packets,
                     drops=b.kernel_drops, errors=b.errors, allowlist=self.session.allowlist_label(),
                     paused=self.paused, state=self.state, hosts=len(self.session.rows),
-                    firewall=self.firewall_text, firewall_warning=self.firewall_warning())
+                    firewall=self.firewall_text, firewall_warning=self.firewall_warning(),
+                    proxy=self.proxy_text(), proxy_warning=self.proxy_warning())
         g = self.guard
         if g is not None and g.updater.errors > self._set_errors_told:
             self._set_errors_told = g.updater.errors
             self.notify(f"firewall: a DNS set update failed: {g.updater.last_error}", severity="warning",
                         timeout=8, markup=False)
+
+    def proxy_text(self) -> str:
+        """The proxies the target goes through, for the status bar (credentials masked); ""
+        when it is told of none."""
+        proxy = self.session.proxy
+        return proxy.summary() if proxy else ""
+
+    def proxy_warning(self) -> str:
+        proxy = self.session.proxy
+        if proxy is None or not proxy.problems:
+            return ""
+        n = len(proxy.problems)
+        return f"{n} proxy setting{'s' if n > 1 else ''} not understood"
 
     def host_connections(self, name: str) -> tuple[list[dict], dict[str, set[str]]] | None:
         """The flows of one host, or None when they come with the next capture batch."""
@@ -357,7 +374,8 @@ class EgressApp(App):
         c = insp.container if insp else None
         return {"source": self.session.source, "rows": sorted(self.session.rows.values(), key=HostRow.sort_key),
                 "container": {"name": c.name, "id": c.id, "image": c.image, "networks": c.networks} if c else None,
-                "runs": list(self.runs), "allowlist": [e.text() for e in self.session.allowlist.entries]}
+                "runs": list(self.runs), "allowlist": [e.text() for e in self.session.allowlist.entries],
+                "proxy": insp.proxy.to_json() if insp else None}
 
     def _export_session(self, path: str, snapshot: dict) -> None:
         from egress_tui.core.evidence import session_data, tool_versions, write_session
@@ -525,14 +543,16 @@ class EgressApp(App):
             self.notify("a run is still going; wait for it to finish", severity="warning")
             return
         from egress_tui.ui.screens.run_dialog import RunDialog
-        self.push_screen(RunDialog(self.last_spec), lambda spec: spec and self.start_run(spec))
+        self.push_screen(RunDialog(self.last_spec, inherited=insp.container.proxy),
+                         lambda spec: spec and self.start_run(spec))
 
     def start_run(self, spec) -> None:
         insp = self.inspection
         self.last_spec = spec
         rec = insp.new_run(spec)
         self.run_active = True
-        self.main.show_log(f"run {rec.number}: {spec.describe()}  (firewall {'on' if rec.firewall else 'off'})")
+        through = f"; {json_summary(rec.proxy)}" if rec.proxy.get("proxies") else ""
+        self.main.show_log(f"run {rec.number}: {spec.describe()}  (firewall {'on' if rec.firewall else 'off'}{through})")
 
         def work() -> None:
             insp.execute(rec, lambda line: self.post_message(RunLine(line)))

@@ -1,7 +1,9 @@
 """`r`: what to run in the container, with which provider environment, for how long.
 
 Credentials never go into an Input: passed-through ones are listed by name, and a value the
-user typed for a secret name is kept in memory and shown masked when the dialog reopens."""
+user typed for a secret name is kept in memory and shown masked when the dialog reopens. The
+container's own proxy settings are shown (masked): the run keeps them unless its environment
+sets a proxy variable."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from egress_tui.core.runs import DEFAULT_REGIONS, PROVIDERS, RunSpec, provider_env
+from egress_tui.core.proxy import ProxyConfig
+from egress_tui.core.runs import DEFAULT_REGIONS, PROVIDERS, RunSpec, provider_env, run_proxy
 from egress_tui.core.secrets import HIDDEN, mask_value, redact, secret_values
 
 
@@ -23,9 +26,10 @@ class RunDialog(ModalScreen[RunSpec | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="run.cancel")]
 
-    def __init__(self, last: RunSpec | None = None):
+    def __init__(self, last: RunSpec | None = None, inherited: ProxyConfig | None = None):
         super().__init__()
         self.last = last or RunSpec()
+        self.inherited = inherited or ProxyConfig()   # the container's own proxy settings
         base = provider_env(self.last.provider, self.last.region)
         # what the user typed last time (not what the preset passes through)
         self.extra = {k: v for k, v in self.last.env.items() if base.get(k) != v}
@@ -46,6 +50,7 @@ class RunDialog(ModalScreen[RunSpec | None]):
             yield Label("extra environment: KEY=VALUE ... (typed secrets stay in memory)")
             yield Input(value=" ".join(_shown(k, v) for k, v in self.extra.items()),
                         id="env", placeholder="ANTHROPIC_MODEL=...")
+            yield Static(self._proxy_text(self.last.env), id="run-proxy", classes="dialog-hint")
             yield Label("time limit (seconds)")
             yield Input(value=f"{last.timeout:g}", id="timeout")
             yield Label("", id="run-error", classes="dialog-hint")
@@ -59,6 +64,29 @@ class RunDialog(ModalScreen[RunSpec | None]):
         if not names:
             return "from your environment: nothing to pass through"
         return "from your environment: " + ", ".join(f"{k} (set, passed through)" for k in names)
+
+    def _proxy_text(self, env: dict[str, str]) -> Text:
+        """Which proxy the run goes through: the container's, kept, or what its environment sets."""
+        cfg = run_proxy(self.inherited, env)
+        if not cfg and not cfg.problems:
+            return Text("proxy: none (the container sets no HTTP(S)_PROXY)")
+        whose = "the container's, kept for the run" if cfg == self.inherited else "set for this run"
+        line = f"{cfg.summary()}  ({whose})"
+        if cfg.problems:
+            line += f"; not understood: {cfg.problems[0]}"
+        return Text(line)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "env":
+            try:
+                typed = dict(kv.split("=", 1) for kv in shlex.split(event.value) if "=" in kv)
+            except ValueError:
+                return  # half typed (an open quote): the line says what it said before
+            for k, v in typed.items():  # provider presets set no proxy variable: only these can
+                kept = self.extra.get(k)
+                if kept is not None and v == mask_value(k, kept):
+                    typed[k] = kept
+            self.query_one("#run-proxy", Static).update(self._proxy_text(typed))
 
     def on_select_changed(self, event: Select.Changed) -> None:
         region = DEFAULT_REGIONS.get(str(event.value), "")

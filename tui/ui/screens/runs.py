@@ -12,6 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from egress_tui.core.proxy import json_summary
 from egress_tui.core.runs import RunRecord, diff_runs
 from egress_tui.core.safetext import safe_text
 from egress_tui.ui.widgets.wire import wire
@@ -56,6 +57,8 @@ class RunsScreen(ModalScreen[None]):
         t = Text()
         t.append(f"\nRun {b.number}: {safe_text(b.spec.describe())}  "
                  f"firewall {'on' if b.firewall else 'off'}  {b.status}\n", style="bold")
+        if b.proxy.get("proxies"):  # masked when recorded
+            t.append(f"  through {json_summary(b.proxy)}\n", style="cyan")
         for name, h in sorted(b.hosts.items()):
             if not h["connections"]:
                 continue

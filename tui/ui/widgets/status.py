@@ -8,10 +8,14 @@ from textual.widgets import Static
 from egress_tui.core.safetext import safe_text
 
 
+# The proxy line, at most (ProxyConfig.summary() is up to 200): three proxies and a NO_PROXY.
+PROXY_WIDTH = 160
+
+
 class StatusBar(Static):
     def show(self, *, target: str, method: str, rate: float, packets: int, drops: int, errors: int,
              allowlist: str, paused: bool, state: str, hosts: int, firewall: str = "",
-             firewall_warning: str = "") -> None:
+             firewall_warning: str = "", proxy: str = "", proxy_warning: str = "") -> None:
         # most important first: a narrow terminal cuts the end of the line. The target (a file
         # or container name), the state and the allowlist path may hold anything: escaped.
         t = Text()
@@ -30,4 +34,13 @@ class StatusBar(Static):
         t.append("  ")
         t.append(f"errors {errors}", style="bold red" if errors else "")
         t.append(f"  allowlist: {safe_text(allowlist)}")
+        # the proxy gets a line of its own: beside the rest it would push the drop and error
+        # counts off a 100-column screen. Masked and escaped before it gets here; cut anyway.
+        if proxy or proxy_warning:
+            t.append("\n ")
+            if proxy:
+                t.append(safe_text(proxy, PROXY_WIDTH), style="cyan")
+            if proxy_warning:
+                t.append(f"  {safe_text(proxy_warning)}", style="bold yellow")
+        self.set_class(bool(proxy or proxy_warning), "-proxy")
         self.update(t)
