@@ -62,3 +62,14 @@ def test_picker(snap_compare):
         await until(pilot, lambda: any(t.row_count == len(items) for t in app.screen.query("#picker-table")), 10,
                     "the picker")
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_proxy_line_at_100_columns(snap_compare):
+    """The capture went through a proxy (--proxy): its line under the status bar, login masked,
+    and the counters still on the first line at 100 columns."""
+    from egress_tui.core.proxy import from_urls
+
+    async def run_before(pilot):
+        await finish_replay(pilot, "api.anthropic.com")
+    app = demo(presets=["anthropic"], proxy=from_urls(["http://lab:s3cretpw@proxy.test:3128"]))
+    assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)

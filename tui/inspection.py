@@ -470,11 +470,11 @@ def open_inspection(container: str | None = None, *, replay=None, speed: float =
     """
     if replay is not None:
         name = replay if isinstance(replay, str) else replay.path
-        return Inspection(source=ReplaySource(replay, speed), method="replay", guard=guard, proxy=proxy,
-                          target=target or ("stdin" if name == "-" else os.path.basename(name)))
+        return _said(Inspection(source=ReplaySource(replay, speed), method="replay", guard=guard, proxy=proxy,
+                                target=target or ("stdin" if name == "-" else os.path.basename(name))))
     if source is not None:
-        return Inspection(source=source, method=method, target=target or getattr(source, "description", ""),
-                          guard=guard, proxy=proxy)
+        return _said(Inspection(source=source, method=method, target=target or getattr(source, "description", ""),
+                                guard=guard, proxy=proxy))
     if not container:
         raise InspectionError("no container given")
     dc = dc or containers.client()
@@ -489,8 +489,7 @@ def open_inspection(container: str | None = None, *, replay=None, speed: float =
     orphans = reap_orphans(dc)
     if orphans:
         insp.notices.append(orphans)
-    for problem in info.proxy.problems:  # one line each, masked: the capture goes on
-        insp.notices.append(f"proxy setting of {info.name} not understood: {problem}")
+    _said(insp)
     if proxy is not None and info.proxy:
         insp.notices.append(f"--proxy stands for {info.name}'s own settings ({info.proxy.summary()}) here; "
                             "commands rerun in the container still get its own")
@@ -500,4 +499,12 @@ def open_inspection(container: str | None = None, *, replay=None, speed: float =
         insp.resolvers = engine_resolvers(dc, info)
     except DockerError as e:  # the capture still works; the firewall says why not
         insp.notices.append(f"firewall unavailable: {e}")
+    return insp
+
+
+def _said(insp: Inspection) -> Inspection:
+    """Proxy settings that could not be read become notices, one masked line each: the
+    capture goes on without them."""
+    for problem in insp.proxy.problems:
+        insp.notices.append(f"proxy setting of {insp.target} not understood: {problem}")
     return insp
