@@ -44,6 +44,9 @@ def test_report_records_the_proxy_masked_in_every_format():
     meta = json.loads(r.stdout)["proxy"]
     assert meta == {"proxies": {"--proxy": SHOWN, "--proxy #2": "socks5h://[fd00::1]:1080"}, "no_proxy": [],
                     "problems": []}
+    # told to the engine: the demo's direct connections went around that proxy
+    api = {h["name"]: h for h in json.loads(r.stdout)["hosts"]}["api.anthropic.com"]
+    assert api["bypass"] == api["connections"] == 28 and "proxy bypass" in api["verdict"]
     md = egress("report", "--demo", "--proxy", URL, "--format", "markdown")
     assert "- proxy: http://\\*\\*\\*@proxy.test:3128 (--proxy)" in md.stdout.splitlines()
     for out in (r, md):
@@ -53,6 +56,7 @@ def test_report_records_the_proxy_masked_in_every_format():
 def test_report_without_proxy_says_so():
     r = egress("report", "--demo", "--format", "json")
     assert json.loads(r.stdout)["proxy"] == {"proxies": {}, "no_proxy": [], "problems": []}
+    assert all(h["bypass"] == 0 for h in json.loads(r.stdout)["hosts"])
     assert "- proxy" not in egress("report", "--demo", "--format", "markdown").stdout
 
 
