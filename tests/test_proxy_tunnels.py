@@ -404,3 +404,14 @@ def test_idle_connections_to_the_configured_proxy_are_the_proxy_not_a_denied_hos
     assert rows["api.anthropic.com"].allowed is True and not rows["api.anthropic.com"].is_proxy
     # not known as the proxy: an ordinary host, denied by the allowlist
     assert rows_of(conv, tmp_path, allow=["api.anthropic.com"])["squid.corp.test"].allowed is False
+
+
+def test_a_proxy_name_never_looked_up_in_the_capture_is_still_the_proxy(tmp_path):
+    """The container resolved its proxy's name before the capture began: its tunnels on the
+    proxy's port are through the proxy, not around it; a tunnel to another port is not."""
+    conv = Conversation()
+    tg.http_connect(conv, 40130, "api.anthropic.com:443", "api.anthropic.com")
+    tg.http_connect(conv, 40131, "other.test:443", "other.test", port=8080)
+    rows = rows_of(conv, tmp_path, proxy=["http://squid.corp.test:3128"])
+    assert rows["api.anthropic.com"].bypass == 0
+    assert rows["other.test"].bypass == 1

@@ -49,13 +49,17 @@ class InspectionError(Exception):
     """An inspection cannot start as asked; one line, says what to do."""
 
 
-def set_engine_proxy(engine, proxy: ProxyConfig) -> bool:
-    """Tell an engine which proxies the target goes through, so it can tell traffic through
-    them from traffic that bypasses them; False when there is none or the engine cannot take it."""
+def set_engine_proxy(engine, proxy: ProxyConfig, addresses: dict[str, list[str]] | None = None) -> bool:
+    """Tell an engine which proxies the target goes through (and, when known, the addresses
+    their names resolve to), so it can tell traffic through them from traffic that bypasses
+    them; False when there is none or the engine cannot take it."""
     setter = getattr(engine, "set_proxy_config", None)
     if not proxy or setter is None:
         return False
-    setter(proxy)
+    if addresses:
+        setter(proxy, addresses)
+    else:
+        setter(proxy)
     return True
 
 
@@ -82,6 +86,7 @@ class Inspection:
         self.reapply_allowlist = None       # then: the allowlist the firewall carried
         self.reapply_proxy = None           # then: the proxies, when it was proxy-only
         self._proxy = proxy                 # given for a bare namespace; else the container's
+        self.proxy_addresses: dict[str, list[str]] | None = None  # proxy names, looked up at start
         self.closed = False
         self._halt = threading.Event()      # set by close(): a run going on stops
         self._recorder = None
@@ -143,13 +148,43 @@ class Inspection:
                 # pcapng, one interface per origin (eth0, lo, the firewall's drops): see recorder
                 self._recorder = PcapngRecorder(record, source=self.source)
             self.capturer = Capturer(self.source, on_batch or (lambda batch: None), record=self._recorder)
-            self.capturer.on_new_engine = lambda engine: set_engine_proxy(engine, self.proxy)
-            set_engine_proxy(self.capturer.engine, self.proxy)
+            self.capturer.on_new_engine = lambda engine: set_engine_proxy(engine, self.proxy, self.proxy_addresses)
+            set_engine_proxy(self.capturer.engine, self.proxy, self.proxy_addresses)
             if self._guard is not None:
                 self.capturer.engine.on_dns_answer = self._guard.on_dns_answer
                 self.capturer.engine.on_dns_withdraw = self._guard.on_dns_withdraw
             self.capturer.start()
+        self._resolve_proxies()
         return self.capturer
+
+    def _resolve_proxies(self) -> None:
+        """The container may have looked its proxy's name up before the capture began: look it
+        up now, through the container's own resolvers from inside its namespace, off the
+        caller's thread, and tell the engine the addresses. Only where the namespace can be
+        entered from here (the netns method, as root); elsewhere the engine learns them from
+        the container's own lookups."""
+        proxy = self.proxy
+        names = sorted({ep.host for ep in (proxy.endpoints if proxy else []) if not ep.is_address})
+        info = self.container
+        if (not names or info is None or not info.pid or not self.method.startswith("netns")
+                or os.geteuid() != 0 or not self.resolvers):
+            return
+
+        def run() -> None:
+            try:
+                got = NamespaceRunner(info.pid).resolve(names, self.resolvers)
+            except Exception:  # noqa: BLE001 - best effort; the engine still learns from DNS
+                return
+            addresses = {n: sorted({a for a, _ttl in got.get(n, [])}) for n in names}
+            if not any(addresses.values()):
+                return
+            self.proxy_addresses = addresses
+            cap = self.capturer
+            if cap is not None:
+                with cap.lock:
+                    set_engine_proxy(cap.engine, proxy, addresses)
+
+        threading.Thread(target=run, name="egress-tui-proxy-lookup", daemon=True).start()
 
     def _live_source(self):
         info = self.container

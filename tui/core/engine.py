@@ -538,13 +538,26 @@ class Engine:
                     self.proxy_addrs.add((a, ep.port))
 
     def _to_proxy(self, c: Conn) -> bool:
-        """Does this connection go to one of the configured proxies?"""
+        """Does this connection go to one of the configured proxies? Its address is one, or
+        DNS gave it for a proxy's name; or, while a proxy's name has no known address (looked
+        up before the capture began, or in /etc/hosts), it asked for a tunnel on that proxy's port."""
         if not self.proxy_addrs and not self.proxy_names:
             return False
         addr = addr_text(c.server)
         if (addr, c.sport) in self.proxy_addrs:
             return True
-        return any((n, c.sport) in self.proxy_names for n in self.addr_names.get(addr, ()))
+        if any((n, c.sport) in self.proxy_names for n in self.addr_names.get(addr, ())):
+            return True
+        t = c.tunnel
+        if t is None or t.hidden or not t.targets:
+            return False
+        return any(port == c.sport and not self._proxy_address_known(name, port)
+                   for name, port in self.proxy_names)
+
+    def _proxy_address_known(self, name: str, port: int) -> bool:
+        if any(p == port for _a, p in self.proxy_addrs):
+            return True
+        return any(name in names for names in self.addr_names.values())
 
     def bypasses_proxy(self, c: Conn) -> bool:
         """A proxy is configured, and this connection went somewhere else (NO_PROXY aside)."""
