@@ -119,7 +119,7 @@ class Conn:
         "syns", "synack", "established", "refused", "fin", "rst",
         "pkts_out", "pkts_in", "bytes_out", "bytes_in",
         "name", "named_by", "app", "hello", "http_host", "stream", "rstream", "crypto", "host", "fast",
-        "forged", "tunnel", "rseq",
+        "forged", "tunnel", "rseq", "proc",
     )
 
     def __init__(self, proto: int, client: bytes, cport: int, server: bytes, sport: int, ts: float):
@@ -153,6 +153,7 @@ class Conn:
         self.forged = False    # DNS over TCP: "answers" on it were sent by the container itself
         self.tunnel: Tunnel | None = None  # a proxy protocol seen on this connection
         self.rseq = None       # the server's first sequence number, from its SYN-ACK
+        self.proc = None       # ProcInfo of the program that opened it; procs.UNKNOWN if gone; None: not looked up
 
     @property
     def outcome(self) -> str:
@@ -183,6 +184,7 @@ class Conn:
             "packets_out": self.pkts_out, "packets_in": self.pkts_in,
             "bytes_out": self.bytes_out, "bytes_in": self.bytes_in,
             "tunnel": self.tunnel.to_dict(self.endpoint()) if self.tunnel is not None else None,
+            "process": self.proc.to_dict() if hasattr(self.proc, "to_dict") else self.proc,
         }
 
     def endpoint(self) -> str:
