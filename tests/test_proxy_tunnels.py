@@ -415,3 +415,10 @@ def test_a_proxy_name_never_looked_up_in_the_capture_is_still_the_proxy(tmp_path
     rows = rows_of(conv, tmp_path, proxy=["http://squid.corp.test:3128"])
     assert rows["api.anthropic.com"].bypass == 0
     assert rows["other.test"].bypass == 1
+
+
+def test_the_lookup_of_the_proxys_name_is_the_proxy(tmp_path):
+    conv = Conversation()
+    conv.dns(tg.CLIENT, tg.RESOLVER, "squid.corp.test", [("squid.corp.test", 1, tg.PROXY)])
+    rows = rows_of(conv, tmp_path, allow=["api.anthropic.com"], proxy=["http://squid.corp.test:3128"])
+    assert rows["squid.corp.test"].verdict_text() == "configured proxy"

@@ -575,7 +575,10 @@ class Engine:
         """A host's row, with proxy bypass counted when a proxy is configured."""
         if self.proxy_config is None:
             return h.to_row()
-        return h.to_row(self.bypasses_proxy, self._to_proxy)
+        row = h.to_row(self.bypasses_proxy, self._to_proxy)
+        if not row.is_proxy and not h.conns and any(h.name == n for n, _p in self.proxy_names):
+            row.is_proxy = True  # the container looking up its proxy's name
+        return row
 
     def _start_tunnel(self, c: Conn, kind: str) -> None:
         c.tunnel = Tunnel(kind)
