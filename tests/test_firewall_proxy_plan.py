@@ -17,7 +17,7 @@ import pytest
 from egress_tui.core.proxy import ProxyConfig, from_env, from_urls
 from egress_tui.firewall.plan import FirewallError, build_proxy_plan, is_loopback, proxy_allowlist
 from egress_tui.firewall.script import render_proxy_script
-from tests.test_init_script import BASH, dry_run, sections, write_script
+from tests.test_init_script import BASH, dry_run, loads_the_plan, write_script
 
 SECRET = "pw-never-shown"
 RESOLVERS = ["198.18.0.2", "fd65:6774::2"]
@@ -104,13 +104,7 @@ def test_the_script_loads_the_plan_text_for_text(tmp_path, stub_path):
         text = render_proxy_script(proxy, reject=reject, resolvers=RESOLVERS, generated_by="test")
         assert SECRET not in text and "PROXY_ONLY=1" in text
         script = write_script(tmp_path / "s.sh", text)
-        r = dry_run(script, stub_path)
-        assert r.returncode == 0, r.stderr
-        got = sections(r.stdout)
-        plan = build_proxy_plan(proxy, STUB_RESOLVED, RESOLVERS, reject=reject)
-        assert got["ipset"] == plan.ipset_script()
-        assert got["4"] == plan.iptables_script(4, hook_present=False)
-        assert got["6"] == plan.iptables_script(6, hook_present=False)
+        _r, got = loads_the_plan(script, stub_path, build_proxy_plan(proxy, STUB_RESOLVED, RESOLVERS, reject=reject))
         assert ",udp:" not in got["ipset"]
     calls = (stub_path / "getent.log").read_text().splitlines()
     assert "ahostsv4 squid.test" in calls and not any("198.18.7.7" in c or "fd65:6774::99" in c for c in calls)

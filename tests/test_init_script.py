@@ -88,6 +88,18 @@ def dry_run(script: Path, stub: Path, *args: str) -> subprocess.CompletedProcess
                           env=env, timeout=60)
 
 
+def loads_the_plan(script: Path, stub: Path, plan) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    """Run the script with --dry-run and check it loads exactly the plan's sets and rules;
+    returns the run and what it loaded, by section."""
+    r = dry_run(script, stub)
+    assert r.returncode == 0, r.stderr
+    got = sections(r.stdout)
+    assert got["ipset"] == plan.ipset_script()
+    assert got["4"] == plan.iptables_script(4, hook_present=False)
+    assert got["6"] == plan.iptables_script(6, hook_present=False)
+    return r, got
+
+
 def sections(out: str) -> dict[str, str]:
     """--dry-run output -> {"ipset": ..., "4": ..., "6": ...}, each as the text it loads."""
     keys = {"# ipset -exist restore": "ipset", "# iptables-restore --noflush (IPv4)": "4",
@@ -162,13 +174,7 @@ def test_rules_and_sets_are_plans_text_for_text(tmp_path, stub_path, reject):
     resolvers = ["198.18.0.2", "fd65:6774::2", "127.0.0.11"]
     al = allow(MIXED)
     script = write_script(tmp_path / "s.sh", render_init_script(al, reject=reject, resolvers=resolvers))
-    r = dry_run(script, stub_path)
-    assert r.returncode == 0, r.stderr
-    got = sections(r.stdout)
-    plan = build_plan(al, STUB_RESOLVED, resolvers, reject=reject)
-    assert got["ipset"] == plan.ipset_script()
-    assert got["4"] == plan.iptables_script(4, hook_present=False)
-    assert got["6"] == plan.iptables_script(6, hook_present=False)
+    r, got = loads_the_plan(script, stub_path, build_plan(al, STUB_RESOLVED, resolvers, reject=reject))
     # what it resolved, and what it could not
     assert "nxdomain.test did not resolve" in r.stderr
     assert "*.amazonaws.com is not allowed by this script" in r.stderr

@@ -598,30 +598,33 @@ def _extra_debs(client: docker.DockerClient, base_id: str, packages: list[str], 
     return debs
 
 
-def _fw_debs(client: docker.DockerClient, base_id: str) -> Path:
-    return _extra_debs(client, base_id, FW_PACKAGES, "fw-debs")
+def _ensure_debs_image(client: docker.DockerClient, tag: str, recipe: str, packages: list[str],
+                       debs_name: str, force: bool):
+    """An image made of the base and extra .debs the host downloaded (``recipe`` is its
+    Dockerfile): returned at once when the tag carries the expected labels, else built."""
+    base = ensure_base_image(client)
+    want = {LABEL_RECIPE: _sha(recipe), LABEL_BASE: base.id}
+    image = _get_image(client, tag)
+    if image is not None and not force and all(_labels(image).get(k) == v for k, v in want.items()):
+        return image
+    with _build_lock():
+        image = _get_image(client, tag)
+        if image is not None and not force and all(_labels(image).get(k) == v for k, v in want.items()):
+            return image
+        t0 = time.monotonic()
+        debs = _extra_debs(client, base.id, packages, debs_name)
+        dockerfile = CACHE / f"Dockerfile.{tag.split('/')[-1].split(':')[0]}"
+        dockerfile.write_text(recipe)
+        new = _build(client, dockerfile, {"debs": debs}, tag, want)
+        _log(f"built {tag} in {time.monotonic() - t0:.0f} s")
+        _drop_superseded(client, image, new)
+        return new
 
 
 def ensure_fw_image(client: docker.DockerClient, force: bool = False):
     """``egress-tui-test/fw:bookworm``: base + iptables, ipset (and dnsutils, already in the
     base), for running ``init-firewall.sh`` inside a container with NET_ADMIN."""
-    base = ensure_base_image(client)
-    want = {LABEL_RECIPE: _sha(FW_DOCKERFILE), LABEL_BASE: base.id}
-    image = _get_image(client, FW_TAG)
-    if image is not None and not force and all(_labels(image).get(k) == v for k, v in want.items()):
-        return image
-    with _build_lock():
-        image = _get_image(client, FW_TAG)
-        if image is not None and not force and all(_labels(image).get(k) == v for k, v in want.items()):
-            return image
-        t0 = time.monotonic()
-        debs = _fw_debs(client, base.id)
-        dockerfile = CACHE / "Dockerfile.fw"
-        dockerfile.write_text(FW_DOCKERFILE)
-        new = _build(client, dockerfile, {"debs": debs}, FW_TAG, want)
-        _log(f"built {FW_TAG} in {time.monotonic() - t0:.0f} s")
-        _drop_superseded(client, image, new)
-        return new
+    return _ensure_debs_image(client, FW_TAG, FW_DOCKERFILE, FW_PACKAGES, "fw-debs", force)
 
 
 # -- proxy image: base + squid, dante-server, OpenSSH (an HTTP proxy and SOCKS servers) -----
@@ -650,23 +653,7 @@ CMD ["sleep", "infinity"]
 def ensure_proxy_image(client: docker.DockerClient, force: bool = False):
     """``egress-tui-test/proxy:bookworm``: base + squid, dante-server and OpenSSH, for the
     lab's ``proxy`` container (``DockerLab.add_proxies()``)."""
-    base = ensure_base_image(client)
-    want = {LABEL_RECIPE: _sha(PROXY_DOCKERFILE), LABEL_BASE: base.id}
-    image = _get_image(client, PROXY_TAG)
-    if image is not None and not force and all(_labels(image).get(k) == v for k, v in want.items()):
-        return image
-    with _build_lock():
-        image = _get_image(client, PROXY_TAG)
-        if image is not None and not force and all(_labels(image).get(k) == v for k, v in want.items()):
-            return image
-        t0 = time.monotonic()
-        debs = _extra_debs(client, base.id, PROXY_PACKAGES, "proxy-debs")
-        dockerfile = CACHE / "Dockerfile.proxy"
-        dockerfile.write_text(PROXY_DOCKERFILE)
-        new = _build(client, dockerfile, {"debs": debs}, PROXY_TAG, want)
-        _log(f"built {PROXY_TAG} in {time.monotonic() - t0:.0f} s")
-        _drop_superseded(client, image, new)
-        return new
+    return _ensure_debs_image(client, PROXY_TAG, PROXY_DOCKERFILE, PROXY_PACKAGES, "proxy-debs", force)
 
 
 def ensure_images(client: docker.DockerClient) -> dict[str, object]:
