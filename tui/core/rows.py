@@ -62,11 +62,11 @@ class HostRow:
     bypass: int = 0                                      # connections around the configured proxy
     tunnels: list[dict] = field(default_factory=list)    # the latest tunnel records (see hosts.Tunnel)
     is_proxy: bool = False                               # the container's configured proxy itself
+    allowed: bool | None = None                          # the allowlist's verdict; None: no allowlist
+    warning: str = ""                                    # a key of WARNINGS, live only
     processes: dict[str, int] = field(default_factory=dict)  # program -> connections it opened, most first
     process_unknown: int = 0                             # connections whose process was gone before the lookup
     process_chains: list[str] = field(default_factory=list)  # "curl ← bash ← claude", most connections first
-    allowed: bool | None = None                          # the allowlist's verdict; None: no allowlist
-    warning: str = ""                                    # a key of WARNINGS, live only
 
     @property
     def contacted(self) -> bool:
