@@ -73,3 +73,16 @@ def test_proxy_line_at_100_columns(snap_compare):
         await finish_replay(pilot, "api.anthropic.com")
     app = demo(presets=["anthropic"], proxy=from_urls(["http://lab:s3cretpw@proxy.test:3128"]))
     assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+
+
+def test_processes_at_100_columns(snap_compare):
+    """Live, with attribution: the Process column after the host (names whole at 100 columns),
+    and the detail pane's processes with their parents, runs and command lines."""
+    from tests.test_processes_tui import DEMO_PROCS, attribute
+
+    async def run_before(pilot):
+        await wait_replay(pilot.app, pilot)
+        attribute(pilot.app, DEMO_PROCS)
+        await until(pilot, lambda: "process" in pilot.app.main.table.columns, 10, "the Process column")
+        await select_host(pilot.app, pilot, "bedrock-runtime.ap-northeast-1.amazonaws.com")
+    assert snap_compare(demo(), terminal_size=(100, 40), run_before=run_before)

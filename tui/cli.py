@@ -550,10 +550,12 @@ def cmd_learn(args) -> int:
                                                 "proxy": insp.proxy.to_json()}))
     if args.write_allowlist:
         from egress_tui.core.allowlist import learned_allowlist
-        # names come from the container: only valid host names, exact, ever reach the file
+        from egress_tui.core.runs import programs_comment
+        # names come from the container: only valid host names, exact, ever reach the file;
+        # the comment names the programs that needed each (escaped, one line)
         minimal, skipped = learned_allowlist(
             (name, f"{'reached' if h['reached'] else 'tried, blocked'} by {' '.join(spec.command)} "
-                   f"[{spec.provider}]")
+                   f"[{spec.provider}]{programs_comment(h, record)}")
             for name, h in record.hosts.items() if h["connections"])
         for line in skipped:
             say(f"left out of the allowlist: {line}")

@@ -283,10 +283,15 @@ def _unicode_form(host: str) -> str:
         return host
 
 
+# A learned entry's comment: one line, however many programs a container named.
+LEARNED_COMMENT_MAX = 400
+
+
 def learned_allowlist(seen: Iterable[tuple[str, str]]) -> tuple[Allowlist, list[str]]:
     """The minimal allowlist for ``(name, comment)`` pairs seen during a run: each name's
     exact entry when it is a host name. Returns it and one line for each name left out,
-    saying why (the name visibly escaped: it comes from the container)."""
+    saying why (the name visibly escaped: it comes from the container). Each comment becomes
+    one line with every control escaped (it may name programs the container chose)."""
     al = Allowlist()
     skipped = []
     for name, comment in seen:
@@ -294,7 +299,7 @@ def learned_allowlist(seen: Iterable[tuple[str, str]]) -> tuple[Allowlist, list[
         if c.host is None:
             skipped.append(f"'{safe_text(name, 80)}': {c.why}")
         else:
-            al.add(parse_entry(c.host, "learn", comment))
+            al.add(parse_entry(c.host, "learn", safe_text(" ".join(comment.split()), LEARNED_COMMENT_MAX)))
     return al, skipped
 
 

@@ -15,8 +15,8 @@ from importlib import metadata
 
 from egress_tui import __version__
 from egress_tui.core.proxy import json_summary
-from egress_tui.core.report import outcome_text, proxy_markdown
-from egress_tui.core.rows import HostRow, iso
+from egress_tui.core.report import MARKDOWN_PROGRAMS, outcome_text, proxy_markdown
+from egress_tui.core.rows import HostRow, iso, programs_text
 from egress_tui.core.runs import RunRecord, diff_runs
 from egress_tui.core.safetext import json_text, md_code, md_text
 from egress_tui.core.secrets import redact_argv, secret_values
@@ -78,10 +78,16 @@ def session_markdown(data: dict) -> str:
                  + (f", {fw.get('dropped_packets')} packets dropped" if fw.get("on") else ""))
     L += ["", "## Allowlist", ""]
     L += [f"- {md_code(e)}" for e in data["allowlist"]] or ["(none)"]
-    L += ["", "## Hosts", "", "| host | via | ports | connections | outcomes | verdict |", "|---|---|---|---|---|---|"]
+    # which programs needed each host: a column only when some process was looked up
+    programs = any(h.get("processes") or h.get("process_unknown") for h in data["hosts"])
+    cols = ["host", *(["programs"] if programs else []), "via", "ports", "connections", "outcomes", "verdict"]
+    L += ["", "## Hosts", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for h in data["hosts"]:
         cells = [h["name"], ", ".join(h["via"]), ", ".join(map(str, h["ports"])) or "-", h["connections"],
                  outcome_text(h["outcomes"]), h["verdict"]]
+        if programs:
+            cells.insert(1, programs_text(h.get("processes") or {}, h.get("process_unknown") or 0,
+                                          MARKDOWN_PROGRAMS) or "-")
         L.append("| " + " | ".join(md_text(x) for x in cells) + " |")
     runs = data["runs"]
     if runs:
@@ -97,8 +103,9 @@ def session_markdown(data: dict) -> str:
             for name, h in sorted(r["hosts"].items()):
                 if h["connections"]:
                     L.append(f"- {'reached' if h['reached'] else '**blocked**'}: {md_text(name)} "
-                             f"({outcome_text(h['outcomes'])})")
+                             f"({outcome_text(h['outcomes'])}){_run_programs(h)}")
             L.append("")
+            L += _split_markdown(r)
         recs = [RunRecord(**{**r, "spec": _spec(r["spec"])}) for r in _plain(runs)]
         for a, b in zip(recs, recs[1:]):
             d = diff_runs(a, b)
@@ -107,6 +114,32 @@ def session_markdown(data: dict) -> str:
         L.append("")
     L += ["## Tools", ""] + [f"- {k}: {v}" for k, v in data["tools"].items()]
     return "\n".join(L) + "\n"
+
+
+def _run_programs(h: dict) -> str:
+    """`` by claude, git`` (and `` by ? (2)``): the programs behind a run's host, escaped."""
+    progs = list(dict.fromkeys(p["program"] for p in h.get("processes") or ()))
+    unknown = h.get("process_unknown") or 0
+    if not progs and not unknown:
+        return ""
+    text = ", ".join(p[:32] for p in progs[:MARKDOWN_PROGRAMS])  # md_text escapes it, once
+    if len(progs) > MARKDOWN_PROGRAMS:
+        text += f" +{len(progs) - MARKDOWN_PROGRAMS} more"
+    if unknown:
+        text += (", " if text else "") + f"process unknown ({unknown})"
+    return " by " + md_text(text)
+
+
+def _split_markdown(run: dict) -> list[str]:
+    """The run's hosts by who needed them: its command (Claude Code) or the tools it started."""
+    split = run.get("by_process")
+    if not split or not any(split[k] for k in ("itself", "tools", "others", "unknown")):
+        return []
+    return ["Which process needed which host:", "",
+            f"- {md_text(split['command'])} itself: {_names(split['itself'])}",
+            f"- tools it started: {_names(split['tools'])}",
+            f"- processes not started by this run: {_names(split['others'])}",
+            f"- process unknown (gone before the lookup): {_names(split['unknown'])}", ""]
 
 
 def _names(names: list[str]) -> str:

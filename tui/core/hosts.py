@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from egress_tui.core.procs import ProcInfo
+from egress_tui.core.procs import UNKNOWN as PROC_UNKNOWN
 from egress_tui.core.rows import HostRow
 
 CONNECTED = "connected"
@@ -42,6 +44,11 @@ SOCKS5_REPLIES = {1: "general failure", 2: "not allowed by ruleset", 3: "network
 SOCKS4_REPLIES = {0x5B: "rejected or failed", 0x5C: "no identd", 0x5D: "identd mismatch"}
 TUNNEL_KINDS = {"connect": "HTTP CONNECT", "http": "HTTP proxy request", "socks5": "SOCKS5",
                 "socks4": "SOCKS4", "socks4a": "SOCKS4a", "tls-proxy": "TLS to the proxy"}
+
+# Per host, the programs (and parent chains) a row names: the ones with the most connections.
+# A container can start any number of differently named programs; the row stays small.
+PROGRAMS_KEPT = 50
+CHAINS_KEPT = 20
 
 # Per host, the DNS answers that were not believed (see engine: the trust model), kept in
 # full for the detail view; older ones only count.
@@ -217,6 +224,8 @@ class Host:
     old_count: int = 0
     suspicious: int = 0                                # DNS answers about it that were not believed
     suspicious_notes: deque = field(default_factory=lambda: deque(maxlen=SUSPICIOUS_KEPT))
+    old_programs: dict[str, int] = field(default_factory=dict)  # of connections no longer kept in full
+    old_unknown: int = 0
 
     def flag(self, reason: str, detail: dict) -> None:
         """A DNS answer about this name was not believed (forged, unsolicited, malformed)."""
@@ -242,6 +251,13 @@ class Host:
             old = self.conns[0]
             self.old_outcomes[old.outcome] = self.old_outcomes.get(old.outcome, 0) + 1
             self.old_count += 1
+            p = old.proc
+            if isinstance(p, ProcInfo):
+                prog = p.program
+                if prog in self.old_programs or len(self.old_programs) < PROGRAMS_KEPT:
+                    self.old_programs[prog] = self.old_programs.get(prog, 0) + 1
+            elif p == PROC_UNKNOWN:
+                self.old_unknown += 1
         self.conns.append(c)
         c.host = self
         self.touch(c.first)
@@ -306,7 +322,8 @@ class Host:
             if f and len(fronting) < FINDINGS_KEPT:
                 fronting.setdefault(f, None)
             hidden += t.hidden
-            tunnels.append(t.to_dict(c.endpoint()))
+            tunnels.append(dict(t.to_dict(c.endpoint()), process=_proc_json(c.proc)))
+        programs, unknown, chains = self.processes()
         return HostRow(
             name=self.name,
             via=sorted(self.via),
@@ -337,7 +354,36 @@ class Host:
             # (opened ahead of use, or TLS to it), not a destination of their own
             is_proxy=to_proxy is not None and bool(self.conns) and all(
                 to_proxy(c) and (c.tunnel is None or c.tunnel.hidden) for c in self.conns),
+            processes=programs,
+            process_unknown=unknown,
+            process_chains=chains,
         )
+
+    def processes(self) -> tuple[dict[str, int], int, list[str]]:
+        """Which programs opened its connections: program -> connections (most first, at most
+        PROGRAMS_KEPT), how many had a process gone before the lookup, and the distinct parent
+        chains (most first, at most CHAINS_KEPT). Connections not looked up count nowhere."""
+        programs = dict(self.old_programs)
+        unknown = self.old_unknown
+        chains: dict[str, int] = {}
+        for c in self.conns:
+            p = c.proc
+            if isinstance(p, ProcInfo):
+                prog = p.program
+                programs[prog] = programs.get(prog, 0) + 1
+                chain = p.chain()
+                chains[chain] = chains.get(chain, 0) + 1
+            elif p == PROC_UNKNOWN:
+                unknown += 1
+        return (dict(_most(programs)[:PROGRAMS_KEPT]), unknown, [c for c, _n in _most(chains)[:CHAINS_KEPT]])
+
+
+def _most(counts: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _proc_json(p: object) -> dict | str | None:
+    return p.to_dict() if isinstance(p, ProcInfo) else p if p == PROC_UNKNOWN else None
 
 
 def _uniq(it) -> list:

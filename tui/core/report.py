@@ -20,9 +20,14 @@ from egress_tui.core.safetext import csv_cell, json_text, md_text, safe_text
 FORMATS = ("table", "json", "csv", "markdown")
 
 TABLE_COLUMNS = ["host", "via", "addresses", "ports", "conns", "outcomes", "verdict"]
+# With any process looked up (live, attribution on), a column after the host: which program.
+PROCESS_COLUMN = "process"
 # Widest a table column gets: a 10 KB name (or a host with a thousand ports) is cut with a
 # marker instead of padding every other row out to its width.
-TABLE_WIDTH = {"host": 64, "via": 24, "addresses": 40, "ports": 32, "conns": 10, "outcomes": 48, "verdict": 44}
+TABLE_WIDTH = {"host": 64, "process": 24, "via": 24, "addresses": 40, "ports": 32, "conns": 10, "outcomes": 48,
+               "verdict": 44}
+# In a Markdown report's process column: this many programs, then "+N".
+MARKDOWN_PROGRAMS = 4
 
 
 def host_rows(engine: Engine, allowlist: Allowlist | None = None) -> list[HostRow]:
@@ -82,7 +87,8 @@ def render(rows: list[HostRow], fmt: str, meta: dict | None = None) -> str:
         w = csv.writer(buf)
         w.writerow(["name", "via", "addresses", "ports", "connections", "outcomes", "allowed",
                     "first_seen", "last_seen", "alpn", "ja4", "tls_versions", "ech", "resolved", "suspicious_dns",
-                    "proxies", "proxy_targets", "fronting", "proxy_bypass", "hidden_destination", "verdict"])
+                    "proxies", "proxy_targets", "fronting", "proxy_bypass", "hidden_destination", "verdict",
+                    "processes", "process_unknown"])
         for r in rows:
             w.writerow([csv_cell(c) for c in (
                 r.name, " ".join(r.via), " ".join(r.addresses),
@@ -91,12 +97,17 @@ def render(rows: list[HostRow], fmt: str, meta: dict | None = None) -> str:
                 iso(r.first_seen), iso(r.last_seen), " ".join(r.alpn),
                 " ".join(r.ja4), " ".join(r.tls_versions), str(r.ech).lower(),
                 " ".join(r.resolved), r.suspicious_dns, " ".join(r.proxies), " ".join(r.targets),
-                " | ".join(r.fronting), r.bypass, r.hidden, r.verdict_text())])
+                " | ".join(r.fronting), r.bypass, r.hidden, r.verdict_text(),
+                " ".join(f"{p}:{n}" for p, n in r.processes.items()), r.process_unknown)])
         return buf.getvalue()
-    cols = TABLE_COLUMNS
+    cols = table_columns(rows)
     table = [[r.name, ",".join(r.via) or "-", _short_list(r.addresses or r.resolved),
               ",".join(map(str, r.ports)) or "-", str(r.connections),
               outcome_text(r.outcomes), r.verdict_text()] for r in rows]
+    if PROCESS_COLUMN in cols:
+        # the table: the cell the screen shows; Markdown, for people reading a report: the programs
+        for r, t in zip(rows, table):
+            t.insert(1, r.process_text() if fmt == "table" else (r.programs_text(MARKDOWN_PROGRAMS) or "-"))
     if fmt == "markdown":
         lines = []
         if meta.get("title"):
@@ -122,6 +133,14 @@ def render(rows: list[HostRow], fmt: str, meta: dict | None = None) -> str:
         lines += [fmt_line.format(*t).rstrip() for t in table]
         return "\n".join(lines) + "\n"
     raise ValueError(f"unknown format {fmt}")
+
+
+def table_columns(rows: list[HostRow]) -> list[str]:
+    """The table's and the Markdown report's columns: a process column only when some process
+    was looked up (a capture file has none: its reports stay as they were)."""
+    if not any(r.attributed for r in rows):
+        return TABLE_COLUMNS
+    return TABLE_COLUMNS[:1] + [PROCESS_COLUMN] + TABLE_COLUMNS[1:]
 
 
 def _short_list(items: list[str], n: int = 2) -> str:

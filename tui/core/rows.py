@@ -21,6 +21,19 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def programs_text(processes: dict[str, int], unknown: int = 0, most: int | None = None) -> str:
+    """``curl:3 git:1 ?:2``: programs with their connections, ``?`` for process unknown; with
+    ``most``, that many programs and then ``+N``. Raw: the caller escapes it."""
+    items = list(processes.items())
+    shown = items if most is None else items[:most]
+    parts = [f"{p}:{n}" for p, n in shown]
+    if len(shown) < len(items):
+        parts.append(f"+{len(items) - len(shown)}")
+    if unknown:
+        parts.append(f"?:{unknown}")
+    return " ".join(parts)
+
+
 @dataclass(slots=True)
 class HostRow:
     name: str
@@ -51,6 +64,9 @@ class HostRow:
     is_proxy: bool = False                               # the container's configured proxy itself
     allowed: bool | None = None                          # the allowlist's verdict; None: no allowlist
     warning: str = ""                                    # a key of WARNINGS, live only
+    processes: dict[str, int] = field(default_factory=dict)  # program -> connections it opened, most first
+    process_unknown: int = 0                             # connections whose process was gone before the lookup
+    process_chains: list[str] = field(default_factory=list)  # "curl ← bash ← claude", most connections first
 
     @property
     def contacted(self) -> bool:
@@ -82,6 +98,26 @@ class HostRow:
         if self.hidden:
             out += ", destination hidden"
         return out
+
+    @property
+    def attributed(self) -> bool:
+        """Whether any of its connections was looked up (found or gone)."""
+        return bool(self.processes or self.process_unknown)
+
+    def process_text(self) -> str:
+        """The Process cell: the program that opened the most connections, ``+N`` when others
+        did too, `` ?`` when some process was gone before the lookup (``?`` alone when none was
+        found); ``-`` when none was looked up. Raw: the caller escapes it."""
+        if not self.processes:
+            return "?" if self.process_unknown else "-"
+        top = next(iter(self.processes))
+        n = len(self.processes) - 1
+        return top + (f" +{n}" if n else "") + (" ?" if self.process_unknown else "")
+
+    def programs_text(self, most: int | None = None) -> str:
+        """Every program with its connections, ``curl:3 git:1 ?:2`` (``?``: process unknown);
+        with ``most``, that many programs and then ``+N``. Raw: the caller escapes it."""
+        return programs_text(self.processes, self.process_unknown, most)
 
     def sort_key(self) -> tuple[float, str]:
         """First seen first: the order rows appear in, everywhere."""

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from egress_tui.core.engine import Engine
-from egress_tui.core.hosts import CLOSED, CONNECTED
+from egress_tui.core.hosts import CHAINS_KEPT, CLOSED, CONNECTED
+from egress_tui.core.procs import UNKNOWN as PROC_UNKNOWN
+from egress_tui.core.procs import ProcInfo, in_run
 from egress_tui.core.proxy import PROXY_VARS, ProxyConfig, ProxyEndpoint
 from egress_tui.core.proxy import from_env as proxy_from_env
 from egress_tui.core.secrets import mask_env, redact, secret_values, userinfo_secrets
@@ -147,7 +149,47 @@ class RunRecord:
         d["spec"]["command"] = [redact(a, hide) for a in self.spec.command]
         d["error"] = redact(self.error, hide)
         d["output_tail"] = [redact(ln, hide) for ln in self.output_tail]
+        d["by_process"] = process_split(self)
         return d
+
+
+def command_name(command: list[str]) -> str:
+    """The program a run starts: the base name of its first word (``claude``)."""
+    return command[0].rsplit("/", 1)[-1] if command else ""
+
+
+def command_label(command: list[str]) -> str:
+    """What the report calls the run's own process: Claude Code, or the command's name."""
+    name = command_name(command)
+    return "Claude Code" if name == "claude" else name
+
+
+def is_command(program: str, command: list[str]) -> bool:
+    """Whether a program is the run's command itself, not a tool it started (comm keeps 15
+    characters of a longer name)."""
+    name = command_name(command)
+    return bool(name) and (program == name or (len(program) == 15 and name.startswith(program)))
+
+
+def process_split(rec: RunRecord) -> dict:
+    """Which hosts the run's command reached itself (``itself``: Claude Code, for the default
+    run), which the tools it started (``tools``: a process of the run under another name),
+    which processes not started by the run (``others``: already running in the container), and
+    which had a process gone before the lookup (``unknown``). A host can be in several; hosts
+    whose connections were not looked up are in none."""
+    out: dict = {"command": command_label(rec.spec.command), "itself": [], "tools": [], "others": [], "unknown": []}
+    for name, h in sorted(rec.hosts.items()):
+        groups = set()
+        for p in h.get("processes") or ():
+            if not in_run(p.get("run") or "", rec.number):
+                groups.add("others")
+            else:
+                groups.add("itself" if is_command(p.get("program") or "", rec.spec.command) else "tools")
+        if h.get("process_unknown"):
+            groups.add("unknown")
+        for g in groups:
+            out[g].append(name)
+    return out
 
 
 def hosts_during(engine: Engine, start: float, end: float) -> dict[str, dict]:
@@ -162,10 +204,53 @@ def hosts_during(engine: Engine, start: float, end: float) -> dict[str, dict]:
         for c in conns:
             outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
         reached = bool(outcomes.get(CONNECTED) or outcomes.get(CLOSED))
+        processes, unknown = _run_processes(conns)
         out[h.name] = {"connections": len(conns), "outcomes": outcomes, "reached": reached,
                        "blocked": bool(conns) and not reached, "via": sorted(h.via),
-                       "ports": sorted({c.sport for c in conns})}
+                       "ports": sorted({c.sport for c in conns}),
+                       "processes": processes, "process_unknown": unknown}
     return out
+
+
+COMMENT_PROGRAMS = 5   # programs named in a learned allowlist entry's comment, then "+N more"
+
+
+def programs_comment(host: dict, rec: RunRecord) -> str:
+    """For a learned allowlist entry: ``; programs: claude, curl (tool)``, the programs whose
+    connections needed the host (``hosts_during``'s record), each cut to 32 characters. Raw:
+    ``learned_allowlist`` makes the whole comment one escaped line."""
+    parts: dict[str, None] = {}
+    for p in host.get("processes") or ():
+        prog = (p.get("program") or "?")[:32]
+        if not in_run(p.get("run") or "", rec.number):
+            prog += " (not started by this run)"
+        elif not is_command(p.get("program") or "", rec.spec.command):
+            prog += " (tool)"
+        parts.setdefault(prog, None)
+    names = list(parts)
+    text = ", ".join(names[:COMMENT_PROGRAMS])
+    if len(names) > COMMENT_PROGRAMS:
+        text += f" +{len(names) - COMMENT_PROGRAMS} more"
+    if host.get("process_unknown"):
+        text += (", " if text else "") + "process unknown"
+    return f"; programs: {text}" if text else ""
+
+
+def _run_processes(conns: list) -> tuple[list[dict], int]:
+    """The processes that opened these connections: program, parent chain and run tag, with
+    connections (most first, at most CHAINS_KEPT), and how many had one gone before the lookup."""
+    seen: dict[tuple[str, str, str], int] = {}
+    unknown = 0
+    for c in conns:
+        p = c.proc
+        if isinstance(p, ProcInfo):
+            key = (p.program, p.chain(), p.run)
+            seen[key] = seen.get(key, 0) + 1
+        elif p == PROC_UNKNOWN:
+            unknown += 1
+    most = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))[:CHAINS_KEPT]
+    return [{"program": prog, "chain": chain, "run": run or None, "connections": n}
+            for (prog, chain, run), n in most], unknown
 
 
 @dataclass

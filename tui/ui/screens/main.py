@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Input, RichLog
 from egress_tui.core.allowlist import PRESET_EXAMPLES, PRESETS, choices_for
 from egress_tui.core.report import FORMATS
 from egress_tui.ui.widgets.detail import DetailPane
-from egress_tui.ui.widgets.host_table import COLUMNS, HostTable
+from egress_tui.ui.widgets.host_table import HostTable
 from egress_tui.ui.widgets.status import StatusBar
 from egress_tui.ui.widgets.wire import wire
 from egress_tui.ui.screens.dialogs import AllowDialog, ChoiceDialog, InputDialog
@@ -26,7 +26,9 @@ class MainScreen(Screen):
         Binding("r", "rerun", "Rerun", id="main.rerun"),
         Binding("a", "allow", "Allow", id="main.allow"),
         Binding("d", "disallow", "Remove", id="main.disallow"),
-        Binding("slash", "filter", "Filter", id="main.filter"),
+        Binding("slash", "filter", "Filter", id="main.filter",
+                tooltip="filter the table: words that must all appear; proc:NAME keeps hosts a program whose name "
+                        "holds NAME connected to (proc:? a process gone before its lookup)"),
         Binding("space", "pause", "Pause", id="main.pause"),
         Binding("question_mark", "help", "Help", id="main.help"),
         Binding("q", "app.quit", "Quit", id="main.quit"),
@@ -43,8 +45,8 @@ class MainScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
-        yield Input(placeholder="filter: words that must all appear (name, via, address, port, verdict)",
-                    id="filter")
+        yield Input(placeholder="filter: words that must all appear (name, via, address, port, verdict); "
+                                "proc:NAME for a program", id="filter")
         with Vertical(id="body"):
             yield HostTable(id="hosts")
             with VerticalScroll(id="detail-scroll"):
@@ -148,7 +150,7 @@ class MainScreen(Screen):
         self.app.push_screen(HelpScreen(pairs))
 
     def action_sort(self) -> None:
-        keys = [c.key for c in COLUMNS]
+        keys = [c.key for c in self.table.shown_columns]
         cur = self.table.sort_column
         nxt = keys[(keys.index(cur) + 1) % len(keys)] if cur in keys else keys[0]
         self.table.sort_column = None

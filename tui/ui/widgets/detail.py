@@ -7,13 +7,16 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from egress_tui.core.procs import UNKNOWN, ProcInfo, from_dict, run_label
 from egress_tui.core.report import outcome_text
 from egress_tui.core.rows import HostRow, iso
 from egress_tui.core.safetext import safe_text
-from egress_tui.ui.widgets.host_table import SUSPICIOUS_MARK, SUSPICIOUS_STYLE, clock, verdict_text
+from egress_tui.ui.widgets.host_table import PROGRAM_WIDTH, SUSPICIOUS_MARK, SUSPICIOUS_STYLE, clock, verdict_text
 from egress_tui.ui.widgets.wire import wire
 
 OUTCOME_STYLE = {"connected": "green", "closed": "green", "refused": "red", "unanswered": "magenta"}
+PROCESSES_SHOWN = 10   # distinct processes listed above the flows, each with its command line
+CMDLINE_WIDTH = 300
 
 
 def _joined(items: list, sep: str = ", ") -> Text:
@@ -30,6 +33,53 @@ def tunnel_text(t: dict | None) -> str:
             "socks4a": "SOCKS4a"}.get(t["kind"], t["kind"])
     answer = t["refused"] or t["reply"] or "no answer"
     return safe_text(f"{kind} {t['target'] or '?'} → {answer}", 80)
+
+
+def process_cell(value: object) -> Text:
+    """A flow's process, short so the flows keep their columns: ``curl 4121`` (program and pid;
+    the processes above the flows give each pid's parents and run); ``?`` when it was gone
+    before the lookup; ``-`` when not looked up."""
+    p = from_dict(value)
+    if p is None:
+        return Text("-", style="dim")
+    if not isinstance(p, ProcInfo):
+        return Text("?", style="yellow")
+    text = wire(p.program, limit=PROGRAM_WIDTH)
+    text.append(f" {p.pid}", style="dim")
+    return text
+
+
+def processes_text(conns: list[dict]) -> Text:
+    """Each distinct process behind the flows: pid, program and parents, run, connections,
+    and its command line (credentials masked when looked up; escaped here)."""
+    procs: dict[tuple, list] = {}
+    unknown = 0
+    for c in conns:
+        p = from_dict(c.get("process"))
+        if isinstance(p, ProcInfo):
+            procs.setdefault((p.pid, p.chain(), p.run), [p, 0])[1] += 1
+        elif p == UNKNOWN:
+            unknown += 1
+    t = Text()
+    if not procs and not unknown:
+        return t
+    t.append("processes", style="bold")
+    t.append("  pid, program ← its parents, run, connections; its command line", style="dim")
+    for p, n in sorted(procs.values(), key=lambda pn: -pn[1])[:PROCESSES_SHOWN]:
+        t.append(f"\n  pid {p.pid}  ", style="dim")
+        t.append(safe_text(p.chain(), 200))
+        if p.run:
+            t.append(f"  {safe_text(run_label(p.run), 20)}", style="cyan")
+        t.append(f"  {n} connection(s)", style="dim")
+        if p.cmdline or p.exe:
+            t.append("\n    ")
+            t.append(safe_text(p.cmdline or p.exe, CMDLINE_WIDTH), style="dim")
+    if len(procs) > PROCESSES_SHOWN:
+        t.append(f"\n  ({len(procs) - PROCESSES_SHOWN} more processes; the JSON report lists their chains)",
+                 style="dim")
+    if unknown:
+        t.append(f"\n  {unknown} connection(s): {UNKNOWN} (gone before the lookup)", style="yellow")
+    return t
 
 
 class DetailPane(Static):
@@ -61,6 +111,8 @@ class DetailPane(Static):
             ("outcomes", Text(outcome_text(row.outcomes))),
             ("first/last", Text(f"{iso(row.first_seen)}  {iso(row.last_seen)}")),
         ]
+        if row.attributed:  # once a process was looked up (live, attribution on)
+            facts.append(("programs", wire(row.programs_text(8), limit=200)))
         if row.proxies:  # only for hosts reached through a proxy: the others keep their pane
             facts += [("proxies", _joined(row.proxies)), ("asked of proxy", _joined(row.targets))]
         grid = Table.grid(padding=(0, 2))
@@ -94,7 +146,9 @@ class DetailPane(Static):
                      style="dim")
         flows = Table(box=None, padding=(0, 1), show_edge=False, expand=True)
         proxied = any(c.get("tunnel") for c in conns)  # the proxy column only where there is one
-        cols = ("time", "proto", "client", "server", "outcome", "named by", "app") + (("proxy",) if proxied else ())
+        looked_up = any(c.get("process") for c in conns)  # the process column only once looked up
+        cols = (("time", "proto", "client", "server", "outcome", "named by", "app") + (("proxy",) if proxied else ())
+                + (("process",) if looked_up else ()))
         for col in (*cols, "pkts out/in"):
             flows.add_column(col, style="dim" if col in ("time", "client") else None, no_wrap=True)
         for c in sorted(conns, key=lambda c: -c["first_seen"])[:200]:
@@ -104,5 +158,9 @@ class DetailPane(Static):
                      wire(c["named_by"]), wire(c["app"] or "-")]
             if proxied:
                 cells.append(wire(tunnel_text(c.get("tunnel"))))
+            if looked_up:
+                cells.append(process_cell(c.get("process")))
             flows.add_row(*cells, Text(f"{c['packets_out']}/{c['packets_in']}"))
-        self.update(Group(t, grid, Text(""), Text(f"{len(conns)} connection(s)", style="bold"), flows))
+        procs = processes_text(conns)
+        self.update(Group(t, grid, *((Text(""), procs) if procs else ()), Text(""),
+                          Text(f"{len(conns)} connection(s)", style="bold"), flows))

@@ -21,6 +21,7 @@ STYLES = {ALLOWED: "green", DENIED: "bold red", "unlisted": ""}
 BLOCKED_STYLE = "bold dark_orange"
 BLOCKED_MARK = "⊘ "  # every attempt dropped or refused: visible without color too
 NAME_WIDTH = 64      # longer names are cut here (as in the report); the detail pane shows them whole
+PROGRAM_WIDTH = 16   # the Process cell's program (comm is 15 at most); the detail pane shows it whole
 WARN_STYLE = "bold yellow"
 SUSPICIOUS_STYLE = "bold magenta"
 SUSPICIOUS_MARK = "⚑"
@@ -57,6 +58,50 @@ def address_cell(row: HostRow) -> Text:
     return Text(text, style="" if row.addresses else "dim italic")
 
 
+def process_cell(row: HostRow) -> Text:
+    """Which program opened its connections: the one with the most, ``+N`` others, ``?`` for a
+    process gone before the lookup, ``-`` when none was looked up (HostRow.process_text)."""
+    if not row.processes:
+        return Text("?", style="yellow") if row.process_unknown else Text("-", style="dim")
+    top = next(iter(row.processes))
+    text = Text(safe_text(top, PROGRAM_WIDTH))
+    if len(row.processes) > 1:
+        text.append(f" +{len(row.processes) - 1}", style="dim")
+    if row.process_unknown:
+        text.append(" ?", style="yellow")
+    return text
+
+
+def process_sort(row: HostRow) -> tuple:
+    """Hosts with a program first, by its name; then those with only unknown ones; then the rest."""
+    if row.processes:
+        top = next(iter(row.processes))
+        return (0, top.lower(), -row.processes[top])
+    return (1 if row.process_unknown else 2, "", 0)
+
+
+def filter_match(row: HostRow, text: str) -> bool:
+    """The filter: every word must appear in the row's name, via, addresses, ports or verdict;
+    ``proc:NAME`` instead asks for a program whose name holds NAME (``proc:?``: a process gone
+    before the lookup)."""
+    hay = None
+    for term in text.lower().split():
+        if term.startswith("proc:"):
+            want = term[5:]
+            if want == "?":
+                if not row.process_unknown:
+                    return False
+            elif want and not any(want in p.lower() for p in row.processes):
+                return False
+            continue
+        if hay is None:
+            hay = " ".join([row.name, *row.via, *row.addresses, *row.resolved, *map(str, row.ports),
+                            row.verdict_text()]).lower()
+        if term not in hay:
+            return False
+    return True
+
+
 class NameCell(Text):
     """The host cell: the name escaped and cut to fit, and the name itself, which sorting
     needs (the text shown can no longer be mapped back to it)."""
@@ -81,6 +126,7 @@ class Column:
 # Text everywhere: a str cell would be parsed as markup
 COLUMNS = [
     Column("host", "Host", lambda r: NameCell(r.name, r.blocked, row_style(r)), lambda r: r.name),
+    Column("process", "Process", process_cell, process_sort),
     Column("via", "Via", lambda r: wire(",".join(r.via) or "-"), lambda r: ",".join(r.via)),
     Column("addresses", "Addresses", address_cell, lambda r: ",".join(r.addresses or r.resolved)),
     Column("ports", "Ports", lambda r: Text(",".join(map(str, r.ports[:4])) + ("…" if len(r.ports) > 4 else "") or "-"),
@@ -92,10 +138,12 @@ COLUMNS = [
     Column("verdict", "Verdict", verdict_text, lambda r: (str(r.allowed), r.blocked, r.suspicious_dns)),
 ]
 COLUMN = {c.key: c for c in COLUMNS}
+# Until some connection's process is looked up (never, for a capture file), no Process column.
+WITHOUT_PROCESS = [c for c in COLUMNS if c.key != "process"]
 
 
-def row_cells(row: HostRow) -> list[Text]:
-    return [c.cell(row) for c in COLUMNS]
+def row_cells(row: HostRow, columns: list[Column] = COLUMNS) -> list[Text]:
+    return [c.cell(row) for c in columns]
 
 
 def _same(a: Text, b: Text) -> bool:
@@ -120,21 +168,24 @@ class HostTable(DataTable):
         self.sort_column: str | None = "first"
         self.sort_reverse = False
         self._shown: dict[str, list] = {}   # host -> cells currently displayed
+        self.shown_columns: list[Column] = WITHOUT_PROCESS
 
     def on_mount(self) -> None:
-        for c in COLUMNS:
+        for c in self.shown_columns:
             self.add_column(c.label, key=c.key)
 
+    @property
+    def process_column(self) -> bool:
+        return self.shown_columns is COLUMNS
+
     def matches(self, row: HostRow) -> bool:
-        f = self.filter_text.lower()
-        if not f:
-            return True
-        hay = " ".join([row.name, *row.via, *row.addresses, *row.resolved, *map(str, row.ports),
-                        row.verdict_text()])
-        return all(part in hay.lower() for part in f.split())
+        return filter_match(row, self.filter_text)
 
     def apply(self, rows: list[HostRow], all_rows: dict[str, HostRow]) -> None:
         """Show the changed rows: add, update in place, or hide if filtered out."""
+        if not self.process_column and any(r.attributed for r in rows):
+            self._add_process_column(all_rows)
+            return
         added = False
         for row in rows:
             name = row.name
@@ -143,13 +194,13 @@ class HostTable(DataTable):
                     self.remove_row(name)
                     del self._shown[name]
                 continue
-            cells = row_cells(row)
+            cells = row_cells(row, self.shown_columns)
             old = self._shown.get(name)
             if old is None:
                 self.add_row(*cells, key=name)
                 added = True
             else:
-                for key, new, was in zip(COLUMN, cells, old):
+                for key, new, was in zip((c.key for c in self.shown_columns), cells, old):
                     if not _same(new, was):
                         # widening re-measures the whole column on the next idle: only when needed
                         col = self.columns.get(key)
@@ -161,6 +212,20 @@ class HostTable(DataTable):
         in_order = self.sort_column == "first" and not self.sort_reverse
         if rows and self.sort_column and not in_order and (added or self.sort_column != "host"):
             self.resort(all_rows)
+
+    def _add_process_column(self, all_rows: dict[str, HostRow]) -> None:
+        """The first process looked up: the table gets its Process column, after the host.
+        A DataTable cannot insert a column, so it is laid out again, once, cursor kept."""
+        highlighted = self.highlighted_host
+        self.clear(columns=True)
+        self._shown.clear()
+        self.shown_columns = COLUMNS
+        for c in COLUMNS:
+            self.add_column(c.label, key=c.key)
+        self.apply(sorted(all_rows.values(), key=HostRow.sort_key), all_rows)
+        self.resort(all_rows)
+        if highlighted in self._shown:
+            self.move_cursor(row=self.get_row_index(highlighted))
 
     def refilter(self, all_rows: dict[str, HostRow]) -> None:
         for name in list(self._shown):
