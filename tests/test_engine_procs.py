@@ -90,3 +90,19 @@ def test_without_an_attribution_nothing_is_looked_up():
         eng.feed(1, ts, frame)
     assert all(c.proc is None for h in eng.hosts.values() for c in h.conns)
     assert all(not h.query_procs for h in eng.hosts.values())
+
+
+def test_dockers_resolver_passing_a_query_on_is_not_a_program_of_the_container():
+    conv = Conversation()
+    # a program asks Docker's resolver; the resolver asks upstream from the container's namespace
+    conv.dns(C4, "127.0.0.11", "api.test", [("api.test", 1, S4)], sport=41000)
+    conv.dns(C4, R4, "api.test", [("api.test", 1, S4)], sport=42000, ident=0x9999)
+    # a program asking the upstream server itself, for another name: handed over
+    conv.dns(C4, R4, "other.test", [("other.test", 1, S4)], sport=43000)
+    eng = Engine(resolvers=["127.0.0.11", R4])
+    seen: list = []
+    eng.on_new_flow = seen.append
+    for ts, frame in conv.frames:
+        eng.feed(1, ts, frame)
+    assert [(lk.names, lk.cport) for lk in seen] == [(("api.test",), 41000), (("other.test",), 43000)]
+    assert eng.hosts["api.test"].queries == 2  # both still count as queries, as before

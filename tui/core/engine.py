@@ -35,6 +35,7 @@ STREAM_GIVE_UP = 64
 # Docker's embedded resolver. Its NAT rules move queries to a random port on loopback
 # before a capture sees them, so port 53 alone does not identify them.
 DOCKER_DNS = bytes((127, 0, 0, 11))
+DOCKER_FORWARD_WAIT = 5.0    # seconds after a query to it that Docker's resolver may pass it upstream
 # DNS queries waiting for their answer, and answered ones remembered to catch a second,
 # different answer to the same query (a forgery racing the real resolver).
 PENDING_QUERIES = 8192
@@ -154,6 +155,10 @@ class Engine:
         # socket at once, and hands the answer back through set_proc (from the thread that owns
         # the engine). None: nothing is looked up, and this costs one check per new flow.
         self.on_new_flow = None
+        # question -> when the container last asked Docker's resolver (127.0.0.11) it: the query
+        # that resolver then sends upstream from the container's namespace is its own, not a
+        # program's, and is not handed over (see _lookup_query)
+        self._asked_docker: dict[tuple, float] = {}
         # The DNS trust model (README, "Which DNS answers count"): an answer names addresses
         # only when it comes from one of these resolvers (None: the servers the capture saw
         # queries go to), answers a query the client sent (ID, ports, question), was not
@@ -344,8 +349,19 @@ class Engine:
         _dns_message counts the query for)."""
         names = tuple(q for q, qtype in msg.questions
                       if q and qtype != dnsmod.TYPE_PTR and not q.endswith(".arpa"))
-        if names:
-            self.on_new_flow(Lookup(proto, client, cport, server, sport, names, ts))
+        if not names:
+            return
+        asked = self._asked_docker
+        key = msg.question_key()
+        if server == DOCKER_DNS:
+            if len(asked) >= 1024:
+                asked.pop(next(iter(asked)))
+            asked[key] = ts
+        elif asked:
+            t = asked.get(key)
+            if t is not None and 0 <= ts - t < DOCKER_FORWARD_WAIT:
+                return  # Docker's resolver passing on a query a program asked it: that one counted
+        self.on_new_flow(Lookup(proto, client, cport, server, sport, names, ts))
 
     def _host(self, name: str, is_address: bool = False) -> Host:
         h = self.hosts.get(name)

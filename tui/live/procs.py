@@ -40,6 +40,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from egress_tui.core.hosts import Lookup
 from egress_tui.core.procs import UNKNOWN, ProcInfo
 from egress_tui.core.secrets import mask_cmdline, secret_values
 
@@ -55,6 +56,7 @@ LIST_GAP = 0.005           # seconds: /proc is listed again at most this often (
 INODES_KEPT = 65536        # inode -> holder remembered
 RECENT_KEPT = 4096         # answers remembered, to tag with a run registered after them
 SAME_SOCKET_TTL = 2.0      # seconds an answer serves a second lookup of the same socket (A and AAAA)
+PENDING_MAX = 4096         # lookups waiting at most: past that (a flood of flows), new ones are not looked up
 _V4MAPPED = b"\0" * 10 + b"\xff\xff"
 _WILD4, _WILD6 = "0" * 8, "0" * 32
 DOCKER_DNS = bytes((127, 0, 0, 11))  # Docker's resolver: its NAT moves port 53 before the capture sees it
@@ -63,6 +65,9 @@ SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 1
 NLMSG_ERROR = 2
 INET_DIAG_NOCOOKIE = 0xFFFFFFFF
+# lookup()'s answer for a socket that is there but held by no process of the container: Docker's
+# embedded resolver forwarding a query from inside the namespace, egress-tui's own lookups
+OUTSIDE = "held outside the container"
 _STOP = object()
 _RUN = object()
 
@@ -212,10 +217,10 @@ class ProcTable:
         except OSError:
             return ""
 
-    def in_container(self, pid: int) -> bool:
-        """In the container's network namespace and in its init's PID namespace."""
+    def in_container(self, pid: int, pidns: str = "") -> bool:
+        """In the container's network namespace, and in ``pidns`` (by default its init's)."""
         net = self._ns(pid, "net")
-        return bool(net) and net == self.netns and self._ns(pid, "pid") == self.pidns
+        return bool(net) and net == self.netns and self._ns(pid, "pid") == (pidns or self.pidns)
 
     def refresh(self, force: bool = False) -> list[int]:
         """List /proc again (at most every LIST_GAP unless forced): the members that are new."""
@@ -272,8 +277,9 @@ class ProcTable:
         tries = [(client, cport, server, sport)]
         if server == DOCKER_DNS:
             tries.append((client, cport, server, 53))  # the socket asked port 53; NAT moved it
-        if proto == PROTO_TCP:
-            tries.append((server, sport, client, cport))  # inbound: the container's end is the server's
+        # never the other way round (the server's end, for a connection into the container): on a
+        # loopback connection inside the container both ends are there, and a client gone
+        # would be answered with its server
         for local, lport, remote, rport in tries:
             inode = ask(proto, local, lport, remote, rport)
             if not inode and len(local) == 4:
@@ -286,11 +292,10 @@ class ProcTable:
         """The inodes of the sockets that may carry this flow in the namespace, best match first:
         the exact addresses and ports; else (a DNAT, e.g. Docker's DNS on 127.0.0.11 moved to
         another port) the same local end and remote address; for UDP, else a socket on the local
-        port that is not connected (sendto); for TCP, else the server's end of an inbound one.
-        Empty when the socket is gone."""
+        port that is not connected (sendto). Empty when the socket is gone."""
         kind = "tcp" if proto == PROTO_TCP else "udp"
         tables = {}
-        tiers: list[list[tuple[str, str]]] = [[], [], [], []]
+        tiers: list[list[tuple[str, str]]] = [[], [], []]
         for (suffix, lhex), (_s, rhex) in zip(_forms(client), _forms(server)):
             local, remote = f"{lhex}:{cport:04X}", f"{rhex}:{sport:04X}"
             tiers[0].append((suffix, f" {local} {remote} "))
@@ -299,8 +304,6 @@ class ProcTable:
                 zero = _WILD4 if suffix == "" else _WILD6
                 tiers[2].append((suffix, f" {local} {zero}:0000 "))
                 tiers[2].append((suffix, f" {zero}:{cport:04X} {zero}:0000 "))
-            else:
-                tiers[3].append((suffix, f" {remote} {local} "))
         for tier in tiers:
             found: set[int] = set()
             for suffix, needle in tier:
@@ -409,18 +412,20 @@ class ProcTable:
                 return None
         finally:
             os.close(dfd)
-        parents, starts = self._parents(st.ppid, start)
+        parents, starts = self._parents(st.ppid, start, self._ns(pid, "pid"))
         return ProcInfo(pid=pid, comm=comm, exe=exe, cmdline=cmdline, parents=parents,
                         run=self._run((pid, start), *zip((p for p, _c in parents), starts)))
 
-    def _parents(self, ppid: int, child_start: int) -> tuple[tuple[tuple[int, str], ...], list[int]]:
-        """(pid, comm) of each parent up to the container's init, and their start times."""
+    def _parents(self, ppid: int, child_start: int, pidns: str) -> tuple[tuple[tuple[int, str], ...], list[int]]:
+        """(pid, comm) of each parent up to the container's init, and their start times. The
+        chain stays in the process's own PID namespace (a sidecar sharing the network has its
+        own) and in the container's network namespace."""
         out: list[tuple[int, str]] = []
         starts: list[int] = []
         pid, seen = ppid, set()
         while pid > 0 and pid not in seen and len(out) < PARENTS_MAX:
             seen.add(pid)
-            if not self.in_container(pid):
+            if not self.in_container(pid, pidns):
                 break  # docker exec's shim, the host, the lab's test runner: not the container's
             st = self._stat(pid)
             if st is None or st.start > child_start:
@@ -539,6 +544,8 @@ class AttributionStats:
     attributed: int = 0
     unknown: int = 0
     errors: int = 0
+    outside: int = 0          # sockets held by no process of the container (Docker's resolver)
+    skipped: int = 0          # not looked up: too many waiting (a flood of new flows)
     seconds: float = 0.0      # spent looking up, in the worker thread
     last_error: str = ""
 
@@ -573,6 +580,9 @@ class Attributor:
         """Look up the process of a new Conn or DNS Lookup (anything with proto, client, cport,
         server, sport): its answer comes back through ``apply``."""
         with self._count_lock:
+            if self._pending >= PENDING_MAX:
+                self.stats.skipped += 1  # its proc stays None: not looked up, which is what happened
+                return
             self._pending += 1
             self.idle.clear()
         self._requests.put((item, item.proto, item.client, item.cport, item.server, item.sport))
@@ -599,7 +609,7 @@ class Attributor:
             info = item.proc
             if (isinstance(info, ProcInfo) and not info.run
                     and (info.pid == pid or any(p == pid for p, _c in info.parents))):
-                if hasattr(item, "names"):
+                if isinstance(item, Lookup):
                     continue  # a DNS query already counted under its untagged program
                 engine.set_proc(item, replace(info, run=run))
 
@@ -661,6 +671,7 @@ class Attributor:
 
     def _register(self, pid: int, run: str, in_container: bool) -> None:
         self._follow_init()
+        self._same.clear()  # an answer kept for a second lookup may be about to get the run
         got = self.table.register_run(pid, run, in_container)
         if got is not None:
             self._retags.append((got[0], run))
@@ -677,15 +688,20 @@ class Attributor:
         info = self.lookup(proto, client, cport, server, sport)
         self.stats.seconds += time.perf_counter() - t0
         self.stats.requested += 1
-        if info is UNKNOWN:
+        if info is OUTSIDE:
+            self.stats.outside += 1
+            if isinstance(item, Lookup):
+                return  # Docker's resolver forwarding the container's query: counted as the query was
+            info = UNKNOWN
+        elif info is UNKNOWN:
             self.stats.unknown += 1
         else:
             self.stats.attributed += 1
         self._answers.append((item, info))
 
     def lookup(self, proto: int, client: bytes, cport: int, server: bytes, sport: int) -> ProcInfo | str:
-        """The process holding the flow's socket now, or UNKNOWN (in the worker thread; the
-        benchmark calls it directly)."""
+        """The process holding the flow's socket now; UNKNOWN when it is gone; OUTSIDE when no
+        process of the container holds it (in the worker thread; the benchmark calls it directly)."""
         table = self.table
         inodes = table.socket_inodes(proto, client, cport, server, sport)
         if not inodes:
@@ -707,6 +723,8 @@ class Attributor:
                     break
                 table.forget(inode)  # that holder is gone: another process may hold it too
             if info is None:
+                if held is None and len(inodes) == 1 and table.socket_inodes(proto, client, cport, server, sport) == inodes:
+                    return OUTSIDE  # still there, and nobody in the container holds it
                 continue
             self._same[inode] = (now, info)
             if len(self._same) > 256:
