@@ -86,3 +86,22 @@ def test_processes_in_a_container_with_their_parents_runs_and_dns(docker_lab, do
         assert len(got) == 1, got
         [(who, n)] = got.items()
         assert who.program.startswith("python3") and n == 1
+
+
+def test_real_claude_code_in_a_rerun_is_named_with_its_run(docker_lab, docker_client):
+    """Claude Code from npm, rerun in the lab's target: its connections to the API (the lab's
+    sink answers for it) name the claude program and the run, never its key."""
+    key = "sk-ant-egress-tui-procs-test"
+    with open_inspection(docker_lab.target.name, dc=docker_client) as insp:
+        insp.start_capture()
+        assert insp.wait_ready(30), insp.error
+        rec = insp.new_run(RunSpec(command=["claude", "-p", "hello"], provider="anthropic",
+                                   env={"ANTHROPIC_API_KEY": key}, timeout=12))
+        insp.execute(rec, lambda line: None)
+        assert not rec.error, rec.error
+        conns = until(answered("api.anthropic.com"), insp)
+        named = [c.proc for c in conns if c.proc != "process unknown"]
+        assert named, [c.proc for c in conns]
+        for p in named:
+            assert p.program == "claude" and p.run == "run 1", p
+            assert p.cmdline == "claude -p hello" and key not in repr(p)
