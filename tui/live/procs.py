@@ -638,6 +638,7 @@ class Attributor:
         """Finish the lookups already asked for (within ``timeout``), then end the thread."""
         t = self._thread
         if t is None:
+            self.table.close()
             return
         self._requests.put(_STOP)
         t.join(timeout)
