@@ -43,10 +43,11 @@ test: deps $(STAMP) ## install everything from nothing, then run every test (roo
 test-fast: $(STAMP) ## the tests that need neither root nor network namespaces
 	$(PY) -m pytest -m "not netns and not root and not docker" $(PYTEST_ARGS)
 
-bench: deps $(STAMP) ## report vs the tshark one-liner (200k packets); live capture rates, latency, table; hostile packets
+bench: deps $(STAMP) ## report vs the tshark one-liner (200k packets); live capture rates, latency, table; hostile packets; process lookups
 	$(PY) bench/run.py
 	$(PY) bench/live.py
 	$(PY) bench/hostile.py
+	$(PY) bench/procs.py
 
 demo-capture: deps $(STAMP) ## re-record tui/data/demo.pcap in the network-namespace lab
 	$(PY) -m tests.lab.record_demo

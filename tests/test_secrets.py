@@ -9,8 +9,8 @@ import pytest
 
 from egress_tui.core.evidence import session_data, session_markdown, write_session
 from egress_tui.core.runs import RunRecord, RunSpec, provider_env
-from egress_tui.core.secrets import (HIDDEN, NOT_RECORDED, is_secret_key, mask_env, mask_urls, mask_value, redact,
-                                     redact_argv, secret_values)
+from egress_tui.core.secrets import (HIDDEN, NOT_RECORDED, is_secret_key, mask_cmdline, mask_env, mask_urls,
+                                     mask_value, redact, redact_argv, secret_values)
 
 API_KEY = "sk-ant-api03-NEVER-ON-DISK-1234"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -113,6 +113,26 @@ def test_a_proxy_login_is_a_secret_value_in_every_form_a_client_prints(key, valu
 ])
 def test_a_recorded_command_line_has_no_environment_values(argv, recorded):
     assert redact_argv(argv, {API_KEY}) == recorded
+
+
+@pytest.mark.parametrize("argv, shown", [
+    # what a process in the container may have on its command line (read from /proc)
+    (["curl", "-u", "bob:hunter22", "https://x.test/"], f"curl -u {HIDDEN} https://x.test/"),
+    (["curl", "-ubob:hunter22", "https://x.test/"], f"curl -u{HIDDEN} https://x.test/"),
+    (["curl", "-H", "Authorization: Bearer abc.def", "https://x.test/"], f"curl -H Authorization: {HIDDEN} https://x.test/"),
+    (["curl", "-H", "x-api-key: sk-123456", "https://x.test/"], f"curl -H x-api-key: {HIDDEN} https://x.test/"),
+    (["git", "clone", f"https://tok:{PROXY_PW}@git.test/r"], "git clone https://***@git.test/r"),
+    (["env", f"ANTHROPIC_API_KEY={API_KEY}", "claude"], f"env ANTHROPIC_API_KEY={HIDDEN} claude"),
+    (["tool", "--api-key", "k-1234", "--verbose"], f"tool --api-key {HIDDEN} --verbose"),
+    (["tool", "--token=t-1234"], f"tool --token={HIDDEN}"),
+    # a flag named like a secret takes no value: the next option is shown
+    (["claude", "--no-session-persistence", "-p", "hi"], "claude --no-session-persistence -p hi"),
+    # a secret of the process's own environment, wherever it appears
+    (["node", "app.js", f"--header=x-goog: {API_KEY}"], f"node app.js --header=x-goog: {HIDDEN}"),
+    (["sh", "-c", "curl https://x.test/"], "sh -c curl https://x.test/"),
+])
+def test_a_process_command_line_is_shown_masked(argv, shown):
+    assert mask_cmdline(argv, {API_KEY}) == shown
 
 
 def _run(env: dict[str, str]) -> RunRecord:

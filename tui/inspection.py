@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from egress_tui.core.procs import run_tag
 from egress_tui.core.proxy import ProxyConfig
 from egress_tui.core.runs import (RunError, RunRecord, RunSpec, hosts_during, proxy_names, proxy_secrets,
                                   run_proxy)
@@ -30,11 +31,12 @@ from egress_tui.firewall.apply import Firewall
 from egress_tui.firewall.dnssync import Guard
 from egress_tui.firewall.plan import FirewallError
 from egress_tui.firewall.runners import HelperRunner, NamespaceRunner
-from egress_tui.live.capture import Batch, Capturer, ReplaySource
+from egress_tui.live.capture import Batch, Capturer, NetnsSource, ReplaySource
 from egress_tui.live import containers
 from egress_tui.live.containers import (DEFAULT_HELPER_IMAGE, ContainerInfo, ContainerSource, DockerError,
                                         HelperSource, choose_method, engine_resolvers, find_container,
                                         host_network_refusal)
+from egress_tui.live.procs import Attributor
 from egress_tui.live.recorder import PcapngRecorder
 from egress_tui.live.helpers import HelperOwner, reap_orphans, remove_helpers
 
@@ -80,6 +82,8 @@ class Inspection:
         self.firewall_refusal = ""          # why this target can have no firewall ("" if it can)
         self.notices: list[str] = []        # one line each, for the user (orphans removed, ...)
         self.capturer: Capturer | None = None
+        self.attributor: Attributor | None = None  # which process opened each connection
+        self.procs_refusal = ""             # why connections get no process ("" when they do)
         self.recording: str | None = None   # the pcap file the capture is recorded to
         self.runs: list[RunRecord] = []
         self.reapply_needed = False         # the container restarted with the firewall on
@@ -150,6 +154,10 @@ class Inspection:
             self.capturer = Capturer(self.source, on_batch or (lambda batch: None), record=self._recorder)
             self.capturer.on_new_engine = lambda engine: set_engine_proxy(engine, self.proxy, self.proxy_addresses)
             set_engine_proxy(self.capturer.engine, self.proxy, self.proxy_addresses)
+            self.attributor = self._attributor()
+            if self.attributor is not None:
+                self.attributor.start()
+                self.capturer.attribute(self.attributor)
             if self._guard is not None:
                 self.capturer.engine.on_dns_answer = self._guard.on_dns_answer
                 self.capturer.engine.on_dns_withdraw = self._guard.on_dns_withdraw
@@ -185,6 +193,27 @@ class Inspection:
                     set_engine_proxy(cap.engine, proxy, addresses)
 
         threading.Thread(target=run, name="egress-tui-proxy-lookup", daemon=True).start()
+
+    def _attributor(self) -> Attributor | None:
+        """The process attribution, where this host can read the container's /proc: the
+        netns method, as root (a container's init is followed across restarts). None
+        elsewhere, with the reason in procs_refusal."""
+        src = self.source
+        if self.method == "replay" or (self.container is None and not isinstance(src, NetnsSource)):
+            self.procs_refusal = "a capture file does not say which process sent what"
+            return None
+        if not self.method.startswith("netns") and not isinstance(src, NetnsSource):
+            # TODO(issue 11): the helper would join the target's PID namespace
+            # (pid_mode=container:) and read /proc there, sending its answers back
+            self.procs_refusal = "processes are looked up only from the host (--method netns, as root)"
+            return None
+        if os.geteuid() != 0:
+            self.procs_refusal = "looking up processes needs root"
+            return None
+        if isinstance(src, NetnsSource):
+            return Attributor(lambda: src.pid)
+        info = self.container
+        return Attributor(lambda: (getattr(self.source, "info", None) or info).pid)
 
     def _live_source(self):
         info = self.container
@@ -439,10 +468,12 @@ class Inspection:
         stop = stop or self._halt
         # the command inherits the container's proxy login: its output may print it
         hide = proxy_secrets(self.container.proxy) | proxy_secrets(self.run_proxy(rec.spec))
+        att = self.attributor
+        on_pid = (lambda pid: att.register_run(pid, run_tag(rec.number))) if att is not None else None
         rec.started = time.time()
         try:
             rec.exit_code, rec.timed_out = run_in_container(self.dc, self.container.id, rec.spec, line, stop,
-                                                            hide=hide)
+                                                            hide=hide, on_pid=on_pid)
         except RunError as e:
             rec.error = str(e)  # already masked
         except Exception as e:  # Docker went away mid-run: recorded, not raised
@@ -470,6 +501,8 @@ class Inspection:
             guard = self._guard
         self._halt.set()
         self.stop_capture()
+        if self.attributor is not None:
+            self.attributor.stop()
         if guard is not None:
             for step in (guard.close, guard.firewall.runner.close):
                 try:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from egress_tui.wire import dns as dnsmod
 from egress_tui.wire import quic, tls
 from egress_tui.core.hosts import (NAMED_ADDRESS, NAMED_DNS, NAMED_HTTP, NAMED_SNI, NAMED_TARGET, SOCKS4_REPLIES,
-                                   SOCKS5_REPLIES, Conn, Host, Tunnel, addr_text, is_address)
+                                   SOCKS5_REPLIES, Conn, Host, Lookup, Tunnel, addr_text, is_address)
 from egress_tui.core.proxy import ProxyConfig
 from egress_tui.wire.packet import (PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
                                     LINKTYPE_NAMES, decode_at)
@@ -35,6 +35,7 @@ STREAM_GIVE_UP = 64
 # Docker's embedded resolver. Its NAT rules move queries to a random port on loopback
 # before a capture sees them, so port 53 alone does not identify them.
 DOCKER_DNS = bytes((127, 0, 0, 11))
+DOCKER_FORWARD_WAIT = 5.0    # seconds after a query to it that Docker's resolver may pass it upstream
 # DNS queries waiting for their answer, and answered ones remembered to catch a second,
 # different answer to the same query (a forgery racing the real resolver).
 PENDING_QUERIES = 8192
@@ -148,6 +149,16 @@ class Engine:
         # called with (name, address) when an answer that named an address is withdrawn
         # because a second, different answer to the same query arrived
         self.on_dns_withdraw = None
+        # called with each connection when it is first seen (a client's SYN, the first datagram
+        # of a UDP flow such as a QUIC Initial, or any packet of one that began before the
+        # capture), and with a Lookup for each DNS query: the process attribution looks up its
+        # socket at once, and hands the answer back through set_proc (from the thread that owns
+        # the engine). None: nothing is looked up, and this costs one check per new flow.
+        self.on_new_flow = None
+        # question -> when the container last asked Docker's resolver (127.0.0.11) it: the query
+        # that resolver then sends upstream from the container's namespace is its own, not a
+        # program's, and is not handed over (see _lookup_query)
+        self._asked_docker: dict[tuple, float] = {}
         # The DNS trust model (README, "Which DNS answers count"): an answer names addresses
         # only when it comes from one of these resolvers (None: the servers the capture saw
         # queries go to), answers a query the client sent (ID, ports, question), was not
@@ -303,7 +314,7 @@ class Engine:
         srv = addr_text(server)
         if sport == 53 or server == DOCKER_DNS:
             # DNS over TCP: the resolver is not a destination of its own; the names
-            # looked up through it are the hosts.
+            # looked up through it are the hosts (each query is looked up, see _dns_tcp).
             c.name, c.app = srv, "dns"
             self.resolvers[srv] = self.resolvers.get(srv, 0) + 1
             return c
@@ -314,7 +325,43 @@ class Engine:
             c.name = srv
         self._host(c.name, c.named_by == NAMED_ADDRESS).add_conn(c)
         self.dirty.add(c.name)
+        if self.on_new_flow is not None:
+            self.on_new_flow(c)
         return c
+
+    def set_proc(self, item: Conn | Lookup, info) -> None:
+        """The process attribution's answer for a connection or a DNS query handed to
+        on_new_flow: a ProcInfo, or procs.UNKNOWN when its socket was gone."""
+        item.proc = info
+        if isinstance(item, Conn):
+            if item.host is not None:
+                self.dirty.add(item.name)
+            return
+        for name in item.names:
+            h = self.hosts.get(name)
+            if h is not None:
+                h.count_query_proc(info)
+                self.dirty.add(name)
+
+    def _lookup_query(self, proto: int, client: bytes, cport: int, server: bytes, sport: int,
+                      msg: dnsmod.Message, ts: float) -> None:
+        """Hand a DNS query to the process attribution (the names it counts for are those
+        _dns_message counts the query for)."""
+        names = tuple(q for q, qtype in msg.questions
+                      if q and qtype != dnsmod.TYPE_PTR and not q.endswith(".arpa"))
+        if not names:
+            return
+        asked = self._asked_docker
+        key = msg.question_key()
+        if server == DOCKER_DNS:
+            if len(asked) >= 1024:
+                asked.pop(next(iter(asked)))
+            asked[key] = ts
+        elif asked:
+            t = asked.get(key)
+            if t is not None and 0 <= ts - t < DOCKER_FORWARD_WAIT:
+                return  # Docker's resolver passing on a query a program asked it: that one counted
+        self.on_new_flow(Lookup(proto, client, cport, server, sport, names, ts))
 
     def _host(self, name: str, is_address: bool = False) -> Host:
         h = self.hosts.get(name)
@@ -685,6 +732,7 @@ class Engine:
         child.synack, child.established, child.syns = c.synack, c.established, c.syns
         child.pkts_out, child.bytes_out = 1, size
         child.app, child.http_host = "http", target[0]
+        child.proc = c.proc  # the same socket; still None if its lookup has not come back yet
         ct = child.tunnel = Tunnel("http")
         ct.phase = ct.sphase = "done"
         ct.requests = t.requests
@@ -1021,6 +1069,8 @@ class Engine:
                 self.resolvers[srv] = self.resolvers.get(srv, 0) + 1
                 self._expect(PROTO_UDP, src, sport, dst, dport, msg, ts)
             self._dns_message(msg, ts)
+            if self.on_new_flow is not None:
+                self._lookup_query(PROTO_UDP, src, sport, dst, dport, msg, ts)
             return
         reason = "sent by the container itself" if self._outgoing() else ""
         self._answer(PROTO_UDP, src, sport, dst, dport, msg, ts, reason)
@@ -1046,6 +1096,8 @@ class Engine:
             if not answers and not msg.response:
                 self._expect(PROTO_TCP, c.client, c.cport, c.server, c.sport, msg, ts)
                 self._dns_message(msg, ts)
+                if self.on_new_flow is not None:
+                    self._lookup_query(PROTO_TCP, c.client, c.cport, c.server, c.sport, msg, ts)
             elif answers and msg.response:
                 reason = "sent by the container itself" if c.forged else ""
                 self._answer(PROTO_TCP, c.server, c.sport, c.client, c.cport, msg, ts, reason)

@@ -53,6 +53,9 @@ CHAINS_KEPT = 20
 # Per host, the DNS answers that were not believed (see engine: the trust model), kept in
 # full for the detail view; older ones only count.
 SUSPICIOUS_KEPT = 20
+# Per host, the distinct programs (see Host.query_procs) whose DNS queries for it are told
+# apart; queries from any further one only count (Host.query_procs_other).
+QUERY_PROCS_KEPT = 20
 
 
 def addr_text(a: bytes) -> str:
@@ -116,6 +119,25 @@ class Tunnel:
                 "reply": self.reply or None, "open": self.open, "refused": self.refused or None,
                 "credentials_sent": self.auth, "fronting": self.fronting() or None,
                 "hidden": self.hidden}
+
+
+class Lookup:
+    """A DNS query the container sent, handed to ``Engine.on_new_flow`` like a new connection
+    so that the program that sent it can be looked up; the answer counts in
+    ``Host.query_procs`` of every name it asked for (see ``Engine.set_proc``)."""
+
+    __slots__ = ("proto", "client", "cport", "server", "sport", "names", "first", "proc")
+
+    def __init__(self, proto: int, client: bytes, cport: int, server: bytes, sport: int,
+                 names: tuple[str, ...], ts: float):
+        self.proto = proto
+        self.client = client
+        self.cport = cport
+        self.server = server
+        self.sport = sport
+        self.names = names
+        self.first = ts
+        self.proc = None
 
 
 class Conn:
@@ -226,11 +248,27 @@ class Host:
     suspicious_notes: deque = field(default_factory=lambda: deque(maxlen=SUSPICIOUS_KEPT))
     old_programs: dict[str, int] = field(default_factory=dict)  # of connections no longer kept in full
     old_unknown: int = 0
+    # Which programs sent the DNS queries for this name: ProcInfo with its pids set to 0 (the
+    # same program, command line and parents count together, whichever process it was), or
+    # procs.UNKNOWN when the query's socket was gone before the lookup -> queries. At most
+    # QUERY_PROCS_KEPT keys; queries from programs past those count in query_procs_other.
+    # Queries whose sender was not looked up (a capture file, no attribution) are not here.
+    query_procs: dict = field(default_factory=dict)
+    query_procs_other: int = 0
 
     def flag(self, reason: str, detail: dict) -> None:
         """A DNS answer about this name was not believed (forged, unsolicited, malformed)."""
         self.suspicious += 1
         self.suspicious_notes.append(dict(detail, reason=reason))
+
+    def count_query_proc(self, info) -> None:
+        """One DNS query for this name was sent by ``info`` (a ProcInfo, or procs.UNKNOWN)."""
+        key = info.anonymous() if hasattr(info, "anonymous") else info
+        qp = self.query_procs
+        if key in qp or len(qp) < QUERY_PROCS_KEPT:
+            qp[key] = qp.get(key, 0) + 1
+        else:
+            self.query_procs_other += 1
 
     def last_seen(self) -> float:
         """Connections update their own last time on every packet; the host's is the latest."""

@@ -9,7 +9,7 @@ own command line), so it is data to escape, never to trust.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from egress_tui.core.safetext import safe_text
 
@@ -41,6 +41,11 @@ class ProcInfo:
     def chain(self) -> str:
         """``curl ← bash ← claude ← tini``: the process, then its parents."""
         return " ← ".join([self.program, *(c for _p, c in self.parents)])
+
+    def anonymous(self) -> ProcInfo:
+        """The same program, command line, parents and run with every pid 0: what a count per
+        program keys on (each run of ``curl`` is a new process)."""
+        return replace(self, pid=0, parents=tuple((0, c) for _p, c in self.parents))
 
     def to_dict(self) -> dict:
         return {"pid": self.pid, "comm": self.comm, "exe": self.exe or None, "cmdline": self.cmdline,

@@ -150,3 +150,44 @@ def redact_argv(argv: Iterable[str], values: Iterable[str] = ()) -> list[str]:
 def _env_arg(kv: str) -> str:
     key, sep, _value = kv.partition("=")
     return f"{key}={NOT_RECORDED}" if sep else kv
+
+
+# Request headers that carry a credential (curl -H, wget --header): their value is masked.
+_SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token")
+# Options whose next argument is a login, whatever the program: curl -u/--user, --proxy-user,
+# wget --password, git -c http.extraheader is a header (above).
+_LOGIN_OPTIONS = ("-u", "--user", "-U", "--proxy-user", "--password", "--http-password", "--proxy-password")
+
+
+def mask_cmdline(argv: Iterable[str], values: Iterable[str] = ()) -> str:
+    """A process's command line (read from /proc, written by the process itself) as one masked
+    line: ``values`` (the secrets of its own environment) hidden wherever they appear, URL
+    userinfo masked, and what is plainly a credential whatever it holds: ``KEY=value`` when
+    KEY names a secret (``env API_KEY=x cmd``), ``--api-key x`` / ``--token=x``, a login given
+    to ``-u``, and the value of an ``Authorization:`` (or similar) header."""
+    values = list(values)
+    out: list[str] = []
+    hide_next = False
+    for a in argv:
+        if hide_next:
+            hide_next = False
+            if not a.startswith("-"):  # else the option was a flag: this is the next option
+                out.append(HIDDEN)
+                continue
+        key, eq, _val = a.partition("=")
+        if eq and key and is_secret_key(key.lstrip("-")) and " " not in key:
+            out.append(f"{key}={HIDDEN}")
+            continue
+        if a.startswith("-") and not eq and (a in _LOGIN_OPTIONS or is_secret_key(a.lstrip("-").replace("-", "_"))):
+            out.append(a)
+            hide_next = True
+            continue
+        head, colon, _rest = a.partition(":")
+        if colon and head.strip().lower() in _SECRET_HEADERS:
+            out.append(f"{head}: {HIDDEN}")
+            continue
+        if a.startswith(("-u", "-U")) and len(a) > 2 and a[:2] in _LOGIN_OPTIONS:
+            out.append(f"{a[:2]}{HIDDEN}")  # curl -uuser:pw
+            continue
+        out.append(redact(a, values))
+    return " ".join(out)

@@ -486,6 +486,15 @@ class Capturer(threading.Thread):
         # called, under the lock, with every engine clear() makes (what its owner told the
         # first one, e.g. the proxy settings, holds for the next)
         self.on_new_engine: Callable[[Engine], None] | None = None
+        # the process attribution (live/procs.py), see attribute()
+        self.attributor = None
+
+    def attribute(self, attributor) -> None:
+        """Look up the process behind each new flow with ``attributor`` (an Attributor, started
+        by its owner): the engine hands it every new flow, and this thread sets the answers
+        on the connections, in its own loop. Call before start()."""
+        self.attributor = attributor
+        self.engine.on_new_flow = attributor.request
 
     def stop(self) -> None:
         """Ask the source to stop; the thread goes on feeding what it yields until it ends
@@ -499,15 +508,20 @@ class Capturer(threading.Thread):
             self.engine = Engine(old.max_flows, resolvers=old.trusted_resolvers)
             self.engine.on_dns_answer = old.on_dns_answer
             self.engine.on_dns_withdraw = old.on_dns_withdraw
+            self.engine.on_new_flow = old.on_new_flow
             if self.on_new_engine is not None:
                 self.on_new_engine(self.engine)
             self._cleared = True
 
     def run(self) -> None:
         last = time.monotonic()
+        attributor = self.attributor
         try:
             for frames in self.source.batches(self.stop_event):
                 if not frames:
+                    if attributor is not None and attributor.pending:
+                        with self.lock:
+                            attributor.apply(self.engine)
                     if time.monotonic() - last >= self.interval:
                         last = time.monotonic()
                         self._emit()
@@ -523,6 +537,8 @@ class Capturer(threading.Thread):
                         feed(lt, ts, data)
                     if self.record is not None:
                         self.record.add(frames)
+                    if attributor is not None and attributor.pending:
+                        attributor.apply(self.engine)
                 now = time.monotonic()
                 if now - last >= self.interval:
                     last = now
@@ -531,6 +547,11 @@ class Capturer(threading.Thread):
             self.error = str(e)
         except Exception as e:  # a capture thread must report, never die silently
             self.error = f"capture failed: {type(e).__name__}: {e}"
+        if attributor is not None:
+            # the lookups of the last flows: asked for, their answers coming in now
+            attributor.wait_idle(1.0)
+            with self.lock:
+                attributor.apply(self.engine)
         self._emit(ended=True)
 
     def watch(self, name: str | None) -> None:

@@ -22,14 +22,17 @@ MAX_LINE = 65536   # a line without a newline is cut here (a hostile command cou
 
 
 def run_in_container(dc, container_id: str, spec: RunSpec, on_line: Callable[[str], None],
-                     stop: threading.Event | None = None, hide: Iterable[str] = ()) -> tuple[int | None, bool]:
+                     stop: threading.Event | None = None, hide: Iterable[str] = (),
+                     on_pid: Callable[[int], None] | None = None) -> tuple[int | None, bool]:
     """Run spec.command in the container, streaming its output lines; (exit code, timed out).
 
     The time limit acts inside the container, through the engine's API: the command's
     process group gets SIGTERM, then SIGKILL. Nothing is signalled on this host, where the
     engine's PIDs may mean other processes (a remote engine, another PID namespace). Lines
     reach ``on_line`` with the run's credentials, URL userinfo and the values in ``hide`` (the
-    container's own proxy login, which the command inherits) masked.
+    container's own proxy login, which the command inherits) masked. ``on_pid`` hears the
+    command's PID as the container numbers it, as soon as the wrapper says it (the process
+    attribution tags what descends from it with the run).
     """
     hide = secret_values(spec.env) | set(hide)
 
@@ -44,6 +47,8 @@ def run_in_container(dc, container_id: str, spec: RunSpec, on_line: Callable[[st
         say(f"egress-tui: the image has no /bin/sh; the {spec.timeout:g} s limit can only stop "
             "reading the command's output, not stop the command")
         result = run.start(list(spec.command), wrapped=False)
+    if on_pid is not None and run.pid:
+        on_pid(run.pid)
     return run.follow(result, say, stop)
 
 
