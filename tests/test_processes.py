@@ -341,3 +341,19 @@ def test_programs_line_is_one_bounded_line():
     line = programs_line(["a\nb", TEN_KB, "[bold]", "\u202e", "x", "y", "z"], most=5, width=32)
     assert_plain(line, "programs_line")
     assert "\n" not in line and len(line) < 5 * 40 and line.endswith(" +2 more")
+
+
+@pytest.mark.asyncio
+async def test_the_runs_view_splits_a_run_by_process(engine):
+    from egress_tui.ui.app import AppConfig, create_app
+    from egress_tui.ui.screens.runs import RunsScreen
+    from tests.pilot import screen_text
+    app = create_app(AppConfig(start_capture=False))
+    async with app.run_test(size=(150, 50)) as pilot:
+        app.push_screen(RunsScreen([run_record(engine)]))
+        await pilot.pause()
+        text = screen_text(app)
+        assert "Claude Code itself: api.anthropic.com" in text
+        assert "tools it started: example.com, www.example.org" in text
+        assert "processes not started by this run: ssh.example.net" in text
+        assert any("api.anthropic.com" in ln and "by claude" in ln for ln in text.splitlines())

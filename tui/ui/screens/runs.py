@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from egress_tui.core.proxy import json_summary
-from egress_tui.core.runs import RunRecord, diff_runs
+from egress_tui.core.runs import RunRecord, diff_runs, process_split
 from egress_tui.core.safetext import safe_text
 from egress_tui.ui.widgets.wire import wire
 
@@ -64,7 +64,20 @@ class RunsScreen(ModalScreen[None]):
                 continue
             mark = "reached" if h["reached"] else "blocked"
             t.append(f"  {mark:8} ", style="green" if h["reached"] else "bold dark_orange")
-            t.append(f"{safe_text(name)}  {', '.join(f'{k}:{v}' for k, v in h['outcomes'].items())}\n")
+            t.append(f"{safe_text(name)}  {', '.join(f'{k}:{v}' for k, v in h['outcomes'].items())}")
+            programs = sorted({p.get("program") or "?" for p in h.get("processes") or ()})
+            if programs:
+                t.append(f"  by {safe_text(', '.join(programs), 80)}", style="dim")
+            t.append("\n")
+        split = process_split(b)
+        if any(split[k] for k in ("itself", "tools", "others", "unknown")):
+            t.append("\nBy process:\n", style="bold")
+            for key, label in (("itself", f"{safe_text(split['command'], 40)} itself"),
+                               ("tools", "tools it started"), ("others", "processes not started by this run"),
+                               ("unknown", "process unknown (gone before the lookup)")):
+                if split[key]:
+                    t.append(f"  {label}: ", style="cyan" if key != "unknown" else "dim")
+                    t.append(safe_text(", ".join(split[key])) + "\n")
         if i > 0:
             a = self.runs[i - 1]
             d = diff_runs(a, b)
