@@ -9,7 +9,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-# Docker lab fixtures (docker_client, lab_images, docker_lab, proxy_image, docker_proxy_lab),
+# Docker lab fixtures (docker_client, lab_images, docker_lab, proxy_image, docker_proxy_lab, tools_image),
 # shared by every module that needs the engine; they skip with a reason when not root.
 from tests.dockerlab.fixtures import (  # noqa: E402,F401
     docker_client,
@@ -17,6 +17,7 @@ from tests.dockerlab.fixtures import (  # noqa: E402,F401
     docker_proxy_lab,
     lab_images,
     proxy_image,
+    tools_image,
 )
 
 import os  # noqa: E402

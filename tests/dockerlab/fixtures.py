@@ -47,6 +47,14 @@ def proxy_image(docker_client, lab_images):
     return ensure_proxy_image(docker_client)
 
 
+@pytest.fixture(scope="session")
+def tools_image(docker_client, lab_images):
+    """``egress-tui-test/tools:bookworm`` (base + nodejs + git), built once."""
+    from .images import ensure_tools_image
+
+    return ensure_tools_image(docker_client)
+
+
 @pytest.fixture(scope="module")
 def docker_proxy_lab(docker_client, lab_images, proxy_image):
     """A running ``DockerLab`` with its ``proxy`` container (``lab.add_proxies()``:

@@ -16,8 +16,8 @@ container registry.
     ``npm install --prefix .cache/claude-code @anthropic-ai/claude-code``
     (the binary ships in the optional dependency
     ``@anthropic-ai/claude-code-linux-x64``; install scripts are not run).
-``egress-tui-test/fw:bookworm``, ``egress-tui-test/proxy:bookworm``
-    base + Debian packages (iptables/ipset; squid, dante-server, OpenSSH) whose
+``egress-tui-test/fw:bookworm``, ``egress-tui-test/proxy:bookworm``, ``egress-tui-test/tools:bookworm``
+    base + Debian packages (iptables/ipset; squid, dante-server, OpenSSH; nodejs, git) whose
     .debs the host's ``apt-get download`` fetched into ``.cache/dockerlab/``,
     exactly the set apt would add to the base (simulated against its dpkg status).
 
@@ -656,6 +656,32 @@ def ensure_proxy_image(client: docker.DockerClient, force: bool = False):
     return _ensure_debs_image(client, PROXY_TAG, PROXY_DOCKERFILE, PROXY_PACKAGES, "proxy-debs", force)
 
 
+# -- tools image: base + Node.js and git (programs a coding agent runs, and a git server) ---------
+
+TOOLS_TAG = f"egress-tui-test/tools:{SUITE}"
+# bookworm's nodejs is Node 18, the first with a global fetch (undici); git brings `git daemon`
+# (git:// on 9418), so the same image serves the lab's git server (tests/lab/gitd.py)
+TOOLS_PACKAGES = ["nodejs", "git"]
+TOOLS_DOCKERFILE = f"""\
+# egress-tui lab tools image: the locally built Debian base + {' '.join(TOOLS_PACKAGES)}
+# from .debs the host downloaded. Built by images.ensure_tools_image() with no network.
+FROM {BASE_TAG}
+COPY debs/ /tmp/debs/
+RUN set -e; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /tmp/debs/*.deb; \\
+    rm -rf /tmp/debs /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
+    node --version; node -e 'process.exit(typeof fetch === "function" ? 0 : 1)'; git --version; \\
+    test -x /usr/lib/git-core/git-daemon; test -x /usr/lib/git-core/git-remote-https
+CMD ["sleep", "infinity"]
+"""
+
+
+def ensure_tools_image(client: docker.DockerClient, force: bool = False):
+    """``egress-tui-test/tools:bookworm``: base + nodejs (Node 18, global fetch) and git, for
+    real programs in a container (tests/test_docker_procs_tools.py) and the lab's git server
+    (``DockerLab.add_git_server()``)."""
+    return _ensure_debs_image(client, TOOLS_TAG, TOOLS_DOCKERFILE, TOOLS_PACKAGES, "tools-debs", force)
+
+
 def ensure_images(client: docker.DockerClient) -> dict[str, object]:
     """All three lab images; returns {"base": img, "sink": img, "target": img}."""
     out = {
@@ -682,7 +708,7 @@ if __name__ == "__main__":  # python -m tests.dockerlab.images: build (or check)
     c = ensure_docker()
     _log(f"engine ready in {time.monotonic() - t0:.1f} s")
     for name, fn in (("base", ensure_base_image), ("sink", ensure_sink_image), ("target", ensure_target_image),
-                     ("proxy", ensure_proxy_image)):
+                     ("proxy", ensure_proxy_image), ("tools", ensure_tools_image)):
         t = time.monotonic()
         img = fn(c)
         _log(f"{name}: {img.tags} {img.short_id} in {time.monotonic() - t:.1f} s")

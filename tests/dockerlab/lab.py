@@ -25,6 +25,10 @@
              ``ssh -D`` on 1082 (SOCKS4a); confined like the target, so the
              proxies resolve through the lab DNS and reach only the sink.  Also
              reachable by the name ``proxy`` (Docker's embedded DNS).
+    git      (only after ``add_git_server()``) the tools image, repo at /src:
+             ``python3 -m tests.lab.gitd``: ``git daemon`` on 9418 serving one
+             bare repository (``git://GIT_IP/repo.git``); confined like the
+             target, reached by its container address (no DNS involved).
 
 Why the network is a /17 that contains the name range: with br_netfilter on,
 Docker's DOCKER-ISOLATION rules for an --internal network drop every bridged
@@ -57,10 +61,8 @@ from pathlib import Path
 
 import docker
 
-from ..lab import dnsd
-
-from ..lab import proxyd
-from .images import BASE_TAG, PROJECT_ROOT, PROXY_TAG, SINK_TAG, TARGET_TAG, create_container
+from ..lab import dnsd, gitd, proxyd
+from .images import BASE_TAG, PROJECT_ROOT, PROXY_TAG, SINK_TAG, TARGET_TAG, TOOLS_TAG, create_container
 
 LABEL = "egress-tui.lab"
 LABEL_ROLE = "egress-tui.lab.role"
@@ -113,7 +115,8 @@ class DockerLab:
     """See the module docstring.  Attributes once entered: ``name``, ``network``,
     ``dns``, ``sink``, ``target`` (container objects), ``dns_ip``, ``sink_ip``,
     ``target_ip`` (and ``*_ip6`` when ``ipv6``), ``target_pid``, ``bridge``;
-    after ``add_proxies()``: ``proxy``, ``proxy_ip``, ``proxy_ip6``."""
+    after ``add_proxies()``: ``proxy``, ``proxy_ip``, ``proxy_ip6``; after
+    ``add_git_server()``: ``git_server``, ``git_ip``."""
 
     def __init__(
         self,
@@ -141,6 +144,8 @@ class DockerLab:
         self.target_pid = 0
         self.proxy = None
         self.proxy_ip = self.proxy_ip6 = ""
+        self.git_server = None
+        self.git_ip = ""
         self._extra: list = []
         self._lock_file = None
 
@@ -218,6 +223,28 @@ class DockerLab:
         self.proxy_ip, self.proxy_ip6, _ = self._addresses(self.proxy)
         self._wait_ready(self.proxy, timeout=ready_timeout)
         return self.proxy
+
+    def add_git_server(self, image: str = TOOLS_TAG, ready_timeout: float | None = None):
+        """Start the ``git`` container (needs ``images.ensure_tools_image()``): ``git daemon``
+        on ``gitd.PORT`` (9418) serving the bare ``gitd.REPO`` with one commit, ``gitd.COMMIT``
+        on ``refs/heads/main`` (see tests/lab/gitd.py).  Confined like the target; reachable
+        from the lab at ``git_ip`` (``git_url()``).  Returns the container once it listens."""
+        if self.git_server is not None:
+            raise ValueError("the lab has its git server already")
+        self.git_server = self.add_container(
+            image, "git", ["python3", "-m", "tests.lab.gitd"],
+            volumes=self._repo_volume(), working_dir="/src",
+            environment={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
+        )
+        self.git_ip = self._addresses(self.git_server)[0]
+        self._wait_ready(self.git_server, timeout=ready_timeout)
+        return self.git_server
+
+    def git_url(self, repo: str = gitd.REPO) -> str:
+        """``git://198.18.0.6/repo.git``: the lab git server's repository, by address."""
+        if self.git_server is None:
+            raise ValueError("no git server: call add_git_server() first")
+        return f"git://{self.git_ip}/{repo}"
 
     def proxy_url(self, scheme: str = "http", auth: bool = False, host: str = "") -> str:
         """URL of one of the lab's proxies, e.g. ``http://198.18.0.5:3128``,
@@ -304,7 +331,7 @@ class DockerLab:
                 pass
             except Exception as exc:  # keep going: the network must go too
                 errors.append(exc)
-        self.target = self.sink = self.dns = self.proxy = None
+        self.target = self.sink = self.dns = self.proxy = self.git_server = None
         self._extra = []
         if self.network is not None:
             try:

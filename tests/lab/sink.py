@@ -7,6 +7,9 @@ local routes it accepts on *any* lab address:
     TCP 443, 8443  TLS (self-signed cert made at start; ALPN h2 / http/1.1);
                    HTTP/1.1 gets "200 ok", h2 gets a minimal HTTP/2 200
     TCP 80         plain HTTP, 200 to anything
+                   (HTTP/1.1 on either: a path under ``/delay/MS`` is answered
+                   after MS milliseconds, at most 5000, so a connection lives as
+                   long as a test needs, as one to a real server does)
     UDP 443        QUIC (aioquic): completes the handshake, nothing more
     UDP/TCP 53     the sinkhole DNS responder (tests.lab.dnsd), on 0.0.0.0
 
@@ -21,6 +24,7 @@ import asyncio
 import datetime
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -28,6 +32,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 
 from . import dnsd
 
@@ -105,6 +110,19 @@ def dual_stack_listener(port: int, kind: int = socket.SOCK_STREAM) -> socket.soc
     return s
 
 
+DELAY_MAX_MS = 5000
+
+
+def answer_http1(conn: socket.socket, req: bytes) -> None:
+    """The 200 for an HTTP/1.1 request, after the delay its path asks for: ``/delay/MS``, or
+    anything under it (``/delay/300/repo.git/info/refs``: a client that picks its own path)."""
+    line = req.split(b"\r\n", 1)[0].split()
+    m = re.match(rb"/delay/(\d{1,6})(?:[/?]|$)", line[1]) if len(line) >= 2 else None
+    if m:
+        time.sleep(min(int(m.group(1)), DELAY_MAX_MS) / 1000)
+    conn.sendall(HTTP1_RESPONSE)
+
+
 def read_http_request(conn: socket.socket, first: bytes = b"") -> bytes:
     buf = first
     while b"\r\n\r\n" not in buf and len(buf) < 65536:
@@ -172,7 +190,7 @@ def handle_tls(conn: socket.socket, ctx: ssl.SSLContext) -> None:
             else:
                 req = read_http_request(tls)
                 if req:
-                    tls.sendall(HTTP1_RESPONSE)
+                    answer_http1(tls, req)
                 try:
                     tls.unwrap()
                 except (OSError, ssl.SSLError):
@@ -186,8 +204,9 @@ def handle_tls(conn: socket.socket, ctx: ssl.SSLContext) -> None:
 def handle_http(conn: socket.socket) -> None:
     try:
         conn.settimeout(10)
-        if read_http_request(conn):
-            conn.sendall(HTTP1_RESPONSE)
+        req = read_http_request(conn)
+        if req:
+            answer_http1(conn, req)
     except OSError as exc:
         log(f"http: {exc}")
     finally:
