@@ -309,9 +309,14 @@ class ContainerSource:
             inner = NetnsSource(info.pid, info.name, bpf=self.bpf)
             self.interface_names = inner.interface_names
             inner.ready = self.ready
-            self._say("capturing")
+            said = False
             try:
                 for batch in inner.batches(stop):
+                    if not said:
+                        # said once the sockets listen (its first batch comes after), never
+                        # before: a user, or a test, starts traffic when it reads "capturing"
+                        said = True
+                        self._say("capturing")
                     self.kernel_drops = self._drops_base + inner.kernel_drops
                     yield batch
             except CaptureError:
