@@ -488,7 +488,8 @@ def _inodes(table: str, needle: str) -> set[int]:
     return out
 
 
-def _read(dir_fd: int, name: str, limit: int) -> bytes:
+def _read(dir_fd: int | None, name: str, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a file (relative to ``dir_fd`` when given); b"" when unreadable."""
     try:
         fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
     except OSError:
@@ -500,14 +501,7 @@ def _read(dir_fd: int, name: str, limit: int) -> bytes:
 
 
 def _read_path(path: str, limit: int) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return b""
-    try:
-        return _read_fd(fd, limit)
-    finally:
-        os.close(fd)
+    return _read(None, path, limit)
 
 
 def _read_fd(fd: int, limit: int) -> bytes:
