@@ -383,11 +383,16 @@ def live_capture(args):
         say(f"capturing {insp.target} ({insp.method})"
             + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C to stop")
             + (f"; {insp.proxy.summary()}" if insp.proxy else ""))
+        refused = insp.procs_refusal
+        if refused:
+            say(f"no process attribution: {refused}")
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.event.wait(0.2):
             if not cap.is_alive() or (deadline is not None and time.monotonic() >= deadline):
                 break
         insp.stop_capture()
+        if insp.procs_refusal and insp.procs_refusal != refused:  # the helper's agent died meanwhile
+            say(f"no process attribution from then on: {insp.procs_refusal}")
         if args.save_pcap and insp.recording_summary is not None:
             say(f"saved {insp.recording_description} to {args.save_pcap}")
         if cap.error:

@@ -88,6 +88,7 @@ class Attributor:
         self.table = table
         self.pid_ns = getattr(table, "pid_ns", "")   # "container" when pids are the container's
         self.refusal = ""                           # why no lookup can be done, once known
+        self.ready = threading.Event()              # set once the table is open (or refused)
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._answers: deque = deque()              # (item, info), from the worker to apply()
         self._retags: deque = deque()               # (host pid, run) registered, for apply()
@@ -175,6 +176,15 @@ class Attributor:
         return self.idle.wait(timeout)
 
     def _loop(self) -> None:
+        opener = getattr(self.table, "open", None)  # a helper's agent starts now, not on the first flow
+        if opener is not None:
+            try:
+                opener()
+            except Unavailable as e:
+                self.refusal = str(e)
+            except Exception as e:  # noqa: BLE001 - said, and every lookup is then refused too
+                self.refusal = f"process lookup failed to start: {type(e).__name__}: {e}"
+        self.ready.set()
         while True:
             req = self._requests.get()
             if req is _STOP:
