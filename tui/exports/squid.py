@@ -90,8 +90,9 @@ def render(source: Source, options: Options, now: float | None = None) -> Export
     if options.ssl_bump:
         lines += ["#",
                   "# --ssl-bump: the TLS ClientHello's SNI must be allowed too, or the tunnel is closed.",
-                  "# Nothing is decrypted (peek, then splice or terminate). Needs Squid with OpenSSL",
-                  "# (Debian: squid-openssl) and an ssl-bump port, e.g.:",
+                  "# Allowed tunnels are never decrypted (peek, then splice or terminate); a CONNECT that",
+                  "# http_access denies gets Squid's 403 inside TLS, with the port's certificate.",
+                  "# Needs Squid with OpenSSL (Debian: squid-openssl) and an ssl-bump port, e.g.:",
                   "#   http_port 3128 ssl-bump tls-cert=/etc/squid/bump.pem generate-host-certificates=off",
                   "# Its 'ssl_bump terminate all' ends the ssl_bump rules: put your own before the include."]
     lines += notes_block(notes, "squid")
