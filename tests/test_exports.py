@@ -3,7 +3,7 @@ allowlist parser, AWS's service model in botocore, OISF's Suricata rule parser, 
 Cilium policy checked field by field against Cilium's documented v2 API, reports as hostile
 input, and what a format cannot express listed, never dropped or widened in silence.
 
-Squid and nftables are proven by the real programs: tests/test_docker_export_squid.py and
+Squid and nftables are proven by the real programs: tests/test_docker_exports.py and
 tests/test_export_nftables.py."""
 
 from __future__ import annotations

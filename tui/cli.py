@@ -213,6 +213,9 @@ def _export_args(sub) -> None:
                     help="nftables: the DNS server to allow and to resolve the names through (repeatable; "
                          "default: this machine's /etc/resolv.conf)")
     ex.add_argument("--reject", action="store_true", help="nftables: reject instead of drop")
+    ex.add_argument("--container", metavar="NAME",
+                    help="nftables: take the resolvers from this container and look the names up inside it, "
+                         "as firewall apply does (root, local engine)")
 
 
 def _proxy_args(p: argparse.ArgumentParser) -> None:
@@ -667,7 +670,8 @@ def cmd_firewall_script(args) -> int:
 # Options that belong to one export format: (option, attribute, format)
 _EXPORT_ONLY = [("--ssl-bump", "ssl_bump", "squid"), ("--suricata", "suricata", "aws-network-firewall"),
                 ("--selector", "selector", "cilium"), ("--capacity", "capacity", "aws-network-firewall"),
-                ("--resolver", "resolver", "nftables"), ("--reject", "reject", "nftables")]
+                ("--resolver", "resolver", "nftables"), ("--reject", "reject", "nftables"),
+                ("--container", "container", "nftables")]
 
 
 def cmd_export(args) -> int:
@@ -691,7 +695,11 @@ def cmd_export(args) -> int:
     if args.format == "cilium":
         from egress_tui.exports.cilium import parse_selector
         options.selector = parse_selector(args.selector)
-    if args.format == "nftables":
+    if args.format == "nftables" and args.container:
+        if args.resolver:
+            raise UserError("give --container (its resolvers) or --resolver, not both")
+        options.resolvers, options.resolved = container_lookups(source.allowlist, args.container)
+    elif args.format == "nftables":
         options.resolvers, options.resolved = export_lookups(source.allowlist, args.resolver)
     export = render(args.format, source, options)
     for note in export.notes:
@@ -708,6 +716,18 @@ def cmd_export(args) -> int:
         say(f"wrote {args.format} to {args.output}: {len(source.entries)} entries"
             + (f", {len(export.notes)} not exactly as listed (above)" if export.notes else ""))
     return 0
+
+
+def container_lookups(allowlist, container: str) -> tuple[list[str], dict]:
+    """nftables --container: the container's resolvers, and the names looked up inside it."""
+    from egress_tui.exports.nftables import names_to_resolve
+    from egress_tui.inspection import open_inspection
+    with open_inspection(container, method="netns") as insp:
+        if not insp.can_look_up():
+            raise UserError(insp.notices[-1] if insp.notices and insp.resolvers is None else
+                            f"cannot look names up in {insp.container.name}: needs root on the container's host "
+                            "(or pass --resolver ADDR and export where the rules will apply)")
+        return list(insp.resolvers or []), insp.look_up(names_to_resolve(allowlist))
 
 
 def export_lookups(allowlist, given: list[str]) -> tuple[list[str], dict]:

@@ -677,7 +677,7 @@ SQUID_TLS_DOCKERFILE = _daemon_debs_dockerfile(
 
 def ensure_squid_tls_image(client: docker.DockerClient, force: bool = False):
     """``egress-tui-test/squid-openssl:bookworm``: base + squid-openssl, for SslBump (peek and
-    splice by SNI), which Debian's GnuTLS build of squid lacks (tests/test_docker_export_squid.py)."""
+    splice by SNI), which Debian's GnuTLS build of squid lacks (tests/test_docker_exports.py)."""
     return _ensure_debs_image(client, SQUID_TLS_TAG, SQUID_TLS_DOCKERFILE, SQUID_TLS_PACKAGES,
                               "squid-openssl-debs", force)
 

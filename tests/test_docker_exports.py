@@ -1,4 +1,4 @@
-"""`egress-tui export squid`, proven by a real Squid in the Docker lab: the fragment included
+"""`egress-tui export` against the Docker lab. Squid, proven by a real Squid: the fragment included
 before `http_access deny all`, `squid -k parse` clean, then the lab's target asks it for
 allowed names (the tunnel opens: 200, the sink answers) and others (403).
 
@@ -7,12 +7,17 @@ with GnuTLS (`squid -v` shows --with-gnutls, no --with-openssl), so SslBump is p
 image of Debian's `squid-openssl` (same version): parse clean, an allowed name is spliced, and
 a client that asks for an allowed name and then sends another in its SNI (fronting, a shared
 CDN) is cut off, where the plain fragment lets it through.
+
+`export nftables --container`: the container's resolvers, and its names looked up inside it.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 import tarfile
 import time
 
@@ -160,3 +165,21 @@ def test_ssl_bump_checks_the_sni_too(docker_lab, squid_tls_image):
     log = lab.exec(["cat", f"{WORKDIR}/access.log"], container=c).stdout
     assert re.search(r"TCP_TUNNEL/200 .* CONNECT api\.anthropic\.com:443", log), log
     assert re.search(r"TCP_DENIED/\d+ .* CONNECT denied\.test:443", log), log
+
+
+def test_nftables_for_a_container_resolves_inside_it(docker_lab, tmp_path):
+    lab = docker_lab
+    out = tmp_path / "c.nft"
+    r = subprocess.run([sys.executable, "-m", "egress_tui", "export", "nftables", "--preset", "anthropic",
+                        "--container", lab.target.name, "-o", str(out)], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    # the names got the lab's answers, from inside the container (the host cannot resolve them)
+    assert lab.address_for("api.anthropic.com") in text
+    # DNS to the embedded resolver is loopback; its upstream (the lab DNS) is let through
+    assert f"ip daddr {lab.dns_ip} udp dport 53 accept" in text
+    assert "left out: '*.sentry.io': a wildcard" in r.stderr
+    check = subprocess.run(["nsenter", "-t", str(lab.target_pid), "-n", "nft", "-c", "-f", str(out)],
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
