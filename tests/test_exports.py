@@ -568,3 +568,45 @@ def test_an_export_loads_neither_textual_nor_docker(tmp_path):
     assert p.returncode == 0, p.stderr
     loaded = {m.split(".")[0] for m in json.loads(p.stdout.splitlines()[-1])}
     assert not {"textual", "docker"} & loaded
+
+
+# -- nftables: the same plan as firewall apply (nft itself: tests/test_export_nftables.py) -----
+
+def test_nftables_rules_follow_the_iptables_firewall_rule_for_rule():
+    from egress_tui.firewall.plan import build_plan
+    al = build_al()
+    resolved = {"api.anthropic.com": [("198.51.100.20", 60), ("2001:db8:2::20", 60)],
+                "internal.example.com": [("203.0.113.5", 60)]}
+    for reject in (False, True):
+        text = render("nftables", source(), Options(resolvers=["192.0.2.53"], resolved=resolved, reject=reject)).text
+        ipt = build_plan(al, resolved, ["192.0.2.53"], reject).iptables_script(4, hook_present=True)
+        chain = text[text.index("chain output"):]
+        kinds = [k for k, pat in (("lo", 'oifname "lo" accept'), ("established", "ct state established,related"),
+                                  ("resolver", "ip daddr 192.0.2.53 udp dport 53"), ("set", "daddr @allow4 accept"),
+                                  ("nflog", "group 4242"), ("reject", "reject with tcp reset"),
+                                  ("drop", "\t\tdrop")) if pat in chain]
+        ipt_kinds = [k for k, pat in (("lo", "-o lo"), ("established", "ESTABLISHED,RELATED"),
+                                      ("resolver", "-d 192.0.2.53 -p udp --dport 53"),
+                                      ("set", "--match-set egress-tui-v4 dst"), ("nflog", "--nflog-group 4242"),
+                                      ("reject", "--reject-with tcp-reset"), ("drop", "-j DROP")) if pat in ipt]
+        assert kinds == ipt_kinds
+        assert [chain.index(p) for p in ('oifname "lo"', "ct state", "udp dport 53", "@allow4", "group 4242")] == \
+            sorted(chain.index(p) for p in ('oifname "lo"', "ct state", "udp dport 53", "@allow4", "group 4242"))
+    # every address the iptables plan lets through is in a set (networks collapsed, ports kept)
+    assert "2001:db8::/32" in text and "198.18.0.0/15" in text and "198.51.100.7" in text
+    assert "203.0.113.5 . tcp . 8443" in text and "203.0.113.5 . udp . 8443" in text
+    assert "2001:db8:1::5 . tcp . 443" in text
+    assert "2001:db8:2::20" not in text          # inside 2001:db8::/32 already: collapsed
+    assert "198.51.100.20" in text
+
+
+def test_nftables_from_a_hostile_report_holds_only_addresses_of_host_names(hostile_report):
+    src = from_report(hostile_report, all_seen=False)
+    resolved = {"ok.example.com": [("198.51.100.9", 60)], "xn--bcher-kva.example": [("198.51.100.20", 60)],
+                "all": [("198.51.100.40", 60)]}
+    exp = render("nftables", src, Options(resolvers=["192.0.2.53"], resolved=resolved))
+    body = _non_comment(exp.text)
+    assert set(re.findall(r"\d+\.\d+\.\d+\.\d+(?:/\d+)?", body)) == {"198.51.100.9", "198.51.100.20",
+                                                                    "198.51.100.40", "192.0.2.53"}
+    for bad in ("evil", "table inet x", "0.0.0.0", "co.uk", "\x1b"):
+        assert bad not in body
