@@ -17,6 +17,7 @@ import sys
 import pytest
 import yaml
 
+from egress_tui import __version__
 from egress_tui.core.allowlist import Allowlist, build, is_host_name, parse_entry
 from egress_tui.exports import FORMATS, ExportError, Options, render
 from egress_tui.exports.aws import domain_list_capacity
@@ -69,7 +70,7 @@ def test_every_export_says_version_source_and_date(fmt, allow_file):
         head = json.loads(r.stdout)["Description"]
     else:
         head = "\n".join(line for line in r.stdout.splitlines() if line.startswith("#"))
-    assert "egress-tui 0.1.0" in head and allow_file in head
+    assert f"egress-tui {__version__}" in head and allow_file in head
     assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", head)
 
 
