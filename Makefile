@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the benchmark drive for real.
-DEB_PACKAGES := python3-venv tcpdump tshark ethtool iproute2 iptables ipset dnsutils openssl curl procps tmux librsvg2-bin debootstrap docker.io shellcheck
+DEB_PACKAGES := python3-venv tcpdump tshark ethtool iproute2 iptables ipset nftables dnsutils openssl curl procps tmux librsvg2-bin debootstrap docker.io shellcheck
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help

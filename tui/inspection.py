@@ -173,6 +173,20 @@ class Inspection:
         self._resolve_proxies()
         return self.capturer
 
+    def can_look_up(self) -> bool:
+        """Whether names can be looked up as the container would: from inside its namespace
+        (the netns method, as root), through its resolvers."""
+        info = self.container
+        return bool(info is not None and info.pid and self.method.startswith("netns") and os.geteuid() == 0
+                    and self.resolvers)
+
+    def look_up(self, names: list[str]) -> dict[str, list[tuple[str, int]]]:
+        """``names`` looked up through the container's resolvers from inside its namespace, as
+        the firewall looks its names up (blocking: call from a worker). Only when can_look_up()."""
+        if not self.can_look_up():
+            raise InspectionError("names are looked up in the container only from the host (--method netns, as root)")
+        return NamespaceRunner(self.container.pid).resolve(names, list(self.resolvers or []))
+
     def _resolve_proxies(self) -> None:
         """The container may have looked its proxy's name up before the capture began: look it
         up now, through the container's own resolvers from inside its namespace, off the
@@ -181,14 +195,12 @@ class Inspection:
         the container's own lookups."""
         proxy = self.proxy
         names = sorted({ep.host for ep in (proxy.endpoints if proxy else []) if not ep.is_address})
-        info = self.container
-        if (not names or info is None or not info.pid or not self.method.startswith("netns")
-                or os.geteuid() != 0 or not self.resolvers):
+        if not names or not self.can_look_up():
             return
 
         def run() -> None:
             try:
-                got = NamespaceRunner(info.pid).resolve(names, self.resolvers)
+                got = self.look_up(names)
             except Exception:  # noqa: BLE001 - best effort; the engine still learns from DNS
                 return
             addresses = {n: sorted({a for a, _ttl in got.get(n, [])}) for n in names}
