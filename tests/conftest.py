@@ -11,6 +11,7 @@ if _ROOT not in sys.path:
 
 # Docker lab fixtures (docker_client, lab_images, docker_lab, proxy_image, docker_proxy_lab, tools_image),
 # shared by every module that needs the engine; they skip with a reason when not root.
+from tests.tmux import tmux_session  # noqa: E402,F401 - the screen in a real terminal
 from tests.dockerlab.fixtures import (  # noqa: E402,F401
     docker_client,
     docker_lab,

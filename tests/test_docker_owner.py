@@ -22,7 +22,7 @@ from egress_tui.inspection import open_inspection
 from egress_tui.live.helpers import LABEL_OWNER
 from egress_tui.ui.app import AppConfig, create_app
 from tests.dockerlab.images import SINK_TAG, ensure_fw_image
-from tests.test_docker_capture import Tmux
+from tests.tmux import Tmux
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -173,12 +173,13 @@ async def test_quitting_the_screen_removes_every_helper(docker_client, docker_la
                                presets=["bedrock:ap-northeast-1"]))
     async with app.run_test(size=(160, 48)) as pilot:
         await until(pilot, lambda: app.state == "capturing", 60, "capturing")
-        expected = {"capture"}
+        expected = {"capture", "procs"}  # the process lookup's agent starts beside the capture
         if firewall:
             await pilot.press("f")
             await until(pilot, lambda: "FIREWALL ON" in app.firewall_text, 90, "firewall on")
             expected.add("firewall")
-        assert {c.labels["egress-tui.helper"] for c in helpers(docker_client, box)} == expected
+        await until(pilot, lambda: {c.labels["egress-tui.helper"] for c in helpers(docker_client, box)} == expected,
+                    30, f"helpers {expected}")
         await pilot.press("q")
         if firewall:
             await until(pilot, lambda: app.screen.__class__.__name__ == "ChoiceDialog", 10, "the quit dialog")

@@ -7,8 +7,11 @@ moves port 53 before the capture sees it."""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
+import docker
 import pytest
 
 from egress_tui.core.procs import run_tag
@@ -17,6 +20,8 @@ from egress_tui.inspection import open_inspection
 from tests.dockerlab.images import BASE_TAG
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
+
+EGRESS = str(Path(sys.executable).with_name("egress-tui"))
 
 HOLD = "import socket, sys, time; s = socket.create_connection((sys.argv[1], 443)); time.sleep(0.5)"
 # the container's init: a shell that runs a client whenever /tmp/go appears
@@ -116,7 +121,7 @@ def test_real_claude_code_in_a_rerun_is_named_with_its_run(docker_lab, docker_cl
 
 
 def test_a_helper_image_without_python3_is_refused_in_one_line_and_capture_goes_on(docker_lab, docker_client,
-                                                                                     lab_images):
+                                                                                     lab_images, tmux_session):
     """The agent is Python: an image without python3 (but with tcpdump) still captures; the
     connections are "not looked up" (never "process unknown"), and one line says what to do."""
     strip = docker_client.containers.create(lab_images["base"].id, ["sh", "-c", "rm -f /usr/bin/python3*"])
@@ -138,5 +143,14 @@ def test_a_helper_image_without_python3_is_refused_in_one_line_and_capture_goes_
                           insp)
             assert all(c.proc is None for c in conns), [c.proc for c in conns]
         assert not docker_client.containers.list(all=True, filters={"label": f"egress-tui.target={box.id}"})
+        # the screen says it too, in one line, while the capture goes on
+        t = tmux_session([EGRESS, box.name, "--method", "helper", "--helper-image", nopy.id])
+        t.wait_for("helper", "capturing", "no process attribution", "python3")  # a toast: it wraps
+        box.exec_run(["touch", "/tmp/go"])
+        t.wait_for("from-init.test")
+        t.close()  # its helpers go before their image
     finally:
-        docker_client.images.remove(nopy.id, force=True)
+        try:
+            docker_client.images.remove(nopy.id, force=True)
+        except docker.errors.APIError:
+            pass  # still used by a helper of a failed run: the next lab start removes those

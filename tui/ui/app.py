@@ -67,6 +67,7 @@ class EgressApp(App):
         self.firewall_stale = False   # the session's allowlist is not the one the firewall carries
         self._watched: tuple[str, list[dict]] | None = None  # flows the capture thread last handed over
         self._set_errors_told = 0     # set update errors already notified
+        self._procs_told = ""         # why processes are not looked up, once notified
         self.last_spec = None
         self.run_active = False
         self.closing = False          # quitting: no new inspection may start
@@ -200,7 +201,17 @@ class EgressApp(App):
                 self.main.show_detail(b.watched)  # its flows arrived
         if b.ended and not b.status and not self.closing:
             self.state = "replay finished" if self.config.pcap else "capture ended"
+        self._tell_procs_refusal()
         self.refresh_status()
+
+    def _tell_procs_refusal(self) -> None:
+        """Say once (and again if it changes) why a live capture's connections get no process:
+        the Process column stays hidden then, and silence would read as "nothing to say"."""
+        insp = self.inspection
+        why = insp.procs_refusal if insp is not None and insp.is_live else ""
+        if why and why != self._procs_told:
+            self._procs_told = why
+            self.notify(f"no process attribution: {why}", severity="warning", timeout=12, markup=False)
 
     def on_capture_state(self, message: CaptureState) -> None:
         self.state = message.text
