@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -128,7 +129,15 @@ class HostileAgent:
         return self.table.lookup(6, b"\x7f\0\0\1", 1000, b"\x7f\0\0\1", 443)
 
     def answer(self, payload: bytes) -> None:
-        self.agent.sendall(payload)
+        """Written from a thread of its own: a payload larger than the socket's buffer would
+        block here while nobody reads it."""
+        threading.Thread(target=self._send, args=(payload,), daemon=True).start()
+
+    def _send(self, payload: bytes) -> None:
+        try:
+            self.agent.sendall(payload)
+        except OSError:
+            pass  # the host end closed: it stopped reading, as it should
 
 
 def test_docker_frames_split_anywhere_and_stderr_are_read_right(monkeypatch):
@@ -140,7 +149,8 @@ def test_docker_frames_split_anywhere_and_stderr_are_read_right(monkeypatch):
 
 @pytest.mark.parametrize("payload,why", [
     (b"", "stopped answering"),                                    # silence
-    (frame(b"x" * (procs_helper.LINE_MAX + 10)), "overlong"),     # a line that never ends
+    (frame(b"x" * (procs_helper.LINE_MAX + 10)), "overlong"),     # a frame larger than any answer
+    (frame(b"x" * 60000) * 20, "overlong"),                        # a line that never ends
     (frame(b"<html>\n"), "not JSON"),
 ])
 def test_a_hostile_or_silent_agent_makes_lookups_unavailable_not_wrong(monkeypatch, payload, why):

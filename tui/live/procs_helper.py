@@ -207,6 +207,8 @@ class AgentTable:
                 raise Unavailable("process lookup: the helper's agent wrote an overlong line")
             head = self._read(8, deadline)
             kind, size = head[0], struct.unpack(">I", head[4:8])[0]
+            if size > LINE_MAX:
+                raise Unavailable("process lookup: the helper's agent wrote an overlong line")
             data = self._read(size, deadline)
             if kind == 1:
                 self._buf += data
