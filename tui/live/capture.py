@@ -303,6 +303,10 @@ class NetnsSource:
                     return
                 if not ready:
                     yield []  # nothing new: lets the capture thread send what changed on time
+                    if time.monotonic() - last_stats > 0.5 and not os.path.exists(netns_path(self.pid)):
+                        # the process went, while its namespace may live on (a bind mount, as
+                        # Podman's ns:PATH and a pod's): whoever follows the target must hear it
+                        return
                     continue
                 batch: list[Frame] = []
                 if not self._read(ready, by_fd, nflog, batch):
