@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
@@ -20,13 +16,9 @@ from egress_tui.firewall.apply import Firewall
 from egress_tui.firewall.runners import NamespaceRunner
 from egress_tui.inspection import RERUN_NEEDS_ENGINE
 from egress_tui.live.namespaces import (MAX_NAMESERVERS, RESOLV_CONF_LIMIT, parse_resolv_conf, read_resolv_conf)
+from tests.enginelab.run import EGRESS, egress, report_while
 
-EGRESS = str(Path(sys.executable).with_name("egress-tui"))
 root_netns = [pytest.mark.root, pytest.mark.netns]
-
-
-def egress(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([EGRESS, *args], capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def one_line(r: subprocess.CompletedProcess, *needles: str) -> str:
@@ -106,23 +98,6 @@ def test_a_fifo_a_device_or_a_huge_file_never_hang_or_flood(fake_root):
 
 # -- a bare ip netns namespace ------------------------------------------------------------
 
-def _report_while(args: list[str], traffic) -> tuple[dict, str]:
-    p = subprocess.Popen([EGRESS, "report", *args, "--format", "json"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    said = []
-    for line in p.stderr:
-        said.append(line)
-        if "capturing" in line:
-            break
-    assert any("capturing" in ln for ln in said), "".join(said)
-    traffic()
-    time.sleep(1.0)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 0, "".join(said) + err
-    return {h["name"]: h for h in json.loads(out)["hosts"]}, "".join(said) + err
-
-
 def _firewall_round_trip(target: list[str], netns: str, reach, tag: str, tmp_path) -> None:
     """apply (allowing ok-TAG.test), check, status, remove: the namespace's rules as before."""
     fw = Firewall(NamespaceRunner(netns), f"test-pid-{tag}")
@@ -151,7 +126,7 @@ def test_netns_by_name_capture_and_firewall(lab, tmp_path):
         return lab.run_client(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",
                                f"https://{name}/"]).stdout
 
-    hosts, err = _report_while(["--netns", lab.client_ns], lambda: reach("alpha-ns.test"))
+    hosts, err, _ = report_while(["--netns", lab.client_ns], lambda: reach("alpha-ns.test"))
     assert f"capturing netns {lab.client_ns}" in err
     assert "tls" in hosts["alpha-ns.test"]["via"]
     _firewall_round_trip(["--netns", f"/run/netns/{lab.client_ns}"], f"/run/netns/{lab.client_ns}", reach, "ns",
@@ -189,7 +164,7 @@ def test_pid_of_a_docker_container(docker_lab, tmp_path):
         return docker_lab.exec(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", *extra,
                                 f"https://{name}/"], container=box).stdout
 
-    hosts, err = _report_while(["--pid", str(pid)], lambda: reach("alpha-dpid.test"))
+    hosts, err, _ = report_while(["--pid", str(pid)], lambda: reach("alpha-dpid.test"))
     assert f"capturing pid {pid} (" in err
     assert "tls" in hosts["alpha-dpid.test"]["via"]
     # behind Docker's 127.0.0.11 the upstream servers are not in the container's resolv.conf
@@ -229,7 +204,7 @@ def test_pid_of_a_containerd_container(lab, ctr_image, tmp_path):
             return box.exec(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",
                              f"https://{name}/"]).stdout
 
-        hosts, err = _report_while(["--pid", str(pid)], lambda: reach("alpha-ctr.test"))
+        hosts, err, _ = report_while(["--pid", str(pid)], lambda: reach("alpha-ctr.test"))
         assert f"capturing pid {pid} (sleep)" in err
         assert "tls" in hosts["alpha-ctr.test"]["via"]
         assert hosts["alpha-ctr.test"]["processes"] == {"curl": 1}     # looked up in its /proc

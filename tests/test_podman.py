@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,16 +18,10 @@ from egress_tui.firewall.apply import Firewall
 from egress_tui.firewall.runners import NamespaceRunner
 from tests.dockerlab.images import BASE_TAG, create_container
 from tests.enginelab.podman import SOCKET
+from tests.enginelab.run import EGRESS, egress, report_while
 from tests.test_docker_capture import tmux_session  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.podman, pytest.mark.docker, pytest.mark.root, pytest.mark.netns]
-
-EGRESS = str(Path(sys.executable).with_name("egress-tui"))
-
-
-def egress(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([EGRESS, *args], capture_output=True, text=True, timeout=timeout)
-
 
 @pytest.fixture(scope="module")
 def box(podman_lab):
@@ -43,32 +34,12 @@ def curl(lab, box, url: str, *extra: str) -> str:
                     box, timeout=10).stdout
 
 
-def capture_while(args: list[str], traffic) -> tuple[dict, str, object]:
-    """``egress-tui report ... --format json`` running while ``traffic()`` runs; stopped with
-    Ctrl-C once it is done. (hosts by name, stderr, what traffic returned)."""
-    p = subprocess.Popen([EGRESS, "report", *args, "--format", "json"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    said = []
-    for line in p.stderr:
-        said.append(line)
-        if "capturing" in line:
-            break
-    assert any("capturing" in ln for ln in said), "".join(said)
-    done = traffic()
-    time.sleep(1.0)                      # the last answers
-    p.send_signal(signal.SIGINT)         # stops in order: drained, helpers removed
-    out, err = p.communicate(timeout=60)
-    err = "".join(said) + err
-    assert p.returncode == 0, err
-    return {h["name"]: h for h in json.loads(out)["hosts"]}, err, done
-
-
 def test_capture_a_podman_container_from_the_host(podman_lab, box):
     def traffic():
         return (curl(podman_lab, box, "https://alpha-pm.test/"), curl(podman_lab, box, "http://plain-pm.test/"),
                 curl(podman_lab, box, "https://pm.blackholed.test/", "--max-time", "2"))
 
-    hosts, err, done = capture_while(["--container", box.name], traffic)
+    hosts, err, done = report_while(["--container", box.name], traffic)
     assert done[:2] == ("200", "200"), done
     # auto found it in Podman, and said so (Docker answers too, and does not know it)
     assert f"found {box.name} in Podman (unix://{SOCKET})" in err
@@ -82,7 +53,7 @@ def test_capture_a_podman_container_through_a_helper(podman_lab, box, podman_cli
     def traffic():
         return curl(podman_lab, box, "https://helper-pm.test/")
 
-    hosts, err, done = capture_while(["--container", box.name, "--engine", "podman", "--method", "helper",
+    hosts, err, done = report_while(["--container", box.name, "--engine", "podman", "--method", "helper",
                                       "--helper-image", podman_image], traffic)
     assert done == "200"
     assert f"capturing {box.name} (helper {podman_image})" in err
