@@ -273,10 +273,15 @@ def connect_podman(url: str | None = None) -> PodmanEngine:
                           "CONTAINER_HOST=unix:///tmp/podman.sock")
     path = _socket_path(url)
     uid = _rootless_uid(url)
-    if path and not os.path.exists(path):
-        hint = ("start it: podman system service --time=0 &" if os.geteuid() == 0 or uid == os.geteuid()
-                else "")
-        raise DockerError(f"Podman is not reachable at {shown} (no socket there); {hint or 'is it running?'}")
+    if path:
+        try:
+            os.stat(path)
+        except PermissionError:  # another user's /run/user/UID is theirs alone
+            raise DockerError(_not_yours(shown, uid)) from None
+        except OSError:
+            hint = ("start it: podman system service --time=0 &" if os.geteuid() == 0 or uid == os.geteuid()
+                    else "is it running?")
+            raise DockerError(f"Podman is not reachable at {shown} (no socket there); {hint}") from None
     try:
         import docker
         from docker.errors import DockerException
@@ -287,10 +292,7 @@ def connect_podman(url: str | None = None) -> PodmanEngine:
         dc.ping()
     except DockerException as e:
         if "Permission denied" in str(e):
-            if uid is not None and uid != os.geteuid():
-                raise DockerError(f"no permission to talk to Podman at {shown}: a rootless Podman answers only its own "
-                                  f"user (uid {uid}); run egress-tui as that user, or as root") from None
-            raise DockerError(f"no permission to talk to Podman at {shown}: run as root") from None
+            raise DockerError(_not_yours(shown, uid)) from None
         reason = mask_urls(str(e).split("(")[0].strip()) or type(e).__name__
         raise DockerError(f"Podman is not reachable at {shown} ({reason}); start it: "
                           "podman system service --time=0 &") from None
@@ -298,6 +300,13 @@ def connect_podman(url: str | None = None) -> PodmanEngine:
     if uid is not None and _is_rootless(engine):
         engine.rootless_uid = uid
     return engine
+
+
+def _not_yours(shown: str, uid: int | None) -> str:
+    if uid is not None and uid != os.geteuid():
+        return (f"no permission to talk to Podman at {shown}: a rootless Podman answers only its own user "
+                f"(uid {uid}); run egress-tui as that user, or as root")
+    return f"no permission to talk to Podman at {shown}: run as root, or as the socket's owner"
 
 
 def _is_rootless(engine: PodmanEngine) -> bool:
