@@ -16,12 +16,14 @@ def egress(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProces
     return subprocess.run([EGRESS, *args], capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def report_while(args: list[str], traffic) -> tuple[dict, str, object]:
+def report_while(args: list[str], traffic, prefix: list[str] = (), env: dict | None = None
+                 ) -> tuple[dict, str, object]:
     """``egress-tui report ARGS --format json`` running while ``traffic()`` runs, stopped with
     Ctrl-C once it is done (it stops in order: drained, helpers removed). Returns the hosts by
-    name, everything said on stderr, and what ``traffic`` returned."""
-    p = subprocess.Popen([EGRESS, "report", *args, "--format", "json"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    name, everything said on stderr, and what ``traffic`` returned. ``prefix``: run it through
+    this (setpriv, as another user), with ``env``."""
+    p = subprocess.Popen([*prefix, EGRESS, "report", *args, "--format", "json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, cwd="/")
     said = []
     for line in p.stderr:            # "capturing" once the capture listens: traffic starts then
         said.append(line)

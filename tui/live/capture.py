@@ -249,7 +249,10 @@ class NetnsSource:
         logging.getLogger("scapy").setLevel(logging.ERROR)  # its warnings would scribble on the screen
         from scapy.arch.linux import L2ListenSocket  # not scapy.all: slow, and sets globals
         names = self.interfaces or [n for _i, n in socket.if_nameindex()]
-        bpf = self.bpf if self.bpf is not None else capture_filter(namespace_addresses())
+        own = namespace_addresses()
+        # a namespace with no address of its own (--network none: loopback only) cannot tell what
+        # it sends from what it receives by address: then everything is read
+        bpf = self.bpf if self.bpf is not None else capture_filter(own) if own else ""
         socks = []
         nflog = None
         try:
