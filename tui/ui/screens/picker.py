@@ -41,7 +41,7 @@ class PickerScreen(Screen[tuple[str, str]]):
 
     def compose(self) -> ComposeResult:
         yield Label("Pick a running container to watch", id="picker-title")
-        yield Input(placeholder="filter by name, image or network", id="picker-filter")
+        yield Input(placeholder="filter by name, engine, image or network", id="picker-filter")
         yield DataTable(cursor_type="row", zebra_stripes=True, id="picker-table")
         yield Footer()
 
