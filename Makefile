@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the benchmark drive for real (podman and containerd: the other
 # engines, started by tests/enginelab; uidmap: rootless Podman's user namespaces).
-DEB_PACKAGES := python3-venv tcpdump tshark ethtool iproute2 iptables ipset dnsutils openssl curl procps tmux librsvg2-bin debootstrap docker.io podman containerd uidmap shellcheck
+DEB_PACKAGES := python3-venv tcpdump tshark ethtool iproute2 iptables ipset nftables dnsutils openssl curl procps tmux librsvg2-bin debootstrap docker.io podman containerd uidmap shellcheck
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help

@@ -179,13 +179,13 @@ def cost(lab, pid: int, res: Figures) -> None:
                 att.table.use_diag = False
             for flow in flows:
                 att.table.inode_pid.clear()  # from scratch: the holder is searched for
-                att._same.clear()
+                att.table.forget_answers()
                 t0 = time.perf_counter()
                 got = att.lookup(*flow)
                 timings[way].append(time.perf_counter() - t0)
                 assert got != "process unknown" and got.pid == p.pid, got
                 if diag:
-                    att._same.clear()
+                    att.table.forget_answers()
                     t0 = time.perf_counter()
                     att.lookup(*flow)
                     timings["sock_diag, holder known"].append(time.perf_counter() - t0)

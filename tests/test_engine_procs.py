@@ -52,7 +52,7 @@ def test_an_answer_lands_on_its_connection_and_marks_the_row_changed():
     assert tcp.to_dict()["process"] == {"pid": 4242, "comm": "curl", "exe": "/usr/bin/curl",
                                         "cmdline": "curl https://api.test/",
                                         "parents": [{"pid": 4200, "comm": "sh"}, {"pid": 1, "comm": "tini"}],
-                                        "run": None}
+                                        "run": None, "pid_namespace": "host"}
     udp_conn = next(x for x in seen if isinstance(x, Conn) and x.transport == "udp")
     eng.set_proc(udp_conn, procs.UNKNOWN)
     assert udp_conn.to_dict()["process"] == procs.UNKNOWN

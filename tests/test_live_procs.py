@@ -237,7 +237,8 @@ def test_sock_diag_and_the_proc_tables_find_the_same_sockets(lab, watched):
     """Each flow as the capture sees it (addresses as on the wire), looked up by the kernel's
     sock_diag and by the /proc/net tables (the fallback): the socket's own inode, its process."""
     import socket as sk
-    from egress_tui.live.procs import ProcTable
+    from egress_tui.live.capture import setns_net
+    from egress_tui.live.proctable import ProcTable
     v4, v6 = lab.address_for("sockets.test")
     p = lab.popen_client([sys.executable, "-c", SOCKETS, v4, v6], text=True, stdin=subprocess.PIPE)
     try:
@@ -246,7 +247,7 @@ def test_sock_diag_and_the_proc_tables_find_the_same_sockets(lab, watched):
             kind, ino, laddr, lport, raddr, rport = line.split()
             rows.append((kind, int(ino), laddr, int(lport), raddr, int(rport)))
         assert len(rows) == 5
-        diag, tables = ProcTable(lab.pid), ProcTable(lab.pid, sock_diag=False)
+        diag, tables = ProcTable(lab.pid, enter=setns_net), ProcTable(lab.pid, sock_diag=False)
         flows = []
         assert diag.diag is not None and tables.diag is None
         for kind, ino, laddr, lport, raddr, rport in rows:

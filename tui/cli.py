@@ -26,6 +26,7 @@ from egress_tui.firewall.plan import FirewallError
 from egress_tui.inspection import InspectionError
 from egress_tui.wire.pcapfile import PcapError
 from egress_tui.core.report import FORMATS, host_rows, meta_for, render
+from egress_tui.exports import ExportError
 
 EXIT_ERROR = 2
 EXIT_DENIED = 3
@@ -170,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     _target_args(sc)
     sc.add_argument("-o", "--output", metavar="FILE", default="-", help="where to write it (default: stdout)")
 
+    _export_args(sub)
+
     ln = sub.add_parser("learn", help="run a command in a container while capturing; list what it reached",
                         description="Run CMD (default: claude -p hello) inside CONTAINER while capturing "
                                     "its traffic, then list the hosts the run reached.",
@@ -198,6 +201,44 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _export_args(sub) -> None:
+    from egress_tui.exports import FORMATS
+    ex = sub.add_parser(
+        "export", help="write the allowlist for an enforcement tool: squid, nftables, aws-network-firewall, "
+                       "cilium, domains, harden-runner",
+        usage="egress-tui export FORMAT (--allow FILE | --preset NAME[:REGION] | --from-report FILE.json)... "
+              "[options] [-o FILE]",
+        description="The allowlist (files, presets) or what a report saw, in the format an enforcement tool "
+                    "reads. Entries a format cannot express exactly are listed on stderr and in a comment.")
+    ex.add_argument("format", choices=list(FORMATS), metavar="FORMAT",
+                    help="; ".join(f"{k}: {v[0]}" for k, v in FORMATS.items()))
+    ex.add_argument("--allow", metavar="FILE", action="append", default=[], help="allowlist file (repeatable)")
+    ex.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[],
+                    help="allowlist preset, e.g. anthropic, bedrock:ap-northeast-1 (repeatable)")
+    ex.add_argument("--from-report", metavar="FILE.json",
+                    help="the hosts a JSON report or session report saw: the allowed ones (see --all-seen)")
+    ex.add_argument("--all-seen", action="store_true",
+                    help="with --from-report: every host connected to (blocked attempts included), not only "
+                         "the allowed ones")
+    ex.add_argument("-o", "--output", metavar="FILE", default="-", help="where to write it (default: stdout)")
+    ex.add_argument("--ssl-bump", action="store_true",
+                    help="squid: also check the TLS SNI (peek and splice; Squid built with OpenSSL)")
+    ex.add_argument("--suricata", action="store_true",
+                    help="aws-network-firewall: Suricata-compatible rule strings instead of a domain list")
+    ex.add_argument("--selector", metavar="KEY=VALUE", action="append", default=[],
+                    help="cilium: the endpoint labels the policy applies to (repeatable)")
+    ex.add_argument("--name", help="cilium, aws-network-firewall: the policy or rule group name")
+    ex.add_argument("--capacity", type=int, metavar="N",
+                    help="aws-network-firewall: rule group capacity (default: what the list needs)")
+    ex.add_argument("--resolver", metavar="ADDR", action="append", default=[],
+                    help="nftables: the DNS server to allow and to resolve the names through (repeatable; "
+                         "default: this machine's /etc/resolv.conf)")
+    ex.add_argument("--reject", action="store_true", help="nftables: reject instead of drop")
+    ex.add_argument("--container", metavar="NAME",
+                    help="nftables: take the resolvers from this container and look the names up inside it, "
+                         "as firewall apply does (root, local engine)")
+
+
 def _proxy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proxy-only", action="store_true",
                    help="lock the container to its proxy: allow only the proxies' addresses and ports (and "
@@ -207,7 +248,7 @@ def _proxy_args(p: argparse.ArgumentParser) -> None:
                         "the container's settings)")
 
 
-SUBCOMMANDS = ("report", "presets", "firewall", "learn")
+SUBCOMMANDS = ("report", "presets", "firewall", "learn", "export")
 
 
 def _tui_parser() -> argparse.ArgumentParser:
@@ -261,10 +302,12 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_firewall(args)
             if args.command == "learn":
                 return cmd_learn(args)
+            if args.command == "export":
+                return cmd_export(args)
             return cmd_presets()
         return cmd_tui(_tui_parser().parse_args(argv))
     except (UserError, PcapError, AllowlistError, DockerError, CaptureError, FirewallError, InspectionError,
-            ProxyError, NamespaceError) as e:
+            ProxyError, ExportError, NamespaceError) as e:
         print(f"egress-tui: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -422,11 +465,16 @@ def live_capture(args):
         say(f"capturing {insp.target} ({insp.method})"
             + (f" for {args.duration:g} s" if args.duration else "; Ctrl-C to stop")
             + (f"; {insp.proxy.summary()}" if insp.proxy else ""))
+        refused = insp.procs_refusal
+        if refused:
+            say(f"no process attribution: {refused}")
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.event.wait(0.2):
             if not cap.is_alive() or (deadline is not None and time.monotonic() >= deadline):
                 break
         insp.stop_capture()
+        if insp.procs_refusal and insp.procs_refusal != refused:  # the helper's agent died meanwhile
+            say(f"no process attribution from then on: {insp.procs_refusal}")
         if args.save_pcap and insp.recording_summary is not None:
             say(f"saved {insp.recording_description} to {args.save_pcap}")
         if cap.error:
@@ -676,6 +724,87 @@ def cmd_firewall_script(args) -> int:
             raise UserError(f"cannot write {args.output}: {e.strerror}") from None
         print(f"egress-tui: wrote {args.output}", file=sys.stderr)
     return 0
+
+
+# Options that belong to one export format: (option, attribute, format)
+_EXPORT_ONLY = [("--ssl-bump", "ssl_bump", "squid"), ("--suricata", "suricata", "aws-network-firewall"),
+                ("--selector", "selector", "cilium"), ("--capacity", "capacity", "aws-network-firewall"),
+                ("--resolver", "resolver", "nftables"), ("--reject", "reject", "nftables"),
+                ("--container", "container", "nftables")]
+
+
+def cmd_export(args) -> int:
+    """The allowlist, or what a report saw, in an enforcement tool's format."""
+    from egress_tui.exports import Options, render
+    from egress_tui.exports.sources import combine, from_report
+    for opt, attr, fmt in _EXPORT_ONLY:
+        if getattr(args, attr) not in (False, None, []) and args.format != fmt:
+            raise UserError(f"{opt} goes with export {fmt}, not {args.format}")
+    if args.name and args.format not in ("cilium", "aws-network-firewall"):
+        raise UserError(f"--name goes with export cilium or aws-network-firewall, not {args.format}")
+    if args.all_seen and not args.from_report:
+        raise UserError("--all-seen goes with --from-report FILE.json (it picks which of the report's hosts)")
+    if not (args.allow or args.preset or args.from_report):
+        raise UserError("export needs what to export: --allow FILE, --preset NAME, and/or --from-report FILE.json")
+    allowlist = build(args.allow, args.preset)
+    report = from_report(args.from_report, args.all_seen) if args.from_report else None
+    source = combine(allowlist, report)
+    options = Options(ssl_bump=args.ssl_bump, suricata=args.suricata, reject=args.reject, name=args.name or "",
+                      capacity=args.capacity)
+    if args.format == "cilium":
+        from egress_tui.exports.cilium import parse_selector
+        options.selector = parse_selector(args.selector)
+    if args.format == "nftables" and args.container:
+        if args.resolver:
+            raise UserError("give --container (its resolvers) or --resolver, not both")
+        options.resolvers, options.resolved = container_lookups(source.allowlist, args.container)
+    elif args.format == "nftables":
+        options.resolvers, options.resolved = export_lookups(source.allowlist, args.resolver)
+    export = render(args.format, source, options)
+    for note in export.notes:
+        say(note.line())
+    if args.output == "-":
+        sys.stdout.write(export.text)
+        sys.stdout.flush()
+    else:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(export.text)
+        except OSError as e:
+            raise UserError(f"cannot write {args.output}: {e.strerror}") from None
+        say(f"wrote {args.format} to {args.output}: {len(source.entries)} entries"
+            + (f", {len(export.notes)} not exactly as listed (above)" if export.notes else ""))
+    return 0
+
+
+def container_lookups(allowlist, container: str) -> tuple[list[str], dict]:
+    """nftables --container: the container's resolvers, and the names looked up inside it."""
+    from egress_tui.exports.nftables import names_to_resolve
+    from egress_tui.inspection import open_inspection
+    with open_inspection(container, method="netns") as insp:
+        if not insp.can_look_up():
+            raise UserError(insp.notices[-1] if insp.notices and insp.resolvers is None else
+                            f"cannot look names up in {insp.container.name}: needs root on the container's host "
+                            "(or pass --resolver ADDR and export where the rules will apply)")
+        return list(insp.resolvers or []), insp.look_up(names_to_resolve(allowlist))
+
+
+def export_lookups(allowlist, given: list[str]) -> tuple[list[str], dict]:
+    """nftables: the resolvers to allow (``--resolver``, checked, or this machine's) and the
+    allowlist's names looked up through them now."""
+    import ipaddress
+    from egress_tui.exports.nftables import resolve, system_resolvers
+    resolvers = []
+    for r in given:
+        try:
+            resolvers.append(str(ipaddress.ip_address(r)))
+        except ValueError:
+            raise UserError(f"--resolver {safe_text(r, 60)}: not an IP address") from None
+    if not given:
+        resolvers = system_resolvers()
+        if not resolvers:
+            say("no nameserver in /etc/resolv.conf: names are not resolved and DNS is blocked; pass --resolver ADDR")
+    return resolvers, resolve(allowlist, resolvers)
 
 
 def cmd_presets() -> int:

@@ -38,6 +38,7 @@ from egress_tui.live.containers import (DEFAULT_HELPER_IMAGE, ContainerInfo, Con
 from egress_tui.live.engines import ContainerEngine, connect, locate, wrap
 from egress_tui.live.namespaces import NamespaceError, NamespaceTarget, namespace_at, namespace_of_pid
 from egress_tui.live.procs import Attributor
+from egress_tui.live.procs_helper import AgentTable
 from egress_tui.live.recorder import PcapngRecorder
 from egress_tui.live.helpers import HelperOwner, reap_orphans, remove_helpers
 
@@ -92,7 +93,7 @@ class Inspection:
         self.notices: list[str] = []        # one line each, for the user (orphans removed, ...)
         self.capturer: Capturer | None = None
         self.attributor: Attributor | None = None  # which process opened each connection
-        self.procs_refusal = ""             # why connections get no process ("" when they do)
+        self._procs_refusal = ""            # why connections get no process ("" when they do)
         self.recording: str | None = None   # the pcap file the capture is recorded to
         self.runs: list[RunRecord] = []
         self.reapply_needed = False         # the container restarted with the firewall on
@@ -127,6 +128,13 @@ class Inspection:
     @property
     def description(self) -> str:
         return getattr(self.source, "description", self.target)
+
+    @property
+    def procs_refusal(self) -> str:
+        """Why connections get no process, one line ("" while they do): the method cannot look
+        them up, or the helper's agent could not start or died."""
+        att = self.attributor
+        return self._procs_refusal or (att.refusal if att is not None else "")
 
     @property
     def proxy(self) -> ProxyConfig:
@@ -174,6 +182,24 @@ class Inspection:
         self._resolve_proxies()
         return self.capturer
 
+    def can_look_up(self) -> bool:
+        """Whether names can be looked up as the container would: from inside its namespace
+        (the netns method, as root), through its resolvers; a bare namespace likewise."""
+        if self.namespace is not None:
+            return bool(os.geteuid() == 0 and self.resolvers)
+        info = self.container
+        return bool(info is not None and info.pid and self.method.startswith("netns") and os.geteuid() == 0
+                    and self.resolvers)
+
+    def look_up(self, names: list[str]) -> dict[str, list[tuple[str, int]]]:
+        """``names`` looked up through the container's resolvers from inside its namespace, as
+        the firewall looks its names up (blocking: call from a worker). Only when can_look_up()."""
+        if not self.can_look_up():
+            raise InspectionError("names are looked up in the container only from the host (--method netns, as root)")
+        ns = self.namespace
+        where = (ns.pid or ns.path) if ns is not None else self.container.pid
+        return NamespaceRunner(where).resolve(names, list(self.resolvers or []))
+
     def _resolve_proxies(self) -> None:
         """The container may have looked its proxy's name up before the capture began: look it
         up now, through the container's own resolvers from inside its namespace, off the
@@ -182,14 +208,12 @@ class Inspection:
         the container's own lookups."""
         proxy = self.proxy
         names = sorted({ep.host for ep in (proxy.endpoints if proxy else []) if not ep.is_address})
-        info = self.container
-        if (not names or info is None or not info.pid or not self.method.startswith("netns")
-                or os.geteuid() != 0 or not self.resolvers):
+        if not names or not self.can_look_up():
             return
 
         def run() -> None:
             try:
-                got = NamespaceRunner(info.pid).resolve(names, self.resolvers)
+                got = self.look_up(names)
             except Exception:  # noqa: BLE001 - best effort; the engine still learns from DNS
                 return
             addresses = {n: sorted({a for a, _ttl in got.get(n, [])}) for n in names}
@@ -204,28 +228,27 @@ class Inspection:
         threading.Thread(target=run, name="egress-tui-proxy-lookup", daemon=True).start()
 
     def _attributor(self) -> Attributor | None:
-        """The process attribution, where this host can read the container's /proc: the
-        netns method, as root (a container's init is followed across restarts). None
-        elsewhere, with the reason in procs_refusal."""
+        """The process attribution: from the host where it can read the container's /proc (the
+        netns method, as root; a container's init is followed across restarts), else from a
+        helper container that shares the container's PID namespace (the helper method). None
+        where neither can be, with the reason in procs_refusal."""
         src = self.source
         if self.method == "replay" or (self.container is None and not isinstance(src, NetnsSource)):
-            self.procs_refusal = "a capture file does not say which process sent what"
+            self._procs_refusal = "a capture file does not say which process sent what"
             return None
-        if not self.method.startswith("netns") and not isinstance(src, NetnsSource):
-            # TODO(issue 11): the helper would join the target's PID namespace
-            # (pid_mode=container:) and read /proc there, sending its answers back
-            self.procs_refusal = "processes are looked up only from the host (--method netns, as root)"
+        if isinstance(src, NetnsSource) and isinstance(src.pid, str):
+            self._procs_refusal = "a namespace given by its path has no process to look processes up under"
             return None
-        if os.geteuid() != 0:
-            self.procs_refusal = "looking up processes needs root"
-            return None
-        if isinstance(src, NetnsSource):
-            if isinstance(src.pid, str):
-                self.procs_refusal = "a namespace given by its path has no process to look processes up under"
-                return None
-            return Attributor(lambda: src.pid)
         info = self.container
-        return Attributor(lambda: (getattr(self.source, "info", None) or info).pid)
+        init = (lambda: src.pid) if isinstance(src, NetnsSource) else (
+            lambda: (getattr(self.source, "info", None) or info).pid)
+        if not self.method.startswith("netns") and not isinstance(src, NetnsSource):
+            table = AgentTable(self.dc, info.id, info.name, self.helper_image, owner=self.owner, init_pid=info.pid)
+            return Attributor(init, table=table)
+        if os.geteuid() != 0:
+            self._procs_refusal = "looking up processes needs root (or --method helper)"
+            return None
+        return Attributor(init)
 
     def _live_source(self):
         ns = self.namespace
@@ -237,8 +260,9 @@ class Inspection:
         return HelperSource(self.dc, info.id, self.helper_image, owner=self.owner, engine=self.container_engine)
 
     def wait_ready(self, timeout: float = 20.0) -> bool:
-        """Wait until the capture listens (what happens from then on is seen); False if it
-        ended or did not get there in time."""
+        """Wait until the capture listens (what happens from then on is seen), and the process
+        lookup is ready too (a helper's agent started, or refused); False if the capture ended
+        or did not get there in time."""
         ready = getattr(self.source, "ready", None)
         cap = self.capturer
         if ready is None or cap is None:
@@ -247,6 +271,9 @@ class Inspection:
         while not ready.wait(0.05):
             if not cap.is_alive() or time.monotonic() > deadline:
                 return ready.is_set()
+        att = self.attributor
+        if att is not None:
+            att.ready.wait(max(0.0, deadline - time.monotonic()))
         return True
 
     def stop_capture(self, timeout: float = DRAIN_TIMEOUT) -> None:

@@ -637,23 +637,49 @@ PROXY_PACKAGES = ["squid", "dante-server", "openssh-server", "openssh-client"]
 # them (cron pre-depends on cron-daemon-common, which one `dpkg -i` of all of them breaks)
 # and needs no package lists.  policy-rc.d stops the maintainer scripts from starting the
 # daemons during the build (tests/lab/proxyd.py starts them, with its own configuration).
-PROXY_DOCKERFILE = f"""\
-# egress-tui lab proxy image: the locally built Debian base + {' '.join(PROXY_PACKAGES)}
-# from .debs the host downloaded. Built by images.ensure_proxy_image() with no network.
+def _daemon_debs_dockerfile(what: str, packages: list[str], builder: str, checks: str) -> str:
+    """The Dockerfile of an image of the base and daemons from .debs the host downloaded."""
+    return f"""\
+# egress-tui lab {what}: the locally built Debian base + {' '.join(packages)}
+# from .debs the host downloaded. Built by images.{builder}() with no network.
 FROM {BASE_TAG}
 COPY debs/ /tmp/debs/
 RUN set -e; printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \\
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /tmp/debs/*.deb; \\
     rm -rf /tmp/debs /usr/sbin/policy-rc.d /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
-    squid -v | head -n 1; danted -v; ssh -V; test -x /usr/sbin/sshd; test -x /usr/lib/squid/basic_ncsa_auth
+    {checks}
 CMD ["sleep", "infinity"]
 """
+
+
+PROXY_DOCKERFILE = _daemon_debs_dockerfile(
+    "proxy image", PROXY_PACKAGES, "ensure_proxy_image",
+    "squid -v | head -n 1; danted -v; ssh -V; test -x /usr/sbin/sshd; test -x /usr/lib/squid/basic_ncsa_auth")
 
 
 def ensure_proxy_image(client: docker.DockerClient, force: bool = False):
     """``egress-tui-test/proxy:bookworm``: base + squid, dante-server and OpenSSH, for the
     lab's ``proxy`` container (``DockerLab.add_proxies()``)."""
     return _ensure_debs_image(client, PROXY_TAG, PROXY_DOCKERFILE, PROXY_PACKAGES, "proxy-debs", force)
+
+
+# -- squid-openssl image: Squid with SslBump (peek and splice by SNI) --------------------------------
+
+SQUID_TLS_TAG = f"egress-tui-test/squid-openssl:{SUITE}"
+# Debian's squid is built with GnuTLS (`squid -v`: --with-gnutls), and SslBump needs OpenSSL:
+# bookworm ships that build as squid-openssl (same version, conflicts with squid), so it has an
+# image of its own. The build proves the OpenSSL build is what got installed.
+SQUID_TLS_PACKAGES = ["squid-openssl"]
+SQUID_TLS_DOCKERFILE = _daemon_debs_dockerfile(
+    "Squid with OpenSSL", SQUID_TLS_PACKAGES, "ensure_squid_tls_image",
+    "squid -v | head -n 1; squid -v | grep -q -- --with-openssl")
+
+
+def ensure_squid_tls_image(client: docker.DockerClient, force: bool = False):
+    """``egress-tui-test/squid-openssl:bookworm``: base + squid-openssl, for SslBump (peek and
+    splice by SNI), which Debian's GnuTLS build of squid lacks (tests/test_docker_exports.py)."""
+    return _ensure_debs_image(client, SQUID_TLS_TAG, SQUID_TLS_DOCKERFILE, SQUID_TLS_PACKAGES,
+                              "squid-openssl-debs", force)
 
 
 # -- tools image: base + Node.js and git (programs a coding agent runs, and a git server) ---------

@@ -58,6 +58,20 @@ SQUID_CACHE_LOG = WORKDIR / "squid-cache.log"
 SQUID_USER = "proxy"  # Debian's squid package runs as proxy:proxy
 
 
+# A lab Squid: caches nothing, opens no side ports, starts and stops at once.
+SQUID_QUIET = """\
+logfile_rotate 0
+cache deny all
+cache_mem 8 MB
+max_filedescriptors 4096
+pinger_enable off
+netdb_filename none
+icp_port 0
+htcp_port 0
+shutdown_lifetime 1 seconds
+"""
+
+
 def squid_conf(allow: list[str], workdir: Path = WORKDIR) -> str:
     """squid.conf: two listeners, a port policy, auth on the second, no cache."""
     ports = " ".join(str(p) for p in CONNECT_PORTS)
@@ -72,16 +86,7 @@ pid_filename {workdir}/squid.pid
 coredump_dir {workdir}
 cache_log {workdir / SQUID_CACHE_LOG.name}
 access_log stdio:{workdir / SQUID_ACCESS_LOG.name}
-logfile_rotate 0
-cache deny all
-cache_mem 8 MB
-max_filedescriptors 4096
-pinger_enable off
-netdb_filename none
-icp_port 0
-htcp_port 0
-shutdown_lifetime 1 seconds
-via on
+{SQUID_QUIET}via on
 forwarded_for delete
 
 auth_param basic program /usr/lib/squid/basic_ncsa_auth {workdir}/htpasswd

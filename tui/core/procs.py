@@ -26,6 +26,7 @@ class ProcInfo:
     cmdline: str = ""              # arguments joined by spaces, credentials masked (core/secrets)
     parents: tuple[tuple[int, str], ...] = field(default_factory=tuple)  # (pid, comm) up to the container's init
     run: str = ""                  # the rerun (r, learn) it descends from, "" when none
+    pid_ns: str = ""               # whose numbers the pids are: "" the host's, "container" the container's own
 
     @property
     def program(self) -> str:
@@ -49,7 +50,8 @@ class ProcInfo:
 
     def to_dict(self) -> dict:
         return {"pid": self.pid, "comm": self.comm, "exe": self.exe or None, "cmdline": self.cmdline,
-                "parents": [{"pid": p, "comm": c} for p, c in self.parents], "run": self.run or None}
+                "parents": [{"pid": p, "comm": c} for p, c in self.parents], "run": self.run or None,
+                "pid_namespace": self.pid_ns or "host"}
 
 
 # -- reading it back, and showing it -------------------------------------------------------
@@ -78,7 +80,8 @@ def from_dict(value: object) -> ProcInfo | str | None:
                     cmdline=str(value.get("cmdline") or ""),
                     parents=tuple((_int(p.get("pid")), str(p.get("comm") or "")) for p in parents
                                   if isinstance(p, dict)),
-                    run=str(value.get("run") or ""))
+                    run=str(value.get("run") or ""),
+                    pid_ns="container" if value.get("pid_namespace") == "container" else "")
 
 
 def _int(v: object) -> int:

@@ -396,8 +396,10 @@ class HelperSource:
         self.resolvers = (self.engine.resolvers(self.info) if self.engine is not None
                           else engine_resolvers(self.dc, self.info))
         # --immediate-mode: each packet leaves the kernel at once; without it packets can wait
-        # in the kernel's ring for up to a second, and those still there at SIGINT are lost
-        argv = ["-i", "any", "-U", "--immediate-mode", "-s", "0", "-w", "-", *([bpf] if bpf else [])]
+        # in the kernel's ring for up to a second, and those still there at SIGINT are lost.
+        # -B: immediate mode's default ring is small, and a burst (a client's first SYNs and
+        # DNS answers while the stream is busy) overflowed it: 32 MiB (KiB units)
+        argv = ["-i", "any", "-U", "--immediate-mode", "-B", "32768", "-s", "0", "-w", "-", *([bpf] if bpf else [])]
         self.helper, raw = start_helper(self.dc, self.info.id, self.info.name, self.image, argv,
                                         entrypoint=["tcpdump"], purpose="capture", needs="tcpdump",
                                         owner=self.owner, error=CaptureError, attach=True)

@@ -71,21 +71,32 @@ class HelperOwner:
 
 def start_helper(dc, target_id: str, target_name: str, image: str, command: list[str], *,
                  entrypoint: list[str], purpose: str, needs: str, owner: HelperOwner,
-                 error: type[Exception], attach: bool = False):
+                 error: type[Exception], attach: bool = False, caps: tuple[str, ...] = ("NET_RAW", "NET_ADMIN"),
+                 share_pid: bool = False, stdin: bool = False):
     """Create and start a helper container in the network namespace of ``target_id``, with
-    NET_RAW and NET_ADMIN there and the owner's labels; ``(container, stream)``, where
-    ``stream`` is its stdout attach stream when ``attach`` (opened before the start, so no
-    byte is missed). Failures raise ``error`` with one line saying what to do; a helper
-    created before the failure is removed again."""
+    ``caps`` there (NET_RAW and NET_ADMIN) and the owner's labels; ``(container, stream)``,
+    where ``stream`` is its stdout attach stream when ``attach`` (opened before the start, so
+    no byte is missed). ``share_pid``: it also joins the target's PID namespace, with every
+    capability but ``caps`` dropped, a read-only root and no new privileges. ``stdin``: its
+    standard input and output, as Docker's raw attach socket (stdout multiplexed), is the
+    stream instead. Failures raise ``error`` with one line saying what to do; a helper created
+    before the failure is removed again."""
     from docker.errors import DockerException, ImageNotFound
     name = f"egress-tui-{purpose}-{re.sub(r'[^a-zA-Z0-9_.-]', '_', target_name)[:40]}-{owner.token[:6]}"
     helper = None
     try:
         # create + start, never run: run() would pull a missing image behind the user's back
+        extra = {}
+        if share_pid:
+            extra = {"pid_mode": f"container:{target_id}", "cap_drop": ["ALL"], "read_only": True,
+                     "security_opt": ["no-new-privileges"]}
         helper = dc.containers.create(image, command, entrypoint=entrypoint, name=name,
-                                      network_mode=f"container:{target_id}", cap_add=["NET_RAW", "NET_ADMIN"],
-                                      labels=owner.labels(purpose, target_id))
-        stream = helper.attach(stdout=True, stderr=False, stream=True, logs=True) if attach else None
+                                      network_mode=f"container:{target_id}", cap_add=list(caps),
+                                      labels=owner.labels(purpose, target_id), stdin_open=stdin, **extra)
+        if stdin:
+            stream = dc.api.attach_socket(helper.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+        else:
+            stream = helper.attach(stdout=True, stderr=False, stream=True, logs=True) if attach else None
         helper.start()
         return helper, stream
     except ImageNotFound:

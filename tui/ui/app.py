@@ -384,6 +384,81 @@ class EgressApp(App):
             return
         self.notify(f"table saved to {path}", timeout=3)
 
+    # -- exports for enforcement tools (squid, nftables, ...) ----------------------------------
+
+    EXPORT_SOURCES = {"allowlist": "the allowlist", "allowed": "the allowed hosts seen",
+                      "seen": "every host seen (connected to, blocked included)"}
+
+    def export_sources(self) -> list[tuple[str, str]]:
+        """What an enforcement-tool export can be made from, now: (id, label)."""
+        out = []
+        if self.session.allowlist.entries:
+            out.append(("allowlist", self.EXPORT_SOURCES["allowlist"]))
+        if self.session.rows:
+            if self.session.allowlist:
+                out.append(("allowed", self.EXPORT_SOURCES["allowed"]))
+            out.append(("seen", self.EXPORT_SOURCES["seen"]))
+        return out
+
+    def export_for(self, fmt: str, option: str, which: str, path: str) -> None:
+        """Write the allowlist, or the hosts seen, in an enforcement tool's format (``option``:
+        "ssl_bump", "suricata" or ""). The source is taken here, on the screen's thread; a worker
+        writes it (nftables looks the names up first) and says what could not be expressed."""
+        from egress_tui.exports import ExportError
+        from egress_tui.exports.sources import from_allowlist, from_rows
+        try:
+            if which == "allowlist":
+                if not self.session.allowlist.entries:
+                    raise ExportError("the allowlist is empty: add hosts or a preset first")
+                source = from_allowlist(self.session.allowlist.copy())
+            else:
+                rows = [{"name": r.name, "allowed": r.allowed, "connections": r.connections}
+                        for r in sorted(self.session.rows.values(), key=HostRow.sort_key)]
+                source = from_rows(rows, which == "seen", f"hosts seen in {self.session.source or self.target}")
+        except ExportError as e:
+            self.notify(str(e), severity="error", markup=False)
+            return
+        self.run_worker(lambda: self._write_export(fmt, option, source, path), thread=True, group="export",
+                        exit_on_error=False)
+
+    def _write_export(self, fmt: str, option: str, source, path: str) -> None:
+        from egress_tui.exports import ExportError, Options, render
+        options = Options(**{option: True}) if option else Options()
+        try:
+            if fmt == "nftables":
+                options.resolvers, options.resolved = self._export_lookups(source.allowlist)
+            export = render(fmt, source, options)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(export.text)
+        except (ExportError, OSError, InspectionError, FirewallError) as e:
+            self.post_message(Exported(str(e), error=True))
+            return
+        notes = (f"; {len(export.notes)} entries not exactly as listed (the file's comments say which)"
+                 if export.notes else "")
+        self.post_message(Exported(f"{fmt}{' ' + option.replace('_', '-') if option else ''} export of "
+                                   f"{len(source.entries)} entries saved to {path}{notes}"))
+
+    def _export_lookups(self, allowlist) -> tuple[list[str], dict]:
+        """nftables: the container's resolvers and its names looked up in its namespace, where
+        that can be done from here; else this machine's resolvers, from here."""
+        from egress_tui.exports.nftables import names_to_resolve, resolve, system_resolvers
+        insp = self.inspection
+        if insp is not None and insp.can_look_up():
+            return list(insp.resolvers or []), insp.look_up(names_to_resolve(allowlist))
+        resolvers = system_resolvers()
+        return resolvers, resolve(allowlist, resolvers)
+
+    def ask_export_source(self, fmt: str, option: str, then) -> None:
+        """Ask what to export from (the allowlist, the allowed hosts seen, every host seen),
+        then call ``then(which)``."""
+        from egress_tui.ui.screens.dialogs import ChoiceDialog
+        choices = self.export_sources()
+        if not choices:
+            self.notify("nothing to export yet: no allowlist and no hosts seen", severity="warning")
+            return
+        self.push_screen(ChoiceDialog(f"Export for {fmt}{' --' + option.replace('_', '-') if option else ''}: "
+                                      "from", choices), lambda which: which and then(which))
+
     def _session_snapshot(self) -> dict:
         """What the session report needs from this thread's state, copied for the worker."""
         insp = self.inspection
@@ -706,6 +781,13 @@ class EgressApp(App):
                             lambda: self.export("session-json", "egress-session.json"))
         yield SystemCommand("Export init-firewall.sh", "a standalone script with the same rules",
                             lambda: self.export("init-script", "init-firewall.sh"))
+        from egress_tui.exports import FORMATS, VARIANTS
+        for (fmt, option), (label, filename) in [*(((f, ""), v) for f, v in FORMATS.items()), *VARIANTS.items()]:
+            what = label if option else f"{fmt}: {label}"
+            yield SystemCommand(f"Export for {fmt}{' --' + option.replace('_', '-') if option else ''}",
+                                f"{what}; from the allowlist or the hosts seen; writes {filename}",
+                                lambda f=fmt, o=option, n=filename: self.ask_export_source(
+                                    f, o, lambda which: self.export_for(f, o, which, n)))
         yield SystemCommand("Toggle the firewall", "apply or remove it in the container", self.toggle_firewall)
         yield SystemCommand("Re-apply the firewall", "with the allowlist as it is now, never open in between",
                             self.reapply_firewall)

@@ -202,13 +202,24 @@ class MainScreen(Screen):
                              lambda path: path and self.app.save_allowlist(path))
 
     def action_export(self) -> None:
+        from egress_tui.exports import FORMATS as TOOLS, VARIANTS
+        tools = {f"tool:{fmt}:": (f"for {fmt}: {label}", filename) for fmt, (label, filename) in TOOLS.items()}
+        tools.update({f"tool:{fmt}:{option}": (f"for {fmt}: {label}", filename)
+                      for (fmt, option), (label, filename) in VARIANTS.items()})
         choices = ([(f, f"table as {f}") for f in FORMATS if f != "table"]
                    + [("pcap", "captured packets (pcapng)"), ("allowlist", "the allowlist file"),
                       ("init-script", "init-firewall.sh: the same firewall as a standalone script"),
-                      ("session-md", "session report (Markdown)"), ("session-json", "session report (JSON)")])
+                      ("session-md", "session report (Markdown)"), ("session-json", "session report (JSON)")]
+                   + [(cid, label) for cid, (label, _file) in tools.items()])
 
         def chosen(fmt: str | None) -> None:
             if not fmt:
+                return
+            if fmt in tools:  # an enforcement tool's format: from what, then where
+                _tool, name, option = fmt.split(":")
+                self.app.ask_export_source(name, option, lambda which: self.app.push_screen(
+                    InputDialog(f"Export for {name} to", tools[fmt][1]),
+                    lambda path: path and self.app.export_for(name, option, which, path)))
                 return
             default = {"markdown": "egress-report.md", "allowlist": "allowlist.txt",
                        "init-script": "init-firewall.sh", "session-md": "egress-session.md",

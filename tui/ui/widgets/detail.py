@@ -66,7 +66,8 @@ def processes_text(conns: list[dict]) -> Text:
     t.append("processes", style="bold")
     t.append("  pid, program ← its parents, run, connections; its command line", style="dim")
     for p, n in sorted(procs.values(), key=lambda pn: -pn[1])[:PROCESSES_SHOWN]:
-        t.append(f"\n  pid {p.pid}  ", style="dim")
+        # a helper reads the container's own /proc: its pids are not the host's
+        t.append(f"\n  pid {p.pid}{' (the container’s)' if p.pid_ns == 'container' else ''}  ", style="dim")
         t.append(safe_text(p.chain(), 200))
         if p.run:
             t.append(f"  {safe_text(run_label(p.run), 20)}", style="cyan")
