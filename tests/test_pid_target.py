@@ -131,6 +131,10 @@ def test_netns_by_name_capture_and_firewall(lab, tmp_path):
     assert "tls" in hosts["alpha-ns.test"]["via"]
     _firewall_round_trip(["--netns", f"/run/netns/{lab.client_ns}"], f"/run/netns/{lab.client_ns}", reach, "ns",
                          tmp_path)
+    # the standalone script for the same namespace lets DNS through to its resolver
+    r = egress("firewall", "script", "--preset", "anthropic", "--netns", lab.client_ns)
+    assert r.returncode == 0 and f"for netns {lab.client_ns}" in r.stdout, r.stderr
+    assert "198.18.0.2" in r.stdout, r.stdout[:2000]
 
 
 @pytest.mark.root
