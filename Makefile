@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the tests and the benchmark drive for real.
-DEB_PACKAGES := python3-venv tcpdump tshark ethtool iproute2 iptables ipset nftables dnsutils openssl curl procps tmux librsvg2-bin debootstrap docker.io shellcheck
+# Debian packages the tests and the benchmark drive for real (podman and containerd: the other
+# engines, started by tests/enginelab; uidmap: rootless Podman's user namespaces).
+DEB_PACKAGES := python3-venv tcpdump tshark ethtool iproute2 iptables ipset nftables dnsutils openssl curl procps tmux librsvg2-bin debootstrap docker.io podman containerd uidmap shellcheck
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help

@@ -30,6 +30,8 @@ SAMPLE_CONTAINERS = [
     ContainerInfo("8b1e4d2c9a07" + "0" * 52, "claude-anthropic", "egress-tui-test/claude", "running",
                   ["lab-internal"], 0, []),
     ContainerInfo("c41d0e9f3b25" + "0" * 52, "postgres", "postgres:16", "running", ["bridge"], 0, []),
+    ContainerInfo("7d5e2a6c8f14" + "0" * 52, "claude-podman", "localhost/egress-tui-test/claude", "running",
+                  ["podman"], 0, [], engine="podman"),
 ]
 
 

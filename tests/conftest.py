@@ -21,6 +21,9 @@ from tests.dockerlab.fixtures import (  # noqa: E402,F401
     tools_image,
 )
 
+# Podman and containerd (tests/enginelab/): the same, for the other engines
+from tests.enginelab.fixtures import ctr_image, podman_client, podman_image, podman_lab  # noqa: E402,F401
+
 import os  # noqa: E402
 
 import pytest  # noqa: E402

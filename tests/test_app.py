@@ -175,7 +175,7 @@ async def test_picker_lists_and_filters():
         assert table.row_count == 1
         await pilot.press("enter")
         await pilot.pause()
-    assert chosen == ["a" * 64]
+    assert chosen == [("a" * 64, "docker")]   # the id, and the engine it was listed from
 
 
 @pytest.mark.asyncio

@@ -54,7 +54,9 @@ def test_filtered(snap_compare):
 def test_picker(snap_compare):
     items = [ContainerInfo("3f2a9c1d7e6b" + "0" * 52, "claude-bedrock", "egress-tui-test/claude", "running",
                            ["lab-internal"], 0, []),
-             ContainerInfo("c41d0e9f3b25" + "0" * 52, "postgres", "postgres:16", "running", ["bridge"], 0, [])]
+             ContainerInfo("c41d0e9f3b25" + "0" * 52, "postgres", "postgres:16", "running", ["bridge"], 0, []),
+             ContainerInfo("7d5e2a6c8f14" + "0" * 52, "claude-rootless", "localhost/egress-tui-test/claude",
+                           "running", ["podman"], 0, [], engine="podman")]
     app = create_app(AppConfig(start_capture=False))
 
     async def run_before(pilot):

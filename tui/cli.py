@@ -21,6 +21,7 @@ from egress_tui.core.proxy import ProxyConfig, ProxyError, from_urls
 from egress_tui.core.safetext import safe_text
 from egress_tui.live.capture import CaptureError
 from egress_tui.live.containers import DockerError
+from egress_tui.live.namespaces import NamespaceError
 from egress_tui.firewall.plan import FirewallError
 from egress_tui.inspection import InspectionError
 from egress_tui.wire.pcapfile import PcapError
@@ -65,10 +66,12 @@ def say(line: str) -> None:
 
 
 def inspect_container(args):
-    """The inspection of ``args.container`` (one-line errors), its notices said on stderr."""
+    """The inspection of ``args.container`` (or of ``--pid``/``--netns``; one-line errors), its
+    notices said on stderr."""
     from egress_tui.inspection import open_inspection
     insp = open_inspection(args.container, method=args.method, helper_image=args.helper_image,
-                           proxy=getattr(args, "proxy_config", None))
+                           proxy=getattr(args, "proxy_config", None), engine=getattr(args, "engine", "auto"),
+                           pid=getattr(args, "pid", None), netns=getattr(args, "netns", None))
     for line in insp.notices:
         say(line)
     return insp
@@ -76,6 +79,20 @@ def inspect_container(args):
 
 def demo_capture() -> str:
     return str(resources.files("egress_tui") / "data" / "demo.pcap")
+
+
+ENGINE_HELP = ("the container engine: docker, podman, or auto (default: every engine that answers; the one that "
+               "knows the container)")
+PID_HELP = "any process's network namespace instead of a container (root; e.g. a PID from crictl inspect)"
+NETNS_HELP = "a network namespace by path or ip-netns name (/run/netns/NAME) instead of a container (root)"
+
+
+def _target_args(p: argparse.ArgumentParser, group=None) -> None:
+    """--engine, and --pid/--netns: what to watch when it is no container name."""
+    p.add_argument("--engine", choices=("auto", "docker", "podman"), default="auto", help=ENGINE_HELP)
+    g = group or p
+    g.add_argument("--pid", type=int, metavar="PID", help=PID_HELP)
+    g.add_argument("--netns", metavar="PATH", help=NETNS_HELP)
 
 
 PROXY_HELP = ("the proxy the capture's traffic went through, e.g. http://squid:3128 (repeatable; a login in it is "
@@ -96,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--pcap", metavar="FILE", help="capture file (pcap or pcapng; - for stdin)")
     src.add_argument("--demo", action="store_true", help="use the demo capture shipped with egress-tui")
     src.add_argument("--container", metavar="NAME", help="capture a running container live instead")
+    _target_args(r, src)
     r.add_argument("--duration", type=float, metavar="SECONDS",
                    help="with --container: stop after this long (default: until Ctrl-C)")
     r.add_argument("--method", choices=("auto", "netns", "helper"), default="auto",
@@ -122,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     fsub = fw.add_subparsers(dest="action", metavar="ACTION", required=True)
     ap = fsub.add_parser("apply", help="allow only the allowlist (or only the proxy); drop (or reject) "
                                        "everything else")
-    ap.add_argument("container", help="container name or id")
+    ap.add_argument("container", nargs="?", help="container name or id (or --pid / --netns)")
     ap.add_argument("--allow", metavar="FILE", action="append", default=[], help="allowlist file (repeatable)")
     ap.add_argument("--preset", metavar="NAME[:REGION]", action="append", default=[],
                     help="allowlist preset (repeatable)")
@@ -130,12 +148,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--reject", action="store_true", help="reject instead of drop, so clients fail fast")
     ap.add_argument("--no-verify", action="store_true", help="skip the reachability checks after apply")
     rm = fsub.add_parser("remove", help="remove what egress-tui added, and only that")
-    rm.add_argument("container")
+    rm.add_argument("container", nargs="?")
     st = fsub.add_parser("status", help="is it on, in which mode, with which allowlist or proxies, how many "
                                         "packets dropped")
-    st.add_argument("container")
+    st.add_argument("container", nargs="?")
     st.add_argument("--format", choices=("text", "json"), default="text")
     for p_ in (ap, rm, st):
+        _target_args(p_)
         p_.add_argument("--method", choices=("auto", "netns", "helper"), default="auto",
                         help="from the host (netns, root) or through a helper container (helper)")
         p_.add_argument("--helper-image", metavar="IMAGE",
@@ -149,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     _proxy_args(sc)
     sc.add_argument("--container", help="take the DNS resolvers to allow (and with --proxy-only the proxies) "
                                         "from this container")
+    _target_args(sc)
     sc.add_argument("-o", "--output", metavar="FILE", default="-", help="where to write it (default: stdout)")
 
     _export_args(sub)
@@ -157,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
                         description="Run CMD (default: claude -p hello) inside CONTAINER while capturing "
                                     "its traffic, then list the hosts the run reached.",
                         usage="egress-tui learn CONTAINER [options] [-- CMD...]")
-    ln.add_argument("container")
+    ln.add_argument("container", nargs="?")
     ln.add_argument("--provider", choices=("anthropic", "bedrock", "vertex", "none"), default="anthropic",
                     help="environment preset for Claude Code (credentials pass through from yours)")
     ln.add_argument("--region", help="AWS/Google region for bedrock/vertex (default ap-northeast-1/us-east5)")
@@ -176,6 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     ln.add_argument("--method", choices=("auto", "netns", "helper"), default="auto",
                     help="capture from the host (netns, root, local engine) or through a helper container")
     ln.add_argument("--helper-image", metavar="IMAGE", help="with --method helper: image with tcpdump")
+    _target_args(ln)
     ln.add_argument("cmd", nargs="*", help="the command (after --)")
     return p
 
@@ -233,7 +254,8 @@ SUBCOMMANDS = ("report", "presets", "firewall", "learn", "export")
 def _tui_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="egress-tui",
-        usage="egress-tui [CONTAINER] [options]\n       egress-tui {report,presets} ...",
+        usage="egress-tui [CONTAINER | --pid PID | --netns PATH] [options]\n"
+              "       egress-tui {report,presets,firewall,learn} ...",
         description="Watch, live, every host a Docker container talks to, colored by an allowlist. "
                     "With no CONTAINER, pick one from the running containers. "
                     "Headless commands: egress-tui report --help, egress-tui presets.")
@@ -252,6 +274,7 @@ def _tui_parser() -> argparse.ArgumentParser:
     p.add_argument("--helper-image", metavar="IMAGE",
                    help="image with tcpdump for --method helper (default: nicolaka/netshoot)")
     p.add_argument("--proxy", metavar="URL", action="append", default=[], help=PROXY_HELP)
+    _target_args(p)
     return p
 
 
@@ -284,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_presets()
         return cmd_tui(_tui_parser().parse_args(argv))
     except (UserError, PcapError, AllowlistError, DockerError, CaptureError, FirewallError, InspectionError,
-            ProxyError, ExportError) as e:
+            ProxyError, ExportError, NamespaceError) as e:
         print(f"egress-tui: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -306,15 +329,16 @@ def cmd_report(args) -> int:
     allowlist = build(args.allow, args.preset)
     proxy = proxy_option(args) or ProxyConfig()
     saved = None
-    if args.container:
-        (engine, saved, proxy), path = live_capture(args), f"container {args.container}"
+    live = args.container or args.pid is not None or args.netns
+    if live:
+        (engine, saved, proxy), path = live_capture(args), live_label(args)
     elif args.demo:
         path = demo_capture()
     elif args.pcap:
         path = args.pcap
     else:
-        raise UserError("report needs a capture: --pcap FILE, --container NAME, or --demo")
-    if not args.container:
+        raise UserError("report needs a capture: --pcap FILE, --container NAME, --pid PID, --netns PATH, or --demo")
+    if not live:
         if os.path.isdir(path):
             raise UserError(f"{path} is a directory, not a capture file")
         from egress_tui.inspection import set_engine_proxy
@@ -356,8 +380,9 @@ def cmd_tui(args) -> int:
     if args.speed < 0:
         raise UserError("--speed must be 0 (as fast as possible) or a positive factor")
     pcap = demo_capture() if args.demo else args.pcap
-    if pcap and args.container:
-        raise UserError("give a CONTAINER or --pcap/--demo, not both")
+    namespace = args.pid is not None or args.netns is not None
+    if sum(map(bool, (pcap, args.container, namespace))) > 1 or (args.pid is not None and args.netns):
+        raise UserError("give one of CONTAINER, --pid, --netns, --pcap/--demo")
     build_allowlist(args.allow, args.preset)
     proxy = proxy_option(args)
     pcap_input = None
@@ -365,21 +390,26 @@ def cmd_tui(args) -> int:
         if os.path.isdir(pcap):
             raise UserError(f"{pcap} is a directory, not a capture file")
         pcap_input = open_replay(pcap)  # unreadable or not a capture: fail now, in one line
-    docker_client = None
-    if not pcap:
-        from egress_tui.live.containers import choose_method, client, find_container
-        docker_client = client()
-        info = find_container(docker_client, args.container) if args.container else None
+    engines = None
+    if namespace:
+        from egress_tui.inspection import open_inspection
+        open_inspection(pid=args.pid, netns=args.netns, method=args.method).close()  # fail now, in one line
+    elif not pcap:
+        from egress_tui.live.engines import connect, locate
+        engines = connect(args.engine)
         if args.method == "netns" and os.geteuid() != 0:
             raise UserError("--method netns needs root (it enters the container's network namespace); "
                             "run with sudo, or use --method helper")
-        choose_method(docker_client, info, args.method)  # an unprovable netns: refused before the screen
+        if args.container:
+            eng, info, _ = locate(args.container, engines)
+            eng.choose_method(info, args.method)  # an unprovable netns: refused before the screen
+            engines = [eng]
     if not sys.stdout.isatty():
         raise UserError("the live inspector needs a terminal; without one use egress-tui report")
     from egress_tui.ui.app import AppConfig, create_app  # Textual is imported only for the screen
     app = create_app(AppConfig(container=args.container, pcap=pcap, pcap_input=pcap_input, speed=args.speed,
                                allow_files=args.allow, presets=args.preset, method=args.method,
-                               helper_image=args.helper_image, docker_client=docker_client,
+                               helper_image=args.helper_image, engines=engines, pid=args.pid, netns=args.netns,
                                proxy=proxy, handle_signals=True))
     try:
         app.run()
@@ -407,6 +437,15 @@ def open_replay(pcap: str, stdin=None):
         os.dup2(tty, 0)
         os.close(tty)
     return CaptureInput("-", stdin=stdin)
+
+
+def live_label(args) -> str:
+    """What a live report says it captured."""
+    if args.pid is not None:
+        return f"pid {args.pid}"
+    if args.netns:
+        return f"netns {safe_text(args.netns, 80)}"
+    return f"container {args.container}"
 
 
 def live_capture(args):
@@ -472,18 +511,27 @@ def cmd_firewall(args) -> int:
             if not allowlist.entries:
                 raise UserError("firewall apply needs an allowlist: --allow FILE and/or --preset NAME "
                                 "(or --proxy-only)")
+    need_target(args, f"firewall {args.action}")
     # signals wait for the action: a firewall half applied, or a helper left behind, is worse
     with StopSignals(), inspect_container(args) as insp:
         if args.action == "apply" and args.proxy_only and proxy is None:
             proxy = insp.proxy
             if not proxy.endpoints and not proxy.problems:
-                raise no_proxy_error(insp.container.name)
+                raise no_proxy_error(insp.target)
         return _firewall_action(args, insp, allowlist, proxy)
+
+
+def need_target(args, what: str) -> None:
+    """Exactly one target: a container, --pid or --netns."""
+    given = [x for x in (args.container, args.pid, args.netns) if x is not None]
+    if len(given) != 1:
+        raise UserError(f"{what} needs one target: a CONTAINER name, --pid PID or --netns PATH"
+                        + (f" (got {len(given)})" if given else ""))
 
 
 def _firewall_action(args, insp, allowlist, proxy=None) -> int:
     from egress_tui.firewall.plan import resolver_warning
-    name = insp.container.name
+    name = insp.target
     if args.action == "remove":
         removed = insp.guard.firewall.remove()
         print(f"firewall removed from {name}" if removed else f"no egress-tui firewall on {name}")
@@ -567,6 +615,11 @@ def cmd_learn(args) -> int:
         env[k] = v
     if args.timeout <= 0:
         raise UserError("--timeout must be a positive number of seconds")
+    if args.pid is not None or args.netns:
+        from egress_tui.inspection import RERUN_NEEDS_ENGINE
+        raise UserError(f"learn: {RERUN_NEEDS_ENGINE}")
+    if not args.container:
+        raise UserError("learn needs the CONTAINER to run the command in")
     spec = RunSpec(command=args.cmd or ["claude", "-p", "hello"], provider=args.provider,
                    region=args.region or "", env=env, timeout=args.timeout)
     with StopSignals() as stop, inspect_container(args) as insp:
@@ -643,12 +696,13 @@ def cmd_firewall_script(args) -> int:
                         "it from the container's HTTPS_PROXY")
     resolvers = None
     where = "any container"
-    if args.container:
+    if args.container or args.pid is not None or args.netns:
+        need_target(args, "firewall script")
         from egress_tui.inspection import open_inspection
-        with open_inspection(args.container) as insp:
+        with open_inspection(args.container, engine=args.engine, pid=args.pid, netns=args.netns) as insp:
             if insp.resolvers is None:
                 raise UserError(insp.notices[-1] if insp.notices else "cannot read the container's DNS settings")
-            resolvers, where = insp.resolvers, insp.container.name
+            resolvers, where = insp.resolvers, insp.target
             if args.proxy_only and proxy is None:
                 proxy = insp.proxy
                 if not proxy.endpoints and not proxy.problems:

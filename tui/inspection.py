@@ -34,8 +34,9 @@ from egress_tui.firewall.runners import HelperRunner, NamespaceRunner
 from egress_tui.live.capture import Batch, Capturer, NetnsSource, ReplaySource
 from egress_tui.live import containers
 from egress_tui.live.containers import (DEFAULT_HELPER_IMAGE, ContainerInfo, ContainerSource, DockerError,
-                                        HelperSource, choose_method, engine_resolvers, find_container,
-                                        host_network_refusal)
+                                        HelperSource)
+from egress_tui.live.engines import ContainerEngine, connect, locate, wrap
+from egress_tui.live.namespaces import NamespaceError, NamespaceTarget, namespace_at, namespace_of_pid
 from egress_tui.live.procs import Attributor
 from egress_tui.live.procs_helper import AgentTable
 from egress_tui.live.recorder import PcapngRecorder
@@ -43,6 +44,9 @@ from egress_tui.live.helpers import HelperOwner, reap_orphans, remove_helpers
 
 # After a run ends, how long its late packets (FIN, a last SYN retry) still count as its own.
 LATE_PACKETS = 1.0
+# What a rerun on a bare namespace says: there is nothing to run a command through.
+RERUN_NEEDS_ENGINE = ("reruns need a container engine (a command runs through Docker's or Podman's exec): "
+                      "--pid and --netns give only a namespace; name the container instead")
 # How long close() waits for the capture to drain (a helper's tcpdump gets a few seconds to
 # exit, then is removed, which ends its stream).
 DRAIN_TIMEOUT = 15.0
@@ -71,11 +75,16 @@ class Inspection:
 
     def __init__(self, *, source=None, container: ContainerInfo | None = None, dc=None, method: str = "",
                  target: str = "", helper_image: str | None = None, owner: HelperOwner | None = None,
-                 guard=None, proxy: ProxyConfig | None = None):
+                 guard=None, proxy: ProxyConfig | None = None, container_engine: ContainerEngine | None = None,
+                 namespace: NamespaceTarget | None = None):
         self.dc = dc
+        # the engine that knows the container (Docker or Podman: live/engines.py); None for a
+        # replay or a bare namespace
+        self.container_engine = container_engine or (wrap(dc) if dc is not None and container is not None else None)
+        self.namespace = namespace          # --pid / --netns: a namespace with no engine behind it
         self.container = container
         self.method = method                # "netns (host)", "helper IMAGE" or "replay"
-        self.target = target or (container.name if container else "")
+        self.target = target or (container.name if container else namespace.name if namespace else "")
         self.helper_image = helper_image or DEFAULT_HELPER_IMAGE
         self.owner = owner or HelperOwner()
         self.source = source                # built when the capture starts, unless given
@@ -114,7 +123,7 @@ class Inspection:
     @property
     def is_live(self) -> bool:
         """Watching a namespace as it runs (a container, or a namespace given with its guard)."""
-        return self.container is not None or self._guard is not None
+        return self.container is not None or self._guard is not None or self.namespace is not None
 
     @property
     def description(self) -> str:
@@ -175,7 +184,9 @@ class Inspection:
 
     def can_look_up(self) -> bool:
         """Whether names can be looked up as the container would: from inside its namespace
-        (the netns method, as root), through its resolvers."""
+        (the netns method, as root), through its resolvers; a bare namespace likewise."""
+        if self.namespace is not None:
+            return bool(os.geteuid() == 0 and self.resolvers)
         info = self.container
         return bool(info is not None and info.pid and self.method.startswith("netns") and os.geteuid() == 0
                     and self.resolvers)
@@ -185,7 +196,9 @@ class Inspection:
         the firewall looks its names up (blocking: call from a worker). Only when can_look_up()."""
         if not self.can_look_up():
             raise InspectionError("names are looked up in the container only from the host (--method netns, as root)")
-        return NamespaceRunner(self.container.pid).resolve(names, list(self.resolvers or []))
+        ns = self.namespace
+        where = (ns.pid or ns.path) if ns is not None else self.container.pid
+        return NamespaceRunner(where).resolve(names, list(self.resolvers or []))
 
     def _resolve_proxies(self) -> None:
         """The container may have looked its proxy's name up before the capture began: look it
@@ -223,6 +236,9 @@ class Inspection:
         if self.method == "replay" or (self.container is None and not isinstance(src, NetnsSource)):
             self._procs_refusal = "a capture file does not say which process sent what"
             return None
+        if isinstance(src, NetnsSource) and isinstance(src.pid, str):
+            self._procs_refusal = "a namespace given by its path has no process to look processes up under"
+            return None
         info = self.container
         init = (lambda: src.pid) if isinstance(src, NetnsSource) else (
             lambda: (getattr(self.source, "info", None) or info).pid)
@@ -235,10 +251,13 @@ class Inspection:
         return Attributor(init)
 
     def _live_source(self):
+        ns = self.namespace
+        if ns is not None:
+            return NetnsSource(ns.pid or ns.path, ns.name, resolvers=ns.resolvers or None)
         info = self.container
         if self.method.startswith("netns"):
-            return ContainerSource(self.dc, info.id)
-        return HelperSource(self.dc, info.id, self.helper_image, owner=self.owner)
+            return ContainerSource(self.dc, info.id, engine=self.container_engine)
+        return HelperSource(self.dc, info.id, self.helper_image, owner=self.owner, engine=self.container_engine)
 
     def wait_ready(self, timeout: float = 20.0) -> bool:
         """Wait until the capture listens (what happens from then on is seen), and the process
@@ -343,6 +362,16 @@ class Inspection:
                 return self._guard
             if self.closed:
                 raise FirewallError("this inspection is closed")
+            if self.namespace is not None:
+                self._guard = self._namespace_guard(self.namespace)
+                self._guard_pid = self._guard.pid
+                guard = self._guard
+        if self.namespace is not None:
+            self._hook(guard)
+            return guard
+        with self._lock:
+            if self._guard is not None:
+                return self._guard
             if self.container is None:
                 raise FirewallError("the firewall needs a live container captured from the host (as root)")
             if self.firewall_refusal:
@@ -363,6 +392,17 @@ class Inspection:
             self._guard_pid = info.pid
         self._hook(self._guard)
         return self._guard
+
+    def _namespace_guard(self, ns: NamespaceTarget):
+        """The firewall of a bare namespace (--pid, --netns), applied from the host."""
+        if self.firewall_refusal:
+            raise FirewallError(self.firewall_refusal)
+        changed = ns.still_same()
+        if changed:
+            raise FirewallError(f"{changed}: nothing applied")
+        if os.geteuid() != 0:
+            raise FirewallError(f"the firewall is applied from the host into the namespace of {ns.name}: run as root")
+        return Guard(Firewall(NamespaceRunner(ns.pid or ns.path), ns.state_key), ns.pid, list(ns.resolvers))
 
     def _hook(self, guard) -> None:
         """Trusted DNS answers the capture sees keep the firewall's sets current."""
@@ -464,7 +504,8 @@ class Inspection:
     def new_run(self, spec: RunSpec) -> RunRecord:
         """The record of a run about to start (numbered, with the firewall's state now)."""
         if self.container is None or self.capturer is None:
-            raise InspectionError("reruns need a live container (not a replay)")
+            raise InspectionError(RERUN_NEEDS_ENGINE if self.namespace is not None
+                                  else "reruns need a live container (not a replay)")
         proxy = self.run_proxy(spec)
         rec = RunRecord(len(self.runs) + 1, spec, self.container.name, firewall=self.firewall_on,
                         started=time.time(), proxy_env=proxy_names(proxy), proxy=proxy.to_json())
@@ -495,8 +536,12 @@ class Inspection:
         on_pid = (lambda pid: att.register_run(pid, run_tag(rec.number))) if att is not None else None
         rec.started = time.time()
         try:
-            rec.exit_code, rec.timed_out = run_in_container(self.dc, self.container.id, rec.spec, line, stop,
-                                                            hide=hide, on_pid=on_pid)
+            if self.container_engine is not None:
+                rec.exit_code, rec.timed_out = self.container_engine.exec(self.container.id, rec.spec, line, stop,
+                                                                          hide=hide, on_pid=on_pid)
+            else:
+                rec.exit_code, rec.timed_out = run_in_container(self.dc, self.container.id, rec.spec, line, stop,
+                                                                hide=hide, on_pid=on_pid)
         except RunError as e:
             rec.error = str(e)  # already masked
         except Exception as e:  # Docker went away mid-run: recorded, not raised
@@ -544,7 +589,9 @@ class Inspection:
 
 def open_inspection(container: str | None = None, *, replay=None, speed: float = 1.0, source=None,
                     target: str = "", method: str = "auto", helper_image: str | None = None,
-                    dc=None, guard=None, proxy: ProxyConfig | None = None) -> Inspection:
+                    dc=None, guard=None, proxy: ProxyConfig | None = None, engine: str = "auto",
+                    engines: list[ContainerEngine] | None = None, pid: int | None = None,
+                    netns: str | None = None) -> Inspection:
     """The one way to build an inspection, for the CLI commands and the screen.
 
     ``container``: a name, id or id prefix; the capture method is decided here (``auto``:
@@ -557,8 +604,15 @@ def open_inspection(container: str | None = None, *, replay=None, speed: float =
     ``proxy``: the proxies the target goes through: given for a capture file or a bare namespace
     (``--proxy``), else a container's own settings (its HTTP(S)_PROXY/NO_PROXY, read from the
     engine); their problems in ``notices``.
+    ``engine``: which container engine (``auto``: every one that answers; the one that knows
+    the container is used, and named in ``notices`` when it is not Docker); ``engines``: engines
+    already connected (the screen's); ``dc``: a docker SDK client made by the caller (tests).
+    ``pid`` / ``netns``: any process's network namespace, or one by path, with what /proc
+    gives (no engine: the capture and the firewall work, reruns do not).
     Raises DockerError or InspectionError with one line.
     """
+    if pid is not None or netns is not None:
+        return _namespace_inspection(pid, netns, method, proxy)
     if replay is not None:
         name = replay if isinstance(replay, str) else replay.path
         return _said(Inspection(source=ReplaySource(replay, speed), method="replay", guard=guard, proxy=proxy,
@@ -568,15 +622,20 @@ def open_inspection(container: str | None = None, *, replay=None, speed: float =
                                 guard=guard, proxy=proxy))
     if not container:
         raise InspectionError("no container given")
-    dc = dc or containers.client()
-    info = find_container(dc, container)
-    chosen = choose_method(dc, info, method)
-    if chosen == "netns" and not containers.can_enter_namespaces():
-        raise InspectionError("--method netns works from the host, in the container's namespace: run as root "
-                              "(sudo), or use --method helper")
+    if dc is not None:
+        engines = [wrap(dc)]
+    eng, info, which = locate(container, engines or connect(engine))
+    dc = eng.dc
+    chosen = eng.choose_method(info, method)
+    if chosen == "netns":
+        refused = eng.enter_refusal()
+        if refused:
+            raise InspectionError(refused)
     image = helper_image or DEFAULT_HELPER_IMAGE
     insp = Inspection(dc=dc, container=info, method="netns (host)" if chosen == "netns" else f"helper {image}",
-                      helper_image=image, proxy=proxy)
+                      helper_image=image, proxy=proxy, container_engine=eng)
+    if which and eng.name != "docker":
+        insp.notices.append(which)
     orphans = reap_orphans(dc)
     if orphans:
         insp.notices.append(orphans)
@@ -585,12 +644,35 @@ def open_inspection(container: str | None = None, *, replay=None, speed: float =
         insp.notices.append(f"--proxy stands for {info.name}'s own settings ({info.proxy.summary()}) here; "
                             "commands rerun in the container still get its own")
     # a firewall on the host's own network would lock down this host, not the container
-    insp.firewall_refusal = host_network_refusal(dc, info)
+    insp.firewall_refusal = eng.host_network_refusal(info)
     try:
-        insp.resolvers = engine_resolvers(dc, info)
+        insp.resolvers = eng.resolvers(info)
     except DockerError as e:  # the capture still works; the firewall says why not
         insp.notices.append(f"firewall unavailable: {e}")
     return insp
+
+
+def _namespace_inspection(pid: int | None, netns: str | None, method: str, proxy: ProxyConfig | None) -> Inspection:
+    """An inspection of a bare namespace: captured and firewalled from the host (as root)."""
+    if pid is not None and netns is not None:
+        raise InspectionError("give --pid or --netns, not both")
+    if method == "helper":
+        raise InspectionError("--method helper needs a container engine: a bare namespace (--pid, --netns) is "
+                              "entered from the host, as root")
+    if not containers.can_enter_namespaces():
+        raise InspectionError("--pid and --netns enter the namespace from the host: run as root (sudo)")
+    try:
+        ns = namespace_of_pid(pid) if pid is not None else namespace_at(netns or "")
+    except NamespaceError as e:
+        raise InspectionError(str(e)) from None
+    insp = Inspection(namespace=ns, method="netns (host)", proxy=proxy)
+    insp.resolvers = list(ns.resolvers)
+    insp.firewall_refusal = ns.host_refusal()
+    insp.notices += ns.problems
+    if not ns.resolvers:
+        insp.notices.append(f"no nameserver in {ns.resolver_source}: DNS answers name nothing, and a firewall "
+                            "would let no lookup through")
+    return _said(insp)
 
 
 def _said(insp: Inspection) -> Inspection:

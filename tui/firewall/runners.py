@@ -5,7 +5,6 @@
 from __future__ import annotations
 import ipaddress
 import os
-import re
 import select
 import shutil
 import socket
@@ -16,6 +15,8 @@ import time
 from collections.abc import Iterable
 from egress_tui.wire import dns as dnsmod
 from egress_tui.firewall.plan import FirewallError
+from egress_tui.live.capture import netns_path
+from egress_tui.live.namespaces import parse_resolv_conf as parse_nameservers, read_resolv_conf
 from egress_tui.live.helpers import HelperOwner, remove_quietly, start_helper
 
 DNS_TIMEOUT = 2.0
@@ -28,8 +29,8 @@ class NamespaceRunner:
 
     TOOLS = ("iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore", "ipset")
 
-    def __init__(self, pid: int, tools: dict[str, str] | None = None):
-        self.pid = pid
+    def __init__(self, pid: int | str, tools: dict[str, str] | None = None):
+        self.pid = pid  # or the path of a namespace file (--netns /run/netns/NAME)
         self.tools = {t: shutil.which(t) or t for t in self.TOOLS}
         self.tools.update(tools or {})
 
@@ -38,13 +39,14 @@ class NamespaceRunner:
         if missing:
             pkgs = sorted({"ipset" if t == "ipset" else "iptables" for t in missing})
             raise FirewallError(f"{', '.join(missing)} not found on this host: apt-get install {' '.join(pkgs)}")
-        if not os.path.exists(f"/proc/{self.pid}/ns/net"):
-            raise FirewallError(f"process {self.pid} is gone: is the container still running?")
+        if not os.path.exists(netns_path(self.pid)):
+            raise FirewallError(f"process {self.pid} is gone: is the container still running?"
+                                if isinstance(self.pid, int) else f"namespace {self.pid} is gone")
         if os.geteuid() != 0:
             raise FirewallError("applying a firewall in a container's namespace needs root; run with sudo")
 
     def run(self, tool: str, args: list[str], input: str | None = None, check: bool = True) -> str:
-        argv = ["nsenter", f"--net=/proc/{self.pid}/ns/net", "--", self.tools[tool], *args]
+        argv = ["nsenter", f"--net={netns_path(self.pid)}", "--", self.tools[tool], *args]
         try:
             r = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -55,7 +57,7 @@ class NamespaceRunner:
         return r.stdout
 
     def popen(self, tool: str, args: list[str]) -> subprocess.Popen:
-        argv = ["nsenter", f"--net=/proc/{self.pid}/ns/net", "--", self.tools[tool], *args]
+        argv = ["nsenter", f"--net={netns_path(self.pid)}", "--", self.tools[tool], *args]
         return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, bufsize=1)
 
@@ -209,38 +211,28 @@ class _ExecPipe:
 # -- resolving names the way the container would ----------------------------------------
 
 def resolvers_of(pid: int, extra: Iterable[str] = ()) -> list[str]:
-    """The DNS servers the process uses: its resolv.conf, plus Docker's upstream servers
+    """The DNS servers the process uses: its root's resolv.conf (read bounded, symlinks
+    resolved inside that root: see live/namespaces.py), plus Docker's upstream servers
     (``extra``) when it uses Docker's embedded resolver at 127.0.0.11."""
-    try:
-        with open(f"/proc/{pid}/root/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        text = ""
-    return parse_resolv_conf(text, extra)
+    return _with_upstream(read_resolv_conf(f"/proc/{pid}/root").servers, extra)
 
 
 def parse_resolv_conf(text: str, extra: Iterable[str] = ()) -> list[str]:
     """Nameservers of a resolv.conf; behind Docker's 127.0.0.11 also its upstream servers
     (newer Docker lists them in an ExtServers comment; ``extra`` from the daemon otherwise)."""
-    out: list[str] = []
-    ext: list[str] = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            out.append(parts[1].split("%")[0])
-        elif line.startswith("# ExtServers:"):
-            ext += re.findall(r"[0-9a-fA-F:.]{3,}", line.split(":", 1)[1])
-    if "127.0.0.11" in out:  # the embedded resolver forwards from inside the namespace
-        for a in [*ext, *extra]:
-            if a not in out:
-                out.append(a)
-    valid = []
-    for a in out:
-        try:
-            valid.append(str(ipaddress.ip_address(a)))
-        except ValueError:
-            continue
-    return valid
+    return _with_upstream(parse_nameservers(text).servers, extra)
+
+
+def _with_upstream(servers: list[str], extra: Iterable[str]) -> list[str]:
+    if "127.0.0.11" in servers:  # the embedded resolver forwards from inside the namespace
+        for a in extra:
+            try:
+                a = str(ipaddress.ip_address(a))
+            except ValueError:
+                continue
+            if a not in servers:
+                servers.append(a)
+    return servers
 
 
 def _query(ident: int, name: str, qtype: int) -> bytes:
@@ -334,7 +326,7 @@ def resolve_names(names: list[str], resolvers: list[str], timeout: float = DNS_T
     return result
 
 
-def in_namespace(pid: int, fn, *args):
+def in_namespace(pid: int | str, fn, *args):
     """Run fn(*args) in a short-lived thread that entered the namespace of ``pid``."""
     from egress_tui.live.capture import setns_net
     box: dict = {}

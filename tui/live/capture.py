@@ -149,8 +149,15 @@ def capture_filter(own_addresses: list[str]) -> str:
 _libc = None
 
 
-def setns_net(pid: int) -> None:
-    """Move the calling thread into the network namespace of process ``pid``.
+def netns_path(target: int | str) -> str:
+    """The namespace file of a target: a PID's ``/proc/PID/ns/net``, or a path as given
+    (``/run/netns/NAME``)."""
+    return target if isinstance(target, str) else f"/proc/{target}/ns/net"
+
+
+def setns_net(pid: int | str) -> None:
+    """Move the calling thread into the network namespace of process ``pid`` (or of the
+    namespace file at a path, given as a str).
 
     Only this thread moves (setns is per thread): the rest of the process stays in the
     host's namespace. Sockets opened afterwards stay bound to the container's namespace.
@@ -158,11 +165,12 @@ def setns_net(pid: int) -> None:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    path = f"/proc/{pid}/ns/net"
+    path = netns_path(pid)
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        raise CaptureError(f"process {pid} is gone (the container stopped?)") from None
+        raise CaptureError(f"process {pid} is gone (the container stopped?)" if isinstance(pid, int)
+                           else f"namespace {path} is gone") from None
     except PermissionError:
         raise CaptureError(f"cannot open {path}: run egress-tui as root, or use a helper container "
                            "(--helper-image)") from None
@@ -215,9 +223,9 @@ class NetnsSource:
     """Listen inside a network namespace, on all of its interfaces (lo included: Docker's
     embedded DNS answers there)."""
 
-    def __init__(self, pid: int, label: str = "", interfaces: list[str] | None = None,
+    def __init__(self, pid: int | str, label: str = "", interfaces: list[str] | None = None,
                  bpf: str | None = None, resolvers: list[str] | None = None):
-        self.pid = pid
+        self.pid = pid  # or the path of a namespace file (--netns)
         # the namespace's configured resolvers: only their answers name addresses and feed
         # a firewall (None: infer them from where queries go, and feed no firewall)
         self.resolvers = resolvers
@@ -241,7 +249,10 @@ class NetnsSource:
         logging.getLogger("scapy").setLevel(logging.ERROR)  # its warnings would scribble on the screen
         from scapy.arch.linux import L2ListenSocket  # not scapy.all: slow, and sets globals
         names = self.interfaces or [n for _i, n in socket.if_nameindex()]
-        bpf = self.bpf if self.bpf is not None else capture_filter(namespace_addresses())
+        own = namespace_addresses()
+        # a namespace with no address of its own (--network none: loopback only) cannot tell what
+        # it sends from what it receives by address: then everything is read
+        bpf = self.bpf if self.bpf is not None else capture_filter(own) if own else ""
         socks = []
         nflog = None
         try:
@@ -295,6 +306,10 @@ class NetnsSource:
                     return
                 if not ready:
                     yield []  # nothing new: lets the capture thread send what changed on time
+                    if time.monotonic() - last_stats > 0.5 and not os.path.exists(netns_path(self.pid)):
+                        # the process went, while its namespace may live on (a bind mount, as
+                        # Podman's ns:PATH and a pod's): whoever follows the target must hear it
+                        return
                     continue
                 batch: list[Frame] = []
                 if not self._read(ready, by_fd, nflog, batch):
@@ -307,7 +322,7 @@ class NetnsSource:
                     last_stats = now
                     for s, _i, _h in socks:
                         self.kernel_drops += _packet_drops(s.ins)
-                    if not os.path.exists(f"/proc/{self.pid}"):
+                    if not os.path.exists(netns_path(self.pid)):
                         return
             # stopped: what the kernel queued before the stop is still the capture's
             yield from self._tail(by_fd, nflog)

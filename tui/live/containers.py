@@ -42,6 +42,8 @@ class ContainerInfo:
     # HTTP(S)_PROXY, ALL_PROXY, NO_PROXY from the engine's record of the container (Config.Env),
     # never from inside it: a process in the container cannot change what is shown here
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    labels: dict[str, str] = field(default_factory=dict)
+    engine: str = "docker"  # which engine knows it (live/engines.py)
 
     @property
     def short_id(self) -> str:
@@ -80,8 +82,10 @@ def _info(c) -> ContainerInfo:
                 addrs.append(n[k])
     image = attrs.get("Config", {}).get("Image", "") or (c.image.tags[0] if c.image and c.image.tags else "")
     env = (attrs.get("Config") or {}).get("Env") or []
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
     return ContainerInfo(c.id, c.name, image, state.get("Status", c.status), sorted(nets),
-                         int(state.get("Pid") or 0), addrs, proxy_from_env(env))
+                         int(state.get("Pid") or 0), addrs, proxy_from_env(env),
+                         {str(k): str(v) for k, v in list(labels.items())[:256]} if isinstance(labels, dict) else {})
 
 
 def docker_dns(dc, attrs: dict) -> list[str]:
@@ -263,11 +267,16 @@ class ContainerSource:
     """Capture a container from the host by entering its network namespace, following it
     across stops and restarts (a restart gives it a new process and a new namespace)."""
 
-    def __init__(self, dc, ref: str, bpf: str | None = None):
+    def __init__(self, dc, ref: str, bpf: str | None = None, engine=None):
         self.dc = dc
         self.ref = ref
         self.bpf = bpf
+        # the container's engine (live/engines.py): its DNS settings, its PID proof, its events;
+        # None: Docker's, through this module
+        self.engine = engine
         self.info = find_container(dc, ref)
+        if engine is not None:
+            self.info.engine = engine.name
         self.description = f"netns of {self.info.name}"
         self.method = "netns (host)"
         self.kernel_drops = 0
@@ -295,17 +304,20 @@ class ContainerSource:
                 if stop.wait(2.0):
                     return
                 continue
+            if self.engine is not None:
+                info.engine = self.engine.name
             if info.status != "running" or not info.pid:
                 self._say(f"container {info.name} is {info.status}; waiting for it to start")
-                if stop.wait(1.0):
+                if self._wait_start(stop):
                     return
                 continue
-            refused = pid_refusal(info)
+            refused = self.engine.pid_refusal(info) if self.engine is not None else pid_refusal(info)
             if refused:
                 raise CaptureError(f"not entering the namespace: {refused}; use --method helper")
             self.info = info
             # which DNS answers count: only those from the resolvers the engine configured
-            self.resolvers = engine_resolvers(self.dc, info)
+            self.resolvers = (self.engine.resolvers(info) if self.engine is not None
+                              else engine_resolvers(self.dc, info))
             inner = NetnsSource(info.pid, info.name, bpf=self.bpf)
             self.interface_names = inner.interface_names
             inner.ready = self.ready
@@ -329,6 +341,15 @@ class ContainerSource:
                 self._say(f"container {info.name} stopped; waiting for it to come back")
                 time.sleep(0.2)
 
+    def _wait_start(self, stop: threading.Event) -> bool:
+        """Wait (about a second) for the stopped container to start again: through the
+        engine's events when there is an engine, which return as soon as it starts; True
+        when the capture is to stop."""
+        started = time.monotonic()
+        if self.engine is not None and not stop.is_set() and self.engine.events(self.info.id, 1.0):
+            return stop.is_set()
+        return stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
+
     _drops_base = 0
     resolvers: list[str] | None = None
 
@@ -345,9 +366,12 @@ class HelperSource:
     STOP_GRACE = 5.0
 
     def __init__(self, dc, ref: str, image: str = DEFAULT_HELPER_IMAGE, bpf: str | None = None,
-                 owner: HelperOwner | None = None):
+                 owner: HelperOwner | None = None, engine=None):
         self.dc = dc
+        self.engine = engine  # the container's engine, for its DNS settings (None: Docker's)
         self.info = find_container(dc, ref)
+        if engine is not None:
+            self.info.engine = engine.name
         self.image = image
         self.bpf = bpf
         self.owner = owner or HelperOwner()
@@ -365,8 +389,12 @@ class HelperSource:
 
     def batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
         from egress_tui.live.capture import capture_filter
-        bpf = self.bpf if self.bpf is not None else capture_filter(self.info.addresses)
-        self.resolvers = engine_resolvers(self.dc, self.info)
+        # an engine that does not know the container's addresses (Podman's ns:PATH, slirp4netns)
+        # cannot tell what it sends from what it receives: then tcpdump takes everything
+        bpf = (self.bpf if self.bpf is not None
+               else capture_filter(self.info.addresses) if self.info.addresses else "")
+        self.resolvers = (self.engine.resolvers(self.info) if self.engine is not None
+                          else engine_resolvers(self.dc, self.info))
         # --immediate-mode: each packet leaves the kernel at once; without it packets can wait
         # in the kernel's ring for up to a second, and those still there at SIGINT are lost.
         # -B: immediate mode's default ring is small, and a burst (a client's first SYNs and

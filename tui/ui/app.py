@@ -25,6 +25,7 @@ from egress_tui.firewall.plan import FirewallError
 from egress_tui.inspection import Inspection, InspectionError, open_inspection
 from egress_tui.live.capture import Batch, CaptureError
 from egress_tui.live.containers import DockerError
+from egress_tui.live.namespaces import NamespaceError
 from egress_tui.ui.messages import (Attached, CaptureBatch, CaptureState, Closed, Exported, FirewallDone, RunDone,
                                     RunLine)
 
@@ -42,6 +43,10 @@ class AppConfig:
     method: str = "auto"                  # auto, netns, helper
     helper_image: str | None = None
     docker_client: object = None          # injected by tests; else from the environment
+    engines: list | None = None           # container engines the CLI connected (live/engines.py); else made here
+    engine: str = "auto"                  # --engine: which engines to ask when none were given
+    pid: int | None = None                # --pid: a process's network namespace instead of a container
+    netns: str | None = None              # --netns: a namespace by path
     proxy: ProxyConfig | None = None      # --proxy: the proxies a capture went through (else the container's own)
     start_capture: bool = True            # tests and screenshots may feed batches themselves
     handle_signals: bool = False          # SIGTERM and SIGHUP close in order (the real terminal only)
@@ -106,35 +111,43 @@ class EgressApp(App):
         if self.config.pcap:
             self.show_inspection(open_inspection(replay=self.config.pcap_input or self.config.pcap, speed=self.config.speed,
                                                  target=os.path.basename(self.config.pcap), proxy=self.config.proxy))
-        elif self.config.container:
-            self.attach(self.config.container)
+        elif self.config.container or self.config.pid is not None or self.config.netns:
+            self.attach(self.config.container or "")
         else:
             self.show_picker()
 
     def show_picker(self) -> None:
-        from egress_tui.live.containers import list_containers
+        from egress_tui.live.engines import list_all
         from egress_tui.ui.screens.picker import PickerScreen
-        # the lister runs in the picker's worker: Docker may be slow to answer
-        self.push_screen(PickerScreen(lambda: list_containers(self.docker())), lambda cid: cid and self.attach(cid))
+        # the lister runs in the picker's worker: the engines may be slow to answer
+        self.push_screen(PickerScreen(lambda: list_all(self.engines())), lambda picked: picked and self.attach(*picked))
 
-    def docker(self):
-        """The Docker client (made on first use; workers only: it asks the engine)."""
-        from egress_tui.live.containers import client
-        if self.config.docker_client is None:
-            self.config.docker_client = client()
-        return self.config.docker_client
+    def engines(self) -> list:
+        """The container engines (connected on first use; workers only: it asks them)."""
+        from egress_tui.live.engines import connect, wrap
+        if self.config.engines is None:
+            self.config.engines = ([wrap(self.config.docker_client)] if self.config.docker_client is not None
+                                   else connect(self.config.engine))
+        return self.config.engines
 
-    def attach(self, ref: str) -> None:
+    def attach(self, ref: str, engine: str = "") -> None:
+        """Attach to a container (``engine``: the one the picker listed it from), or to the
+        --pid/--netns namespace."""
         self.state = "attaching…"
         self.refresh_status()
-        self.run_worker(lambda: self._attach_work(ref), thread=True, exclusive=True, group="attach",
+        self.run_worker(lambda: self._attach_work(ref, engine), thread=True, exclusive=True, group="attach",
                         exit_on_error=False)
 
-    def _attach_work(self, ref: str) -> None:
+    def _attach_work(self, ref: str, engine: str = "") -> None:
+        cfg = self.config
         try:
-            insp = open_inspection(ref, method=self.config.method, helper_image=self.config.helper_image,
-                                   dc=self.docker(), proxy=self.config.proxy)
-        except (DockerError, CaptureError, InspectionError) as e:
+            if cfg.pid is not None or cfg.netns:
+                insp = open_inspection(pid=cfg.pid, netns=cfg.netns, method=cfg.method, proxy=cfg.proxy)
+            else:
+                engines = [e for e in self.engines() if not engine or e.name == engine]
+                insp = open_inspection(ref, method=cfg.method, helper_image=cfg.helper_image, engines=engines,
+                                       proxy=cfg.proxy)
+        except (DockerError, CaptureError, InspectionError, NamespaceError) as e:
             self.post_message(Attached(None, str(e)))
             return
         try:
@@ -169,6 +182,9 @@ class EgressApp(App):
             return
         self.target = insp.target
         self.method = insp.method
+        eng = insp.container_engine
+        if eng is not None and eng.name != "docker":
+            self.target = f"{insp.target} ({eng.name})"  # which engine, where it is not the usual one
         self.session.source = insp.description
         self.session.proxy = insp.proxy
         for line in insp.notices:
@@ -623,7 +639,9 @@ class EgressApp(App):
     def ask_run(self) -> None:
         insp = self.inspection
         if insp is None or insp.container is None or insp.capturer is None:
-            self.notify("reruns need a live container (not a replay)", severity="warning")
+            from egress_tui.inspection import RERUN_NEEDS_ENGINE
+            self.notify(RERUN_NEEDS_ENGINE if insp is not None and insp.namespace is not None
+                        else "reruns need a live container (not a replay)", severity="warning")
             return
         if self.run_active:
             self.notify("a run is still going; wait for it to finish", severity="warning")

@@ -1,4 +1,5 @@
-"""Pick a running container: name, image, status, networks, with a filter."""
+"""Pick a running container of any reachable engine: name, engine, image, status, networks,
+with a filter."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from egress_tui.live.containers import ContainerInfo, DockerError
 from egress_tui.ui.widgets.wire import wire
 
 
-class PickerScreen(Screen[str]):
-    """Dismisses with the chosen container's id."""
+class PickerScreen(Screen[tuple[str, str]]):
+    """Dismisses with the chosen container's (id, engine)."""
 
     BINDINGS = [
         Binding("enter", "choose", "Attach", id="picker.attach"),
@@ -34,19 +35,19 @@ class PickerScreen(Screen[str]):
 
     def __init__(self, lister):
         super().__init__()
-        self.lister = lister  # () -> list[ContainerInfo]; asks Docker: runs in a worker
+        self.lister = lister  # () -> list[ContainerInfo]; asks the engines: runs in a worker
         self.items: list[ContainerInfo] = []
         self.loading = False
 
     def compose(self) -> ComposeResult:
         yield Label("Pick a running container to watch", id="picker-title")
-        yield Input(placeholder="filter by name, image or network", id="picker-filter")
+        yield Input(placeholder="filter by name, engine, image or network", id="picker-filter")
         yield DataTable(cursor_type="row", zebra_stripes=True, id="picker-table")
         yield Footer()
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)
-        for key in ("name", "image", "status", "networks", "id"):
+        for key in ("name", "engine", "image", "status", "networks", "id"):
             t.add_column(key.title(), key=key)
         self.action_refresh()
         t.focus()
@@ -74,14 +75,15 @@ class PickerScreen(Screen[str]):
         f = self.query_one(Input).value.lower().split()
         t.clear()
         for c in self.items:
-            hay = f"{c.name} {c.image} {' '.join(c.networks)} {c.short_id}".lower()
+            hay = f"{c.name} {c.engine} {c.image} {' '.join(c.networks)} {c.short_id}".lower()
             if all(p in hay for p in f):
                 # the engine reports these; the container may have chosen them: never markup
-                t.add_row(*map(wire, (c.name, c.image, c.status, ", ".join(c.networks), c.short_id)), key=c.id)
+                t.add_row(*map(wire, (c.name, c.engine, c.image, c.status, ", ".join(c.networks), c.short_id)),
+                          key=f"{c.engine}/{c.id}")
         if not t.row_count:
             self.query_one("#picker-title", Label).update(
                 "No running containers match." if self.items else
-                "No running containers. Start one (docker run ...) and press r.")
+                "No running containers. Start one (docker run, podman run ...) and press r.")
         else:
             self.query_one("#picker-title", Label).update("Pick a running container to watch (enter)")
 
@@ -99,9 +101,15 @@ class PickerScreen(Screen[str]):
         self.query_one(Input).focus()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.dismiss(event.row_key.value)
+        self.dismiss(_picked(event.row_key.value))
 
     def action_choose(self) -> None:
         t = self.query_one(DataTable)
         if t.row_count:
-            self.dismiss(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
+            self.dismiss(_picked(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value))
+
+
+def _picked(key: str) -> tuple[str, str]:
+    """(id, engine) from a row key ``engine/id``."""
+    engine, _, cid = key.partition("/")
+    return cid, engine
