@@ -19,7 +19,6 @@ from egress_tui.firewall.runners import NamespaceRunner
 from tests.dockerlab.images import BASE_TAG, create_container
 from tests.enginelab.podman import SOCKET
 from tests.enginelab.run import EGRESS, egress, report_while
-from tests.test_docker_capture import tmux_session  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.podman, pytest.mark.docker, pytest.mark.root, pytest.mark.netns]
 
