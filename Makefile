@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the tests and the benchmark drive for real.
-DEB_PACKAGES := python3-venv tcpdump tshark ethtool iproute2 iptables ipset nftables dnsutils openssl curl procps tmux librsvg2-bin debootstrap docker.io shellcheck
+# Debian packages the tests and the benchmark drive for real; gcc, libc6-dev and python3-dev
+# build the compiled fast path (tui/wire/_speedups.pyx) when pip installs egress-tui.
+DEB_PACKAGES := python3-venv gcc libc6-dev python3-dev tcpdump tshark ethtool iproute2 iptables ipset nftables dnsutils openssl curl procps tmux librsvg2-bin debootstrap docker.io shellcheck
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -22,7 +23,7 @@ deps: ## install the Debian packages the tests need (as root; skipped when prese
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py tui/wire/_speedups.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -24,7 +24,7 @@ from egress_tui.live.containers import DockerError
 from egress_tui.firewall.plan import FirewallError
 from egress_tui.inspection import InspectionError
 from egress_tui.wire.pcapfile import PcapError
-from egress_tui.core.report import FORMATS, host_rows, meta_for, render
+from egress_tui.core.report import FORMATS, host_rows, iter_host_rows, meta_for, render, render_chunks
 from egress_tui.exports import ExportError
 
 EXIT_ERROR = 2
@@ -321,29 +321,39 @@ def cmd_report(args) -> int:
         engine = Engine()
         set_engine_proxy(engine, proxy)
         engine = analyze_file(path, engine)  # a file, -, a FIFO or <(cmd): opened and read once
-    rows = host_rows(engine, allowlist)
     meta = meta_for("demo capture" if args.demo else path, engine, allowlist, proxy)
     if saved:
         meta["saved_pcap"] = saved  # what the evidence file holds, per interface
-    text = render(rows, args.format, meta)
+    fronted: list = []
+    denied: list = []
+
+    def noted(rows):
+        for r in rows:
+            if r.fronting:
+                fronted.append(r)
+            if r.allowed is False and r.contacted:
+                denied.append(r)
+            yield r
+
+    # a JSON report is written a host at a time, each row made as it is written
+    chunks = render_chunks(noted(iter_host_rows(engine, allowlist)), args.format, meta)
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as f:
-                f.write(text)
+                f.writelines(chunks)
         except OSError as e:
             raise UserError(f"cannot write {args.output}: {e.strerror}") from None
     else:
-        sys.stdout.write(text)
+        sys.stdout.writelines(chunks)
         sys.stdout.flush()
-    fronted = [r for r in rows if r.fronting]
     if fronted:
         print(f"egress-tui: {len(fronted)} host(s) reached through a proxy tunnel that asked for another name "
               "(fronting): " + "; ".join(safe_text(r.fronting[0], 120) for r in fronted[:5])
               + (" ..." if len(fronted) > 5 else ""), file=sys.stderr)
-    if args.fail_on_denied and any(r.allowed is False and r.contacted for r in rows):
+    if args.fail_on_denied and denied:
         denied = [safe_text(r.name, 64) + (f" (asked of the proxy as {safe_text(', '.join(r.targets), 80)})"
                                            if r.fronting else "")
-                  for r in rows if r.allowed is False and r.contacted]
+                  for r in denied]
         print(f"egress-tui: {len(denied)} host(s) outside the allowlist were contacted: "
               + ", ".join(denied[:10]) + (" ..." if len(denied) > 10 else ""), file=sys.stderr)
         return EXIT_DENIED

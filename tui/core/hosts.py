@@ -241,11 +241,12 @@ class Host:
     rcodes: set[str] = field(default_factory=set)
     resolved: set[str] = field(default_factory=set)   # addresses DNS gave for this name
     cnames: list[str] = field(default_factory=list)   # names its lookups were aliased to
-    conns: deque = field(default_factory=lambda: deque(maxlen=CONNS_KEPT))
+    # the latest CONNS_KEPT connections; () until the first (most names are only looked up)
+    conns: deque | tuple = ()
     old_outcomes: dict[str, int] = field(default_factory=dict)
     old_count: int = 0
     suspicious: int = 0                                # DNS answers about it that were not believed
-    suspicious_notes: deque = field(default_factory=lambda: deque(maxlen=SUSPICIOUS_KEPT))
+    suspicious_notes: deque | tuple = ()  # a deque of at most SUSPICIOUS_KEPT from the first
     old_programs: dict[str, int] = field(default_factory=dict)  # of connections no longer kept in full
     old_unknown: int = 0
     # Which programs sent the DNS queries for this name: ProcInfo with its pids set to 0 (the
@@ -259,6 +260,8 @@ class Host:
     def flag(self, reason: str, detail: dict) -> None:
         """A DNS answer about this name was not believed (forged, unsolicited, malformed)."""
         self.suspicious += 1
+        if not self.suspicious_notes:
+            self.suspicious_notes = deque(maxlen=SUSPICIOUS_KEPT)
         self.suspicious_notes.append(dict(detail, reason=reason))
 
     def count_query_proc(self, info) -> None:
@@ -285,7 +288,9 @@ class Host:
             self.last = ts
 
     def add_conn(self, c: Conn) -> None:
-        if len(self.conns) == self.conns.maxlen:
+        if not self.conns:
+            self.conns = deque(maxlen=CONNS_KEPT)
+        elif len(self.conns) == self.conns.maxlen:
             old = self.conns[0]
             self.old_outcomes[old.outcome] = self.old_outcomes.get(old.outcome, 0) + 1
             self.old_count += 1
@@ -304,7 +309,7 @@ class Host:
     def remove_conn(self, c: Conn) -> None:
         try:
             self.conns.remove(c)
-        except ValueError:
+        except (ValueError, AttributeError):  # AttributeError: () before the first
             pass
 
     @property
