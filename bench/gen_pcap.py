@@ -668,10 +668,10 @@ def quic_connections(ev: Events, net: Net, rng: random.Random, specs: list[dict]
 
 
 def plain_http(ev: Events, net: Net, rng: random.Random, t0: int, dns_names: set, http_names: set,
-               cport: int | None = None) -> None:
+               cport: int | None = None, count: int = N_HTTP_CONNS) -> None:
     """N_HTTP_CONNS lookups and plain HTTP requests within DURATION_US from t0 (client ports
     from cport on, or random)."""
-    for i in range(N_HTTP_CONNS):
+    for i in range(count):
         name = HTTP_NAMES[i % len(HTTP_NAMES)] if i < 2 * len(HTTP_NAMES) else f"http-{i:03d}.bench.test"
         v6 = i % 7 == 3
         ip = (ipaddress.IPv6Address(f"2001:db8:80::{i + 1:x}").packed if v6 else bytes([198, 18, 220, i + 1]))
@@ -683,13 +683,13 @@ def plain_http(ev: Events, net: Net, rng: random.Random, t0: int, dns_names: set
 
 
 def quic_section(ev: Events, net: Net, rng: random.Random, t0: int, dns_names: set,
-                 ports: list[int] | None = None) -> list[str]:
+                 ports: list[int] | None = None, count: int = N_QUIC_CONNS) -> list[str]:
     """N_QUIC_CONNS lookups and QUIC handshakes within DURATION_US from t0 (client ports from
     ports, or random); returns the names."""
     quic_specs = []
     qnames = [f"quic-{i:03d}.bench.test" for i in range(1, N_QUIC_CONNS - len(REAL_QUIC_NAMES) + 1)]
     qnames += REAL_QUIC_NAMES
-    for i, name in enumerate(qnames):
+    for i, name in enumerate(qnames[-count:] if count else []):
         v6 = rng.random() < 0.15
         ip = (ipaddress.IPv6Address(f"2001:db8:443::{i + 1:x}").packed if v6
               else bytes([198, 19, (i + 1) // 250, (i + 1) % 250 + 1]))
@@ -978,7 +978,7 @@ def _kind(frame: bytes) -> str:
     return "tls" if {443, 8443, 4433} & {sport, dport} else "bulk"
 
 
-def generate_handshake(path, seed: int = 1, epochs: int = 1) -> dict:
+def generate_handshake(path, seed: int = 1, epochs: int = 1, scale: float = 1.0) -> dict:
     """The handshake-heavy capture: per epoch (60 s of capture time, exactly PKT_TARGET packets)
     2,000 TLS connections kept alive for a few API calls each (a third of the ClientHellos split
     over two or more segments, with the same anomalies as the bulk mix), their DNS lookups
@@ -993,7 +993,11 @@ def generate_handshake(path, seed: int = 1, epochs: int = 1) -> dict:
     names_rng = random.Random(seed)
     names = _names(names_rng)
     info = _name_info(names_rng, names)
-    popular = REAL_TLS_NAMES[:20]
+    # scale < 1: the same kind of capture, smaller (the tests compare engines on one)
+    names = names[:max(20, int(len(names) * scale))]
+    n_conns, n_lookups = int(N_TLS_CONNS * scale), int(3_000 * scale)
+    n_quic, n_http, n_packets = int(N_QUIC_CONNS * scale), int(N_HTTP_CONNS * scale), int(PKT_TARGET * scale)
+    popular = [n for n in REAL_TLS_NAMES[:20] if n in info and n in names] or names[:20]
     # how many search domains a lookup of each name walks through first (ndots), if any
     search_walk = {name: (1 + i % 3 if i % 5 < 3 else 0) for i, name in enumerate(names)}
     net = Net()
@@ -1038,7 +1042,7 @@ def generate_handshake(path, seed: int = 1, epochs: int = 1) -> dict:
 
             # ---- TLS: every name once, then the popular ones again and again
             conns = list(names)
-            while len(conns) < N_TLS_CONNS:
+            while len(conns) < n_conns:
                 conns.append(rng.choice(popular) if rng.random() < 0.7 else rng.choice(names))
             rng.shuffle(conns)
             starts = sorted(rng.randint(t0 + 300_000, t0 + DURATION_US - 12_000_000) for _ in conns)
@@ -1055,7 +1059,7 @@ def generate_handshake(path, seed: int = 1, epochs: int = 1) -> dict:
                 tls_count[name] = tls_count.get(name, 0) + 1
 
             # ---- DNS on its own: lookups whose answer is never used, telemetry names, typos
-            for i in range(3_000):
+            for i in range(n_lookups):
                 name = rng.choice(names)
                 t = rng.randint(t0 + 100_000, t0 + DURATION_US - 2_000_000)
                 if rng.random() < 0.2:
@@ -1066,11 +1070,11 @@ def generate_handshake(path, seed: int = 1, epochs: int = 1) -> dict:
                     lookup(t, name)
 
             # ---- plain HTTP
-            plain_http(ev, net, rng, t0, dns_names, http_names, cport=20_000 + epoch * 100)
+            plain_http(ev, net, rng, t0, dns_names, http_names, cport=20_000 + epoch * 100, count=n_http)
 
             # ---- QUIC
-            qports = rng.sample(range(40_000 + epoch * 2_100, 40_000 + (epoch + 1) * 2_100), N_QUIC_CONNS)
-            quic_names.update(quic_section(ev, net, rng, t0, dns_names, qports))
+            qports = rng.sample(range(40_000 + epoch * 2_100, 40_000 + (epoch + 1) * 2_100), n_quic)
+            quic_names.update(quic_section(ev, net, rng, t0, dns_names, qports, n_quic))
 
             # ---- a little bulk fills the epoch up to PKT_TARGET packets
             bulk_specs = [
@@ -1083,8 +1087,8 @@ def generate_handshake(path, seed: int = 1, epochs: int = 1) -> dict:
                 spec["cport"] = 30_000 + epoch * 10 + i
                 spec["start"] = t0 + (0 if spec["midstream"] else rng.randint(50_000, 3_000_000))
                 spec["end"] = t0 + DURATION_US - rng.randint(1_000_000, 3_000_000)
-            n_bulk = PKT_TARGET - len(ev.items)
-            if n_bulk < 3 * 1_000:
+            n_bulk = n_packets - len(ev.items)
+            if n_bulk < 3 * 100:
                 raise RuntimeError(f"handshake mix: {len(ev.items)} packets before the bulk, over budget")
             counts = [n_bulk // 3, n_bulk // 3, n_bulk - 2 * (n_bulk // 3)]
             gens = [bulk_flow(spec, n, seed * 7919 + epoch * 31 + i)
