@@ -7,6 +7,7 @@ stderr with a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -19,13 +20,22 @@ from egress_tui.core.allowlist import PRESETS, PRESET_EXAMPLES, AllowlistError, 
 from egress_tui.core.engine import Engine, analyze_file
 from egress_tui.core.proxy import ProxyConfig, ProxyError, from_urls
 from egress_tui.core.safetext import safe_text
-from egress_tui.live.capture import CaptureError
-from egress_tui.live.containers import DockerError
-from egress_tui.firewall.plan import FirewallError
-from egress_tui.inspection import InspectionError
 from egress_tui.wire.pcapfile import PcapError
 from egress_tui.core.report import FORMATS, host_rows, iter_host_rows, meta_for, render, render_chunks
-from egress_tui.exports import ExportError
+
+# The errors that end a command with one line, by module: the live capture, Docker, the firewall,
+# the inspection and the exports are imported by the commands that use them (report --pcap does
+# not), and an error of a module not imported cannot have been raised.
+ONE_LINE_ERRORS = (("egress_tui.live.capture", "CaptureError"), ("egress_tui.live.containers", "DockerError"),
+                   ("egress_tui.firewall.plan", "FirewallError"), ("egress_tui.inspection", "InspectionError"),
+                   ("egress_tui.exports", "ExportError"))
+
+
+def _one_line_error(e: BaseException) -> bool:
+    if isinstance(e, (UserError, PcapError, AllowlistError, ProxyError)):
+        return True
+    return any(isinstance(e, getattr(sys.modules[mod], name))
+               for mod, name in ONE_LINE_ERRORS if mod in sys.modules)
 
 EXIT_ERROR = 2
 EXIT_DENIED = 3
@@ -283,16 +293,17 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_export(args)
             return cmd_presets()
         return cmd_tui(_tui_parser().parse_args(argv))
-    except (UserError, PcapError, AllowlistError, DockerError, CaptureError, FirewallError, InspectionError,
-            ProxyError, ExportError) as e:
-        print(f"egress-tui: {e}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # e.g. `egress-tui report | head`: not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:
+        if not _one_line_error(e):
+            raise
+        print(f"egress-tui: {e}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def proxy_option(args) -> ProxyConfig | None:
@@ -317,10 +328,17 @@ def cmd_report(args) -> int:
     if not args.container:
         if os.path.isdir(path):
             raise UserError(f"{path} is a directory, not a capture file")
-        from egress_tui.inspection import set_engine_proxy
         engine = Engine()
-        set_engine_proxy(engine, proxy)
-        engine = analyze_file(path, engine)  # a file, -, a FIFO or <(cmd): opened and read once
+        if proxy:
+            engine.set_proxy_config(proxy)  # as inspection.set_engine_proxy, without importing the live side
+        # The analysis makes objects by the hundred thousand and no garbage in cycles
+        # (tests/test_fastpath.py checks): the cyclic collector, walking them all again and
+        # again, would take about a tenth of the time.
+        gc.disable()
+        try:
+            engine = analyze_file(path, engine)  # a file, -, a FIFO or <(cmd): opened and read once
+        finally:
+            gc.enable()
     meta = meta_for("demo capture" if args.demo else path, engine, allowlist, proxy)
     if saved:
         meta["saved_pcap"] = saved  # what the evidence file holds, per interface

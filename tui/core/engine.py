@@ -40,10 +40,16 @@ HTTP_HEAD_LIMIT = 8192
 PENDING_LIMIT = 64           # out-of-order segments held per stream
 DNS_TCP_LIMIT = 65536 + 2
 DEFAULT_MAX_FLOWS = 200_000
-# A flow over (closed, refused, unanswered; any UDP flow) leaves the table after this many
-# seconds without a packet, at the next sweep: the table holds the live flows, not the history.
-FLOW_LINGER = 180.0
+# A flow over (closed or refused; any UDP flow) leaves the table after this many seconds without
+# a packet, at the next sweep: the table holds the live flows, not the history. Linux keeps a
+# closed connection in TIME_WAIT for 60 s; a packet on its ports after that opens a new one.
+FLOW_LINGER = 60.0
+# A connection never answered: Linux retries a SYN for about 127 s, the last gap 64 s.
+UNANSWERED_LINGER = 150.0
 SWEEP_MIN = 4096             # flows in the table before the first sweep
+# Connections kept in full for the detail view (beyond a host's CONNS_KEPT): past this many,
+# at a sweep, the oldest that are over are folded into their hosts' totals (Host.fold).
+CONNS_FULL = 4096
 HELLOS_KEPT = 4096           # distinct ClientHellos shared between connections (_intern_hello)
 # A ClientHello or request head takes a handful of segments; a stream still waiting for
 # its first bytes after this many client packets lost them (capture started late).
@@ -386,6 +392,7 @@ class Engine:
             # Oldest first: a flow table is a window, the hosts keep what was learned.
             for _ in range(max(1, self.max_flows // 64)):
                 old = flows.pop(next(iter(flows)))
+                old.over = True
                 if old.fast or old.proto == PROTO_UDP:
                     self._forget_fast(old)
                 self.evicted += 1
@@ -411,21 +418,38 @@ class Engine:
 
     def _sweep(self, ts: float) -> None:
         """Take the flows that are over out of the table (their hosts keep them): TCP
-        connections closed, refused or never answered, and UDP flows, once idle for
-        FLOW_LINGER seconds of capture time. A packet of a closed connection comes within
-        TIME_WAIT (60 s on Linux); one after that is a new connection that reuses the ports.
-        Runs whenever the table has doubled since the last sweep, so it costs O(1) a flow and
-        the table stays as large as the flows that are live, however long the capture."""
+        connections closed or refused and UDP flows idle for FLOW_LINGER seconds of capture
+        time, connections never answered idle for UNANSWERED_LINGER. Runs whenever the table
+        has grown by half since the last sweep, so it costs O(1) a flow and the table stays
+        about as large as the flows that are live, however long the capture."""
         flows = self.flows
         gone = [key for key, c in flows.items()
-                if ts - c.last > FLOW_LINGER
-                and (c.proto == PROTO_UDP or c.fin or c.rst or c.refused or not (c.synack or c.established))]
+                if (ts - c.last > FLOW_LINGER and (c.proto == PROTO_UDP or c.fin or c.rst or c.refused))
+                or (ts - c.last > UNANSWERED_LINGER and not (c.synack or c.established or c.pkts_in))]
         for key in gone:
             c = flows.pop(key)
+            c.over = True
             if c.fast or c.proto == PROTO_UDP:
                 self._forget_fast(c)
         self.swept += len(gone)
-        self._sweep_at = max(SWEEP_MIN, 2 * len(flows))
+        self._sweep_at = max(SWEEP_MIN, len(flows) * 3 // 2)
+        self._fold_over()
+
+    def _fold_over(self) -> None:
+        """Past CONNS_FULL connections kept in full, fold the oldest that are over into their
+        hosts' totals (Host.fold: the rows stay the same), so that memory follows the hosts and
+        the live flows, not the length of the capture. Oldest hosts first, each host's oldest
+        first (the rows list what they saw in order); a connection through a proxy is kept."""
+        if self.proxy_config is not None:
+            return  # rows then judge each connection against the proxy: keep them all
+        total = sum(len(h.conns) for h in self.hosts.values())
+        for h in self.hosts.values():
+            if total <= CONNS_FULL:
+                return
+            conns = h.conns
+            while conns and total > CONNS_FULL and conns[0].over and conns[0].tunnel is None:
+                h.fold()
+                total -= 1
 
     def _intern_hello(self, hello: tls.ClientHello) -> tls.ClientHello:
         """One object for equal ClientHellos (a client's connections to one name send the same

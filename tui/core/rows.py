@@ -132,7 +132,7 @@ class HostRow:
         for f in _FIELDS:
             v = getattr(self, f)
             d[f] = v.copy() if type(v) in (list, dict) else v
-        d["tunnels"] = deepcopy(self.tunnels)
+        d["tunnels"] = [deepcopy(t) for t in self.tunnels]
         d["first_seen"], d["last_seen"] = iso(self.first_seen), iso(self.last_seen)
         d["suspicious"] = [dict(n, time=iso(n["time"])) if "time" in n else dict(n) for n in self.suspicious]
         if not self.warning:

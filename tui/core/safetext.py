@@ -131,63 +131,64 @@ def _indented(obj: object, indent: str) -> str | None:
     per container. None for anything but plain JSON values (json.dumps then says why).
     tests/test_fastpath.py compares the two on hostile and random values."""
     parts: list[str] = []
-    add = parts.append
-
-    def value(o: object, level: int) -> None:
-        if isinstance(o, str):
-            add(_enc(o))
-        elif o is None:
-            add("null")
-        elif o is True:
-            add("true")
-        elif o is False:
-            add("false")
-        elif isinstance(o, int):
-            add(_int(o))
-        elif isinstance(o, float):
-            add(_number(o))
-        elif isinstance(o, (list, tuple)):
-            if not o:
-                add("[]")
-                return
-            nl = "\n" + indent * (level + 1)
-            if all(type(v) is str for v in o):
-                add("[" + nl + ("," + nl).join(map(_enc, o)) + "\n" + indent * level + "]")
-                return
-            add("[" + nl)
-            first = True
-            for v in o:
-                if first:
-                    first = False
-                else:
-                    add("," + nl)
-                value(v, level + 1)
-            add("\n" + indent * level + "]")
-        elif isinstance(o, dict):
-            if not o:
-                add("{}")
-                return
-            nl = "\n" + indent * (level + 1)
-            sep = "{" + nl
-            for k, v in o.items():
-                t = type(v)
-                # the common leaves inline; the rest (and subclasses) through value()
-                if t is str:
-                    add(sep + _key(k) + ": " + _enc(v))
-                elif t is int:
-                    add(sep + _key(k) + ": " + _int(v))
-                elif t is bool or v is None:
-                    add(sep + _key(k) + (": true" if v is True else ": false" if v is False else ": null"))
-                else:
-                    add(sep + _key(k) + ": ")
-                    value(v, level + 1)
-                sep = "," + nl
-            add("\n" + indent * level + "}")
-        else:
-            raise _NotPlain
-
     try:
-        value(obj, 0)
+        _value(obj, 0, indent, parts.append)
     except (_NotPlain, RecursionError):
         return None
     return "".join(parts)
+
+
+def _value(o: object, level: int, indent: str, add) -> None:
+    """One value of _indented (a module function: a nested one would be a reference cycle,
+    garbage only the cyclic collector frees, holding its output until then)."""
+    if isinstance(o, str):
+        add(_enc(o))
+    elif o is None:
+        add("null")
+    elif o is True:
+        add("true")
+    elif o is False:
+        add("false")
+    elif isinstance(o, int):
+        add(_int(o))
+    elif isinstance(o, float):
+        add(_number(o))
+    elif isinstance(o, (list, tuple)):
+        if not o:
+            add("[]")
+            return
+        nl = "\n" + indent * (level + 1)
+        if all(type(v) is str for v in o):
+            add("[" + nl + ("," + nl).join(map(_enc, o)) + "\n" + indent * level + "]")
+            return
+        add("[" + nl)
+        first = True
+        for v in o:
+            if first:
+                first = False
+            else:
+                add("," + nl)
+            _value(v, level + 1, indent, add)
+        add("\n" + indent * level + "]")
+    elif isinstance(o, dict):
+        if not o:
+            add("{}")
+            return
+        nl = "\n" + indent * (level + 1)
+        sep = "{" + nl
+        for k, v in o.items():
+            t = type(v)
+            # the common leaves inline; the rest (and subclasses) through _value()
+            if t is str:
+                add(sep + _key(k) + ": " + _enc(v))
+            elif t is int:
+                add(sep + _key(k) + ": " + _int(v))
+            elif t is bool or v is None:
+                add(sep + _key(k) + (": true" if v is True else ": false" if v is False else ": null"))
+            else:
+                add(sep + _key(k) + ": ")
+                _value(v, level + 1, indent, add)
+            sep = "," + nl
+        add("\n" + indent * level + "}")
+    else:
+        raise _NotPlain

@@ -30,6 +30,10 @@ cdef int _AF_INET6 = socket.AF_INET6
 
 # --------------------------------------------------------------------------- the fast path
 
+cdef inline int _u16(const unsigned char* b, Py_ssize_t p) noexcept:
+    return (b[p] << 8) | b[p + 1]
+
+
 cdef inline bint _link(int linktype, int* eoff, int* l2) noexcept:
     """Engine.FAST_LINK: where the EtherType (-1: none) and the IP header are."""
     if linktype == 1:
@@ -122,13 +126,16 @@ cdef bint _count(dict fast, dict fast_udp, const unsigned char* b, Py_ssize_t st
 
 
 cdef class _Feeder:
-    """One engine's fast path: counts packets in C, hands the rest to engine.feed_at, and keeps
-    engine.packets and engine.last_ts as the Python loop would."""
+    """One engine's fast path: counts packets in C, decodes the plain TCP and UDP ones in C and
+    hands them to engine._tcp and engine._udp as feed_at would, hands anything else to
+    engine.feed_at, and keeps engine.packets and engine.last_ts as the Python loop would."""
 
     cdef object engine
     cdef dict fast
     cdef dict fast_udp
     cdef object feed_at
+    cdef object tcp
+    cdef object udp
     cdef Py_ssize_t counted
     cdef object last_ts
     cdef int linktype
@@ -141,6 +148,8 @@ cdef class _Feeder:
         self.fast = engine.fast
         self.fast_udp = engine.fast_udp
         self.feed_at = engine.feed_at
+        self.tcp = engine._tcp
+        self.udp = engine._udp
         self.counted = 0
         self.linktype = -1
         self.ready = False
@@ -162,16 +171,104 @@ cdef class _Feeder:
                  Py_ssize_t start, Py_ssize_t end) except -1:
         if linktype != self.linktype:
             self._state(linktype)
-        if self.ready and _count(self.fast, self.fast_udp, b, start, end, self.eoff, self.l2, ts):
-            self.counted += 1
-            self.last_ts = ts
-            return 0
+        if self.ready:
+            if _count(self.fast, self.fast_udp, b, start, end, self.eoff, self.l2, ts):
+                self.counted += 1
+                self.last_ts = ts
+                return 0
+            if self._decoded(linktype, ts, buf, b, start, end):
+                return 0
         self._flush()
         try:
             self.feed_at(linktype, ts, buf, start, end)
         finally:
             self._state(linktype)
         return 0
+
+
+    cdef bint _decoded(self, int linktype, object ts, object buf, const unsigned char* b,
+                       Py_ssize_t start, Py_ssize_t end) except -1:
+        """feed_at for a plain TCP or UDP packet (no fragment, IP option, IPv6 extension header or
+        VLAN tag: those go to feed_at): the same counters, then engine._tcp or engine._udp with
+        the fields packet.decode_ip would give. False, having changed nothing, for the rest."""
+        cdef Py_ssize_t ip = start + self.l2
+        cdef Py_ssize_t ip_end, l4, total, plen, poff
+        cdef Py_ssize_t hl = 0
+        cdef int proto, eoff = self.eoff
+        cdef unsigned char b0
+        cdef unsigned int seq
+        if end - ip < 20:
+            return False
+        b0 = b[ip]
+        if b0 == 0x45:
+            if eoff >= 0 and (b[start + eoff] != 0x08 or b[start + eoff + 1] != 0):
+                return False
+            if (b[ip + 6] & 0x3F) or b[ip + 7]:
+                return False
+            total = (b[ip + 2] << 8) | b[ip + 3]
+            ip_end = ip + total if (20 <= total and ip + total < end) else end
+            l4 = ip + 20
+            proto = b[ip + 9]
+        elif b0 >> 4 == 6:
+            if eoff >= 0 and (b[start + eoff] != 0x86 or b[start + eoff + 1] != 0xDD):
+                return False
+            if end - ip < 40:
+                return False
+            plen = (b[ip + 4] << 8) | b[ip + 5]
+            l4 = ip + 40
+            ip_end = l4 + plen if (plen and l4 + plen < end) else end
+            proto = b[ip + 6]
+        else:
+            return False
+        if (proto != 6 and proto != 17) or l4 + 8 > ip_end:
+            return False
+        if proto == 6:
+            if l4 + 20 > ip_end:
+                return False
+            hl = (b[l4 + 12] >> 4) * 4
+            if hl < 20:
+                return False
+        if b0 == 0x45:
+            src = PyBytes_FromStringAndSize(<const char*>b + ip + 12, 4)
+            dst = PyBytes_FromStringAndSize(<const char*>b + ip + 16, 4)
+        else:
+            src = PyBytes_FromStringAndSize(<const char*>b + ip + 8, 16)
+            dst = PyBytes_FromStringAndSize(<const char*>b + ip + 24, 16)
+        # feed_at's own part: the packet counts, the frame is the one being decoded
+        engine = self.engine
+        engine.packets += self.counted + 1
+        self.counted = 0
+        engine.last_ts = ts
+        engine._frame = (linktype, buf, start)
+        if proto == 6:
+            seq = (<unsigned int>b[l4 + 4] << 24) | (b[l4 + 5] << 16) | (b[l4 + 6] << 8) | b[l4 + 7]
+            poff = l4 + hl if l4 + hl < ip_end else ip_end
+            self.tcp(ts, src, dst, _u16(b, l4), _u16(b, l4 + 2), b[l4 + 13], seq, buf, poff, ip_end)
+        else:
+            self.udp(ts, src, dst, _u16(b, l4), _u16(b, l4 + 2),
+                     PyBytes_FromStringAndSize(<const char*>b + l4 + 8, ip_end - l4 - 8))
+        return True
+
+
+def pcap_walk(bytes buf, Py_ssize_t pos, bint little):
+    """pcapfile.read_pcap_blocks' walk over a buffer of classic pcap records from pos: (the end of
+    the last whole record, how many whole records, the length of a corrupt record or -1)."""
+    cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t count = 0
+    cdef unsigned int caplen
+    while pos + 16 <= n:
+        if little:
+            caplen = b[pos + 8] | (b[pos + 9] << 8) | (b[pos + 10] << 16) | (<unsigned int>b[pos + 11] << 24)
+        else:
+            caplen = (<unsigned int>b[pos + 8] << 24) | (b[pos + 9] << 16) | (b[pos + 10] << 8) | b[pos + 11]
+        if caplen > 0x4000000:
+            return pos, count, caplen
+        if pos + 16 + caplen > n:
+            break
+        pos += 16 + caplen
+        count += 1
+    return pos, count, -1
 
 
 def feed_pcap_blocks(engine, blocks):
@@ -243,8 +340,18 @@ def feed_frames(engine, frames):
 
 # --------------------------------------------------------------------------- DNS
 
-cdef inline int _u16(const unsigned char* b, Py_ssize_t p) noexcept:
-    return (b[p] << 8) | b[p + 1]
+cdef object _new = object.__new__
+
+
+cdef inline object _answer(object owner, int rtype, object ttl, object value, list hints):
+    """Answer(owner, rtype, ttl, value, hints), without the dataclass's __init__ in Python."""
+    a = _new(Answer)
+    a.owner = owner
+    a.rtype = rtype
+    a.ttl = ttl
+    a.value = value
+    a.hints = hints
+    return a
 
 
 cdef class _Names:
@@ -354,7 +461,7 @@ cdef object _svcb(_Names names, Py_ssize_t p, Py_ssize_t end, object owner, int 
         elif key == 6:
             stop = len(val) - 15
             hints += [_inet_ntop(_AF_INET6, val[i:i + 16]) for i in range(0, stop, 16)] if stop > 0 else []
-    return Answer(owner, rtype, ttl, target or owner, hints)
+    return _answer(owner, rtype, ttl, target or owner, hints)
 
 
 def parse_dns(data):
@@ -399,12 +506,19 @@ def parse_dns(data):
         if rdata_end > n:
             break
         if rtype == 1 and rdlen == 4:
-            answers.append(Answer(owner, rtype, ttl, _inet_ntop(_AF_INET, buf[p:p + 4])))
+            answers.append(_answer(owner, rtype, ttl, _inet_ntop(_AF_INET, buf[p:p + 4]), []))
         elif rtype == 28 and rdlen == 16:
-            answers.append(Answer(owner, rtype, ttl, _inet_ntop(_AF_INET6, buf[p:p + 16])))
+            answers.append(_answer(owner, rtype, ttl, _inet_ntop(_AF_INET6, buf[p:p + 16]), []))
         elif rtype == 5:
-            answers.append(Answer(owner, rtype, ttl, names.read(p)[0]))
+            answers.append(_answer(owner, rtype, ttl, names.read(p)[0], []))
         elif (rtype == 64 or rtype == 65) and rdlen >= 3:
             answers.append(_svcb(names, p, rdata_end, owner, rtype, ttl))
         p = rdata_end
-    return Message(ident, bool(flags & 0x8000), flags & 0xF, questions, answers, qclasses)
+    m = _new(Message)  # Message(...) without running the dataclass's __init__ in Python
+    m.ident = ident
+    m.response = bool(flags & 0x8000)
+    m.rcode = flags & 0xF
+    m.questions = questions
+    m.answers = answers
+    m.qclasses = qclasses
+    return m
