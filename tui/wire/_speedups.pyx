@@ -53,61 +53,64 @@ cdef inline bint _link(int linktype, int* eoff, int* l2) noexcept:
     return True
 
 
-cdef bint _count(dict fast, dict fast_udp, const unsigned char* b, Py_ssize_t start, Py_ssize_t end,
-                 int eoff, int l2, object ts) except -1:
-    """Engine._fast_path after its checks of the engine's state: True when counted."""
+cdef inline int _plain(const unsigned char* b, Py_ssize_t start, Py_ssize_t end, int eoff, int l2,
+                       Py_ssize_t* ip_end_out, Py_ssize_t* l4_out) noexcept:
+    """A plain TCP or UDP packet as decode_ip reads it: its protocol (6 or 17), the end of its IP
+    packet and the start of its transport header; 0 for anything else (a fragment, IP options,
+    an IPv6 extension header, a VLAN tag, lengths that do not add up), which feed_at decodes."""
     cdef Py_ssize_t ip = start + l2
-    cdef Py_ssize_t ip_end, l4, total, plen, hl, n
+    cdef Py_ssize_t ip_end, l4, total, plen
     cdef int proto
     cdef unsigned char b0
-    cdef PyObject* hit
-    cdef bint from_client
     if end - ip < 28:
-        return False
+        return 0
     b0 = b[ip]
     if b0 == 0x45:
         if eoff >= 0 and (b[start + eoff] != 0x08 or b[start + eoff + 1] != 0):
-            return False
+            return 0
         if (b[ip + 6] & 0x3F) or b[ip + 7]:
-            return False
+            return 0
         total = (b[ip + 2] << 8) | b[ip + 3]
         ip_end = ip + total if (20 <= total and ip + total < end) else end
         l4 = ip + 20
         proto = b[ip + 9]
-        if proto != 6 and proto != 17:
-            return False
-        key = PyBytes_FromStringAndSize(<const char*>b + ip + 12, 12)
     elif b0 >> 4 == 6:
         if eoff >= 0 and (b[start + eoff] != 0x86 or b[start + eoff + 1] != 0xDD):
-            return False
+            return 0
         plen = (b[ip + 4] << 8) | b[ip + 5]
         l4 = ip + 40
         ip_end = l4 + plen if (plen and l4 + plen < end) else end
-        if l4 + 8 > ip_end:
-            return False
         proto = b[ip + 6]
-        if proto != 6 and proto != 17:
-            return False
-        key = PyBytes_FromStringAndSize(<const char*>b + ip + 8, 36)
     else:
+        return 0
+    if (proto != 6 and proto != 17) or l4 + 8 > ip_end:
+        return 0
+    if proto == 6 and (l4 + 20 > ip_end or (b[l4 + 12] >> 4) < 5):
+        return 0
+    ip_end_out[0] = ip_end
+    l4_out[0] = l4
+    return proto
+
+
+cdef bint _count(dict fast, dict fast_udp, const unsigned char* b, Py_ssize_t start, Py_ssize_t end,
+                 int eoff, int l2, object ts) except -1:
+    """Engine._fast_path after its checks of the engine's state: True when counted."""
+    cdef Py_ssize_t ip = start + l2
+    cdef Py_ssize_t ip_end, l4, n
+    cdef int proto
+    cdef PyObject* hit
+    cdef bint from_client
+    proto = _plain(b, start, end, eoff, l2, &ip_end, &l4)
+    if proto == 0 or (proto == 6 and (b[l4 + 13] & 0x07)):  # SYN, FIN, RST: the full path
         return False
-    if proto == 6:
-        if l4 + 20 > ip_end or (b[l4 + 13] & 0x07):
-            return False
-        hit = PyDict_GetItem(fast, key)
-        if hit is NULL:
-            return False
-        hl = (b[l4 + 12] >> 4) * 4
-        if hl < 20:
-            return False
-        n = ip_end - l4 - hl
+    if b[ip] == 0x45:
+        key = PyBytes_FromStringAndSize(<const char*>b + ip + 12, 12)
     else:
-        if l4 + 8 > ip_end:
-            return False
-        hit = PyDict_GetItem(fast_udp, key)
-        if hit is NULL:
-            return False
-        n = ip_end - l4 - 8
+        key = PyBytes_FromStringAndSize(<const char*>b + ip + 8, 36)
+    hit = PyDict_GetItem(fast if proto == 6 else fast_udp, key)
+    if hit is NULL:
+        return False
+    n = ip_end - l4 - ((b[l4 + 12] >> 4) * 4 if proto == 6 else 8)
     entry = <tuple>hit
     c = entry[0]
     from_client = entry[1] is True
@@ -192,43 +195,13 @@ cdef class _Feeder:
         VLAN tag: those go to feed_at): the same counters, then engine._tcp or engine._udp with
         the fields packet.decode_ip would give. False, having changed nothing, for the rest."""
         cdef Py_ssize_t ip = start + self.l2
-        cdef Py_ssize_t ip_end, l4, total, plen, poff
-        cdef Py_ssize_t hl = 0
-        cdef int proto, eoff = self.eoff
-        cdef unsigned char b0
+        cdef Py_ssize_t ip_end, l4, poff, hl
+        cdef int proto
         cdef unsigned int seq
-        if end - ip < 20:
+        proto = _plain(b, start, end, self.eoff, self.l2, &ip_end, &l4)
+        if proto == 0:
             return False
-        b0 = b[ip]
-        if b0 == 0x45:
-            if eoff >= 0 and (b[start + eoff] != 0x08 or b[start + eoff + 1] != 0):
-                return False
-            if (b[ip + 6] & 0x3F) or b[ip + 7]:
-                return False
-            total = (b[ip + 2] << 8) | b[ip + 3]
-            ip_end = ip + total if (20 <= total and ip + total < end) else end
-            l4 = ip + 20
-            proto = b[ip + 9]
-        elif b0 >> 4 == 6:
-            if eoff >= 0 and (b[start + eoff] != 0x86 or b[start + eoff + 1] != 0xDD):
-                return False
-            if end - ip < 40:
-                return False
-            plen = (b[ip + 4] << 8) | b[ip + 5]
-            l4 = ip + 40
-            ip_end = l4 + plen if (plen and l4 + plen < end) else end
-            proto = b[ip + 6]
-        else:
-            return False
-        if (proto != 6 and proto != 17) or l4 + 8 > ip_end:
-            return False
-        if proto == 6:
-            if l4 + 20 > ip_end:
-                return False
-            hl = (b[l4 + 12] >> 4) * 4
-            if hl < 20:
-                return False
-        if b0 == 0x45:
+        if b[ip] == 0x45:
             src = PyBytes_FromStringAndSize(<const char*>b + ip + 12, 4)
             dst = PyBytes_FromStringAndSize(<const char*>b + ip + 16, 4)
         else:
@@ -242,6 +215,7 @@ cdef class _Feeder:
         engine._frame = (linktype, buf, start)
         if proto == 6:
             seq = (<unsigned int>b[l4 + 4] << 24) | (b[l4 + 5] << 16) | (b[l4 + 6] << 8) | b[l4 + 7]
+            hl = (b[l4 + 12] >> 4) * 4
             poff = l4 + hl if l4 + hl < ip_end else ip_end
             self.tcp(ts, src, dst, _u16(b, l4), _u16(b, l4 + 2), b[l4 + 13], seq, buf, poff, ip_end)
         else:
