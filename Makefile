@@ -44,7 +44,7 @@ test: deps $(STAMP) ## install everything from nothing, then run every test (roo
 test-fast: $(STAMP) ## the tests that need neither root nor network namespaces
 	$(PY) -m pytest -m "not netns and not root and not docker" $(PYTEST_ARGS)
 
-bench: deps $(STAMP) ## report vs the tshark one-liner (200k packets); live capture rates, latency, table; hostile packets; process lookups
+bench: deps $(STAMP) ## report vs the tshark one-liner (bulk and handshake-heavy 200k packets, 2M); live capture rates, latency idle and under load, table; hostile packets; process lookups
 	$(PY) bench/run.py
 	$(PY) bench/live.py
 	$(PY) bench/hostile.py

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -84,15 +83,14 @@ def ensure_capture(name: str, force: bool) -> tuple[Path, dict, str]:
         return pcap, json.loads(tp.read_text()), "cached"
     CACHE.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)  # a generation cut short leaves no valid stamp
-    spec = importlib.util.spec_from_file_location("bench_gen_pcap", GEN)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     t0 = time.perf_counter()
-    truth = (mod.generate_handshake(pcap, seed=SEED, epochs=epochs) if mix == "handshake"
-             else mod.generate(pcap, seed=SEED))
+    # in a child: the generator holds hundreds of MB, and every tool started later would be
+    # forked from this process, its peak RSS (ru_maxrss) counting that copy before exec
+    subprocess.run([sys.executable, str(GEN), str(pcap), "--seed", str(SEED), "--mix", mix,
+                    "--epochs", str(epochs)], check=True)
     dt = time.perf_counter() - t0
     stamp.write_text(want + "\n")
-    return pcap, truth, f"generated in {dt:.1f} s"
+    return pcap, json.loads(tp.read_text()), f"generated in {dt:.1f} s"
 
 
 # --------------------------------------------------------------------------- measuring
@@ -108,42 +106,56 @@ class Run:
 
 
 def run_child(argv: list[str], timeout: float, env: dict | None = None) -> Run:
-    """Run argv (no shell), wait with os.wait4 to get the child's own rusage."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
-        lock = threading.Lock()
-        state = {"done": False, "timed_out": False}
-
-        def kill() -> None:
-            with lock:
-                if not state["done"]:
-                    state["timed_out"] = True
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-
-        timer = threading.Timer(timeout, kill)
-        timer.daemon = True
-        timer.start()
-        try:
-            while True:
-                try:
-                    _, status, ru = os.wait4(proc.pid, 0)
-                    break
-                except InterruptedError:
-                    continue
-        finally:
-            with lock:
-                state["done"] = True
-            timer.cancel()
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, tell Popen
+    """Run argv (no shell) and measure it from a fresh, small Python process (spawn_measured):
+    a child's peak RSS (ru_maxrss) counts the memory of the process it was forked from, up to
+    its exec, and this one holds the reports read so far."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(suffix=".json") as result:
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--spawn-measured", result.name,
+                        str(timeout), "--", *argv], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                       env=env, check=True)
+        got = json.loads(Path(result.name).read_text())
         out.seek(0)
         err.seek(0)
-        return Run(wall, ru.ru_maxrss, proc.returncode, out.read(), err.read(), state["timed_out"])
+        return Run(got["wall"], got["maxrss_kb"], got["rc"], out.read(), err.read(), got["timed_out"])
+
+
+def spawn_measured(result: str, timeout: float, argv: list[str]) -> int:
+    """In the small process: run argv with this process's stdout and stderr, wait with os.wait4
+    for its own rusage, write {wall, maxrss_kb, rc, timed_out} to result."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    lock = threading.Lock()
+    state = {"done": False, "timed_out": False}
+
+    def kill() -> None:
+        with lock:
+            if not state["done"]:
+                state["timed_out"] = True
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    timer = threading.Timer(timeout, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        while True:
+            try:
+                _, status, ru = os.wait4(proc.pid, 0)
+                break
+            except InterruptedError:
+                continue
+    finally:
+        with lock:
+            state["done"] = True
+        timer.cancel()
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, tell Popen
+    Path(result).write_text(json.dumps({"wall": wall, "maxrss_kb": ru.ru_maxrss, "rc": proc.returncode,
+                                        "timed_out": state["timed_out"]}))
+    return 0
 
 
 @dataclass
@@ -155,7 +167,7 @@ class Tool:
     runs: list[Run] = field(default_factory=list)
     error: str | None = None
     found: dict[str, set[str]] | None = None
-    report: dict | None = None  # egress-tui's JSON report, "generated" left out
+    report: str | None = None  # digest of egress-tui's JSON report, "generated" left out
 
     @property
     def ok(self) -> bool:
@@ -230,13 +242,17 @@ def measure(tool: Tool, timeout: float, first: bool) -> None:
         try:
             tool.found = tool.parse(r.stdout)
             if tool.parse is parse_egress:
-                tool.report = json.loads(r.stdout)
-                tool.report.pop("generated", None)
+                # a digest, not the report: every tool is forked from this process, and its peak
+                # RSS (ru_maxrss) counts what this process held before the exec
+                doc = json.loads(r.stdout)
+                doc.pop("generated", None)
+                tool.report = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+                del doc
         except (ValueError, UnicodeDecodeError) as e:
             tool.error = f"unreadable output: {e}"
             return
     if not first:
-        r.stdout = b""  # keep memory flat across runs
+        r.stdout = r.stderr = b""  # keep this process small: see above
         tool.runs.append(r)
 
 
@@ -389,6 +405,9 @@ def details(egress: Tool, tshark: Tool | None, truth: dict) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--spawn-measured"]:
+        return spawn_measured(argv[1], float(argv[2]), argv[4:])
     ap = argparse.ArgumentParser(description="egress-tui vs tshark one-liner benchmark")
     ap.add_argument("--runs", type=int, default=5, help="measured runs per tool (default 5; 2 on the 2m capture)")
     ap.add_argument("--strict", action="store_true", help="exit 1 if any target is missed")
