@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the benchmark drive for real (podman and containerd: the other
-# engines, started by tests/enginelab; uidmap: rootless Podman's user namespaces).
-DEB_PACKAGES := python3-venv tcpdump tshark ethtool iproute2 iptables ipset nftables dnsutils openssl curl procps tmux librsvg2-bin debootstrap docker.io podman containerd uidmap shellcheck
+# engines, started by tests/enginelab; uidmap: rootless Podman's user namespaces); gcc, libc6-dev
+# and python3-dev build the compiled fast path (tui/wire/_speedups.pyx) when pip installs egress-tui.
+DEB_PACKAGES := python3-venv gcc libc6-dev python3-dev tcpdump tshark ethtool iproute2 iptables ipset nftables dnsutils openssl curl procps tmux librsvg2-bin debootstrap docker.io podman containerd uidmap shellcheck
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -23,7 +24,7 @@ deps: ## install the Debian packages the tests need (as root; skipped when prese
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py tui/wire/_speedups.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -44,7 +45,7 @@ test: deps $(STAMP) ## install everything from nothing, then run every test (roo
 test-fast: $(STAMP) ## the tests that need neither root nor network namespaces
 	$(PY) -m pytest -m "not netns and not root and not docker" $(PYTEST_ARGS)
 
-bench: deps $(STAMP) ## report vs the tshark one-liner (200k packets); live capture rates, latency, table; hostile packets; process lookups (from the host and through a helper)
+bench: deps $(STAMP) ## report vs the tshark one-liner (bulk and handshake-heavy 200k packets, 2M); live capture rates, latency idle and under load, table; hostile packets; process lookups (from the host and through a helper)
 	$(PY) bench/run.py
 	$(PY) bench/live.py
 	$(PY) bench/hostile.py

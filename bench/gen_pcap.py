@@ -433,6 +433,41 @@ def dns_lookup(ev: Events, net: Net, rng: random.Random, t: int, name: str, cnam
 
 # --------------------------------------------------------------------------- TLS connection
 
+# Shares of ClientHello styles: below the first, post-quantum (split); below the second, padded
+# (split); below the third, Chrome-like; the rest OpenSSL-like; and the share of those two whose
+# first segment holds only a few bytes.
+BULK_HELLOS = (0.52, 0.60, 0.80, 0.08)
+HANDSHAKE_HELLOS = (0.26, 0.31, 0.65, 0.03)  # a third of the hellos split
+
+
+def tls_plan(rng: random.Random, name: str, inf: dict, cport: int, step: int, shares: tuple,
+             styles: dict) -> dict:
+    """One TLS connection's plan: its ClientHello's style and split, anomalies, client port."""
+    pq, padded, chrome, tiny = shares
+    r = rng.random()
+    if r < pq:
+        style = "pq"
+        order, split = rng.choice([("sni_first", "mss"), ("shuffled", "mss"),
+                                   ("ks_first", "in_sni"), ("late_sni", "mss")])
+    elif r < padded:
+        style, order, split = "padded", rng.choice(["sni_first", "late_sni"]), "mss"
+    elif r < chrome:
+        style, order = "chrome", rng.choice(["sni_first", "shuffled"])
+        split = "hdr" if rng.random() < tiny else "mss"
+    else:
+        style, order = "openssl", "sni_first"
+        split = "hdr" if rng.random() < tiny else "mss"
+    styles[style] += 1
+    a = rng.random()
+    anomaly = ("out_of_order" if a < 0.04 else "retransmit" if a < 0.08
+               else "overlap" if a < 0.10 else None)
+    cport += rng.randint(1, step)
+    return {"name": name, "v6": inf["v6"], "ip": inf["ip"], "port": inf["port"], "cport": cport,
+            "rtt": rng.randint(4_000, 90_000), "ttl": inf["ttl"], "style": style, "order": order,
+            "split": split, "anomaly": anomaly, "seq_wrap": rng.random() < 0.02,
+            "end": "rst" if rng.random() < 0.05 else "fin"}
+
+
 def tls_connection(ev: Events, net: Net, rng: random.Random, t: int, conn: dict, stats: dict) -> None:
     v6 = conn["v6"]
     rtt = conn["rtt"]
@@ -520,6 +555,12 @@ def tls_connection(ev: Events, net: Net, rng: random.Random, t: int, conn: dict,
     t = tcp.client_send(t, req)
     t += rtt
     t = tcp.server_burst(t, app_records(rng, rng.randint(1000, 4000)))
+    for _ in range(conn.get("rounds", 0)):
+        # further API calls on the kept-alive connection: a small request, an answer of a few KB
+        t += rng.randint(2000, 400_000)
+        t = tcp.client_send(t, app_records(rng, rng.randint(80, 900)))
+        t += rtt
+        t = tcp.server_burst(t, app_records(rng, rng.randint(200, 9000)))
     t += rng.randint(1000, 60000)
     if conn["end"] == "rst":
         tcp.c(t, RST | ACK)
@@ -527,9 +568,10 @@ def tls_connection(ev: Events, net: Net, rng: random.Random, t: int, conn: dict,
         tcp.close(t, rtt)
 
 
-def http_connection(ev: Events, net: Net, rng: random.Random, t: int, name: str, ip: bytes, v6: bool) -> None:
+def http_connection(ev: Events, net: Net, rng: random.Random, t: int, name: str, ip: bytes, v6: bool,
+                    cport: int | None = None) -> None:
     rtt = rng.randint(5000, 60000)
-    tcp = TcpConn(net, ev.add, rng, v6, ip, 80, rng.randint(32768, 60999))
+    tcp = TcpConn(net, ev.add, rng, v6, ip, 80, rng.randint(32768, 60999) if cport is None else cport)
     t = tcp.handshake(t, rtt)
     path = rng.choice(["/debian/dists/bookworm/InRelease", "/ubuntu/dists/jammy/Release",
                        "/alpine/v3.20/main/x86_64/APKINDEX.tar.gz", "/", "/status"])
@@ -623,6 +665,42 @@ def quic_connections(ev: Events, net: Net, rng: random.Random, specs: list[dict]
                 break
         names.append(spec["name"])
     return names
+
+
+def plain_http(ev: Events, net: Net, rng: random.Random, t0: int, dns_names: set, http_names: set,
+               cport: int | None = None, count: int = N_HTTP_CONNS) -> None:
+    """N_HTTP_CONNS lookups and plain HTTP requests within DURATION_US from t0 (client ports
+    from cport on, or random)."""
+    for i in range(count):
+        name = HTTP_NAMES[i % len(HTTP_NAMES)] if i < 2 * len(HTTP_NAMES) else f"http-{i:03d}.bench.test"
+        v6 = i % 7 == 3
+        ip = (ipaddress.IPv6Address(f"2001:db8:80::{i + 1:x}").packed if v6 else bytes([198, 18, 220, i + 1]))
+        t = rng.randint(t0 + 200_000, t0 + DURATION_US - 2_000_000)
+        t = dns_lookup(ev, net, rng, t, name, [], [] if v6 else [ip], [ip] if v6 else []) + 200
+        http_connection(ev, net, rng, t, name, ip, v6, None if cport is None else cport + i)
+        http_names.add(name)
+        dns_names.add(name)
+
+
+def quic_section(ev: Events, net: Net, rng: random.Random, t0: int, dns_names: set,
+                 ports: list[int] | None = None, count: int = N_QUIC_CONNS) -> list[str]:
+    """N_QUIC_CONNS lookups and QUIC handshakes within DURATION_US from t0 (client ports from
+    ports, or random); returns the names."""
+    quic_specs = []
+    qnames = [f"quic-{i:03d}.bench.test" for i in range(1, N_QUIC_CONNS - len(REAL_QUIC_NAMES) + 1)]
+    qnames += REAL_QUIC_NAMES
+    for i, name in enumerate(qnames[-count:] if count else []):
+        v6 = rng.random() < 0.15
+        ip = (ipaddress.IPv6Address(f"2001:db8:443::{i + 1:x}").packed if v6
+              else bytes([198, 19, (i + 1) // 250, (i + 1) % 250 + 1]))
+        t = rng.randint(t0 + 200_000, t0 + DURATION_US - 2_000_000)
+        t = dns_lookup(ev, net, rng, t, name, [], [] if v6 else [ip], [ip] if v6 else []) + 300
+        dns_names.add(name)
+        quic_specs.append({"name": name, "v6": v6, "ip": ip, "t": t,
+                           "cport": rng.randint(40000, 60999) if ports is None else ports[i],
+                           "rtt": rng.randint(5_000, 80_000), "ttl": rng.choice([52, 56, 58]),
+                           "resp": rng.randint(800, 6000)})
+    return quic_connections(ev, net, rng, quic_specs)
 
 
 # --------------------------------------------------------------------------- bulk flows
@@ -720,25 +798,8 @@ def _names(rng: random.Random) -> list[str]:
     return list(dict.fromkeys(fixed))
 
 
-def _truth_path(path: Path) -> Path:
-    return path.with_suffix(".truth.json") if path.suffix == ".pcap" else Path(str(path) + ".truth.json")
-
-
-def generate(path, seed: int = 1) -> dict:
-    path = Path(path)
-    rng = random.Random(seed)
-    net = Net()
-    ev = Events()
-    stats = {
-        "split_hellos": 0, "pq_two_segment_hellos": 0, "split_segments": {},
-        "sni_in_first_segment": 0, "sni_straddles_segments": 0, "sni_after_first_segment": 0,
-        "out_of_order": 0, "out_of_order_names": set(), "retransmitted": 0,
-        "sni_after_first_segment_names": set(), "tiny_first_segment_names": set(),
-        "overlapping_retransmission": 0, "seq_wrap": 0,
-    }
-
-    # ---- TLS names -> addresses, ports, DNS shape
-    names = _names(rng)
+def _name_info(rng: random.Random, names: list[str]) -> dict[str, dict]:
+    """Where each TLS name lives: address family, address, port, CNAME chain, server TTL."""
     shared4 = [bytes([198, 18, 200, i]) for i in range(1, 21)]
     info: dict[str, dict] = {}
     for i, name in enumerate(names):
@@ -759,6 +820,33 @@ def generate(path, seed: int = 1) -> dict:
                 cnames.append(f"e{rng.randint(1000, 9999)}.a.akamaibench.net")
         info[name] = {"v6": v6, "port": port, "ip": ip, "cnames": cnames,
                       "ttl": rng.choice([48, 52, 54, 56, 57, 59, 120]), "looked_up": False}
+    return info
+
+
+def _truth_path(path: Path) -> Path:
+    return path.with_suffix(".truth.json") if path.suffix == ".pcap" else Path(str(path) + ".truth.json")
+
+
+def _new_stats() -> dict:
+    return {
+        "split_hellos": 0, "pq_two_segment_hellos": 0, "split_segments": {},
+        "sni_in_first_segment": 0, "sni_straddles_segments": 0, "sni_after_first_segment": 0,
+        "out_of_order": 0, "out_of_order_names": set(), "retransmitted": 0,
+        "sni_after_first_segment_names": set(), "tiny_first_segment_names": set(),
+        "overlapping_retransmission": 0, "seq_wrap": 0,
+    }
+
+
+def generate(path, seed: int = 1) -> dict:
+    path = Path(path)
+    rng = random.Random(seed)
+    net = Net()
+    ev = Events()
+    stats = _new_stats()
+
+    # ---- TLS names -> addresses, ports, DNS shape
+    names = _names(rng)
+    info = _name_info(rng, names)
 
     conns = [n for n in names]
     popular = REAL_TLS_NAMES[:20]
@@ -783,28 +871,8 @@ def generate(path, seed: int = 1) -> dict:
             inf["looked_up"] = True
             dns_names.add(name)
             cname_targets.update(inf["cnames"])
-        r = rng.random()
-        if r < 0.52:
-            style = "pq"
-            order, split = rng.choice([("sni_first", "mss"), ("shuffled", "mss"),
-                                       ("ks_first", "in_sni"), ("late_sni", "mss")])
-        elif r < 0.60:
-            style, order, split = "padded", rng.choice(["sni_first", "late_sni"]), "mss"
-        elif r < 0.80:
-            style, order = "chrome", rng.choice(["sni_first", "shuffled"])
-            split = "hdr" if rng.random() < 0.08 else "mss"
-        else:
-            style, order = "openssl", "sni_first"
-            split = "hdr" if rng.random() < 0.08 else "mss"
-        styles[style] += 1
-        a = rng.random()
-        anomaly = ("out_of_order" if a < 0.04 else "retransmit" if a < 0.08
-                   else "overlap" if a < 0.10 else None)
-        cport += rng.randint(1, 7)
-        conn = {"name": name, "v6": inf["v6"], "ip": inf["ip"], "port": inf["port"], "cport": cport,
-                "rtt": rng.randint(4_000, 90_000), "ttl": inf["ttl"], "style": style, "order": order,
-                "split": split, "anomaly": anomaly, "seq_wrap": rng.random() < 0.02,
-                "end": "rst" if rng.random() < 0.05 else "fin"}
+        conn = tls_plan(rng, name, inf, cport, 7, BULK_HELLOS, styles)
+        cport = conn["cport"]
         tls_connection(ev, net, rng, t, conn, stats)
         tls_ports.setdefault(name, set()).add(inf["port"])
         tls_count[name] = tls_count.get(name, 0) + 1
@@ -817,32 +885,11 @@ def generate(path, seed: int = 1) -> dict:
         dns_names.add(name)
 
     # ---- plain HTTP
-    http_names = set()
-    for i in range(N_HTTP_CONNS):
-        name = HTTP_NAMES[i % len(HTTP_NAMES)] if i < 2 * len(HTTP_NAMES) else f"http-{i:03d}.bench.test"
-        v6 = i % 7 == 3
-        ip = (ipaddress.IPv6Address(f"2001:db8:80::{i + 1:x}").packed if v6 else bytes([198, 18, 220, i + 1]))
-        t = rng.randint(200_000, DURATION_US - 2_000_000)
-        t = dns_lookup(ev, net, rng, t, name, [], [] if v6 else [ip], [ip] if v6 else []) + 200
-        http_connection(ev, net, rng, t, name, ip, v6)
-        http_names.add(name)
-        dns_names.add(name)
+    http_names: set[str] = set()
+    plain_http(ev, net, rng, 0, dns_names, http_names)
 
     # ---- QUIC
-    quic_specs = []
-    qnames = [f"quic-{i:03d}.bench.test" for i in range(1, N_QUIC_CONNS - len(REAL_QUIC_NAMES) + 1)]
-    qnames += REAL_QUIC_NAMES
-    for i, name in enumerate(qnames):
-        v6 = rng.random() < 0.15
-        ip = (ipaddress.IPv6Address(f"2001:db8:443::{i + 1:x}").packed if v6
-              else bytes([198, 19, (i + 1) // 250, (i + 1) % 250 + 1]))
-        t = rng.randint(200_000, DURATION_US - 2_000_000)
-        t = dns_lookup(ev, net, rng, t, name, [], [] if v6 else [ip], [ip] if v6 else []) + 300
-        dns_names.add(name)
-        quic_specs.append({"name": name, "v6": v6, "ip": ip, "t": t, "cport": rng.randint(40000, 60999),
-                           "rtt": rng.randint(5_000, 80_000), "ttl": rng.choice([52, 56, 58]),
-                           "resp": rng.randint(800, 6000)})
-    quic_names = quic_connections(ev, net, rng, quic_specs)
+    quic_names = quic_section(ev, net, rng, 0, dns_names)
 
     # ---- bulk flows fill the rest
     bulk_specs = [
@@ -909,13 +956,192 @@ def generate(path, seed: int = 1) -> dict:
     return truth
 
 
+# --------------------------------------------------------------------------- handshake-heavy mix
+
+# Kubernetes-style resolv.conf (ndots:5): a name is first tried under the search domains.
+SEARCH_DOMAINS = ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+
+
+def _kind(frame: bytes) -> str:
+    """What a frame this generator wrote carries, from its ports (for the truth's tally)."""
+    if frame[12] == 0x08:
+        proto, ports = frame[23], 34
+    else:
+        proto, ports = frame[20], 54
+    sport, dport = struct.unpack_from("!HH", frame, ports)
+    if proto == 17:
+        return "dns" if 53 in (sport, dport) else "quic"
+    if proto != 6:
+        return "other"
+    if 80 in (sport, dport):
+        return "http"
+    return "tls" if {443, 8443, 4433} & {sport, dport} else "bulk"
+
+
+def generate_handshake(path, seed: int = 1, epochs: int = 1, scale: float = 1.0) -> dict:
+    """The handshake-heavy capture: per epoch (60 s of capture time, exactly PKT_TARGET packets)
+    2,000 TLS connections kept alive for a few API calls each (a third of the ClientHellos split
+    over two or more segments, with the same anomalies as the bulk mix), their DNS lookups
+    (A + AAAA, CNAME chains, NXDOMAIN walks through search domains), 300 QUIC handshakes,
+    40 plain HTTP requests, and bulk TCP for the rest (about a tenth).
+
+    Every epoch talks to the same hosts: ``epochs=10`` is the same container watched ten times
+    as long (2,000,000 packets), whose report must not need more memory. Epoch 0 is the same
+    in every file of one seed. Each epoch is built and written on its own, so memory stays flat.
+    """
+    path = Path(path)
+    names_rng = random.Random(seed)
+    names = _names(names_rng)
+    info = _name_info(names_rng, names)
+    # scale < 1: the same kind of capture, smaller (the tests compare engines on one)
+    names = names[:max(20, int(len(names) * scale))]
+    n_conns, n_lookups = int(N_TLS_CONNS * scale), int(3_000 * scale)
+    n_quic, n_http, n_packets = int(N_QUIC_CONNS * scale), int(N_HTTP_CONNS * scale), int(PKT_TARGET * scale)
+    popular = [n for n in REAL_TLS_NAMES[:20] if n in info and n in names] or names[:20]
+    # how many search domains a lookup of each name walks through first (ndots), if any
+    search_walk = {name: (1 + i % 3 if i % 5 < 3 else 0) for i, name in enumerate(names)}
+    net = Net()
+    stats = _new_stats()
+    tls_ports: dict[str, set] = {}
+    tls_count: dict[str, int] = {}
+    dns_names: set[str] = set()
+    nx_names: set[str] = set()
+    cname_targets: set[str] = set()
+    http_names: set[str] = set()
+    quic_names: set[str] = set()
+    styles = {"pq": 0, "chrome": 0, "openssl": 0, "padded": 0}
+    kinds = {"tls": 0, "dns": 0, "quic": 0, "http": 0, "bulk": 0, "other": 0}
+    n_written = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb", buffering=4 << 20) as f:
+        f.write(_pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        w = f.write
+        last = 0
+        for epoch in range(epochs):
+            rng = random.Random(seed * 1_000_003 + epoch + 1)
+            t0 = epoch * DURATION_US
+            ev = Events()
+            looked_up: set[str] = set()
+
+            def lookup(t: int, name: str) -> int:
+                inf = info[name]
+                walk = search_walk[name]  # the same names every epoch: the hosts do not grow
+                if walk and rng.random() < 0.7:
+                    for suffix in SEARCH_DOMAINS[:walk]:
+                        nx = f"{name}.{suffix}"
+                        t = dns_lookup(ev, net, rng, t, nx, [], [], [], rcode=3) + rng.randint(20, 200)
+                        nx_names.add(nx)
+                v4a = [] if inf["v6"] else [inf["ip"]]
+                v6a = [inf["ip"]] if inf["v6"] else []
+                over_v6 = inf["v6"] and rng.random() < 0.5
+                t = dns_lookup(ev, net, rng, t, name, inf["cnames"], v4a, v6a, over_v6)
+                looked_up.add(name)
+                dns_names.add(name)
+                cname_targets.update(inf["cnames"])
+                return t + rng.randint(50, 600)
+
+            # ---- TLS: every name once, then the popular ones again and again
+            conns = list(names)
+            while len(conns) < n_conns:
+                conns.append(rng.choice(popular) if rng.random() < 0.7 else rng.choice(names))
+            rng.shuffle(conns)
+            starts = sorted(rng.randint(t0 + 300_000, t0 + DURATION_US - 12_000_000) for _ in conns)
+            cport = 10_000 + epoch * 5_000
+            for name, t in zip(conns, starts):
+                inf = info[name]
+                if name not in looked_up or rng.random() < 0.3:
+                    t = lookup(t, name)
+                conn = tls_plan(rng, name, inf, cport, 2, HANDSHAKE_HELLOS, styles)
+                conn["rounds"] = rng.randint(2, 14)
+                cport = conn["cport"]
+                tls_connection(ev, net, rng, t, conn, stats)
+                tls_ports.setdefault(name, set()).add(inf["port"])
+                tls_count[name] = tls_count.get(name, 0) + 1
+
+            # ---- DNS on its own: lookups whose answer is never used, telemetry names, typos
+            for i in range(n_lookups):
+                name = rng.choice(names)
+                t = rng.randint(t0 + 100_000, t0 + DURATION_US - 2_000_000)
+                if rng.random() < 0.2:
+                    nx = f"nx-{rng.randint(0, 49):03d}.bench.test"
+                    dns_lookup(ev, net, rng, t, nx, [], [], [], rcode=3)
+                    nx_names.add(nx)
+                else:
+                    lookup(t, name)
+
+            # ---- plain HTTP
+            plain_http(ev, net, rng, t0, dns_names, http_names, cport=20_000 + epoch * 100, count=n_http)
+
+            # ---- QUIC
+            qports = rng.sample(range(40_000 + epoch * 2_100, 40_000 + (epoch + 1) * 2_100), n_quic)
+            quic_names.update(quic_section(ev, net, rng, t0, dns_names, qports, n_quic))
+
+            # ---- a little bulk fills the epoch up to PKT_TARGET packets
+            bulk_specs = [
+                {"port": 22, "ip": bytes([10, 0, 5, 22]), "v6": False, "upload": True, "midstream": False},
+                {"port": 5432, "ip": bytes([10, 0, 5, 33]), "v6": False, "upload": False, "midstream": True},
+                {"port": 8080, "ip": bytes([198, 18, 250, 10]), "v6": False, "upload": False, "midstream": False},
+            ]
+            for i, spec in enumerate(bulk_specs):
+                spec["key"] = (i + 1) * 10**9
+                spec["cport"] = 30_000 + epoch * 10 + i
+                spec["start"] = t0 + (0 if spec["midstream"] else rng.randint(50_000, 3_000_000))
+                spec["end"] = t0 + DURATION_US - rng.randint(1_000_000, 3_000_000)
+            n_bulk = n_packets - len(ev.items)
+            if n_bulk < 3 * 100:
+                raise RuntimeError(f"handshake mix: {len(ev.items)} packets before the bulk, over budget")
+            counts = [n_bulk // 3, n_bulk // 3, n_bulk - 2 * (n_bulk // 3)]
+            gens = [bulk_flow(spec, n, seed * 7919 + epoch * 31 + i)
+                    for i, (spec, n) in enumerate(zip(bulk_specs, counts))]
+            ev.items.sort()
+            for t, _, frame in heapq.merge(ev.items, *gens):
+                t = max(t, last)  # the next epoch never starts before this one's last packet
+                last = t
+                kinds[_kind(frame)] += 1
+                ln = len(frame)
+                w(_pack("<IIII", BASE_TS + t // 1_000_000, t % 1_000_000, ln, ln))
+                w(frame)
+                n_written += 1
+
+    tls_names = sorted(tls_count)
+    truth = {
+        "seed": seed,
+        "mix": "handshake",
+        "epochs": epochs,
+        "packets": n_written,
+        "tls": tls_names,
+        "quic": sorted(quic_names),
+        "dns": sorted(dns_names | nx_names),
+        "http": sorted(http_names),
+        "split_hellos": stats["split_hellos"],
+        "tls_connections": sum(tls_count.values()),
+        "tls_connections_per_name": {n: tls_count[n] for n in tls_names},
+        "tls_ports": {n: sorted(tls_ports[n]) for n in tls_names},
+        "dns_nxdomain": sorted(nx_names),
+        "dns_cname_targets": sorted(cname_targets),
+        "hello_styles": styles,
+        "packets_by_kind": kinds,
+        "split_detail": {k: (sorted(v) if isinstance(v, set) else v) for k, v in stats.items()
+                         if k != "split_hellos"},
+    }
+    _truth_path(path).write_text(json.dumps(truth, indent=1) + "\n")
+    return truth
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", help="output pcap path (truth goes to OUT.truth.json)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--mix", choices=("bulk", "handshake"), default="bulk",
+                    help="bulk: mostly long TCP transfers (the default); handshake: mostly handshakes and DNS")
+    ap.add_argument("--epochs", type=int, default=1,
+                    help="handshake mix: this many 200,000-packet epochs of the same hosts")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    truth = generate(args.out, args.seed)
+    if args.mix == "handshake":
+        truth = generate_handshake(args.out, args.seed, max(1, args.epochs))
+    else:
+        truth = generate(args.out, args.seed)
     dt = time.perf_counter() - t0
     print(f"wrote {args.out}: {truth['packets']} packets, {len(truth['tls'])} TLS names "
           f"({truth['split_hellos']} split hellos), {len(truth['quic'])} QUIC names, "

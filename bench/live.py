@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Live-capture benchmark: what the capture costs and how fast the screen follows.
 
-Usage: python bench/live.py [--strict] [--seconds 5] [--gap 0.4] [--reps 7]
+Usage: python bench/live.py [--strict] [--seconds 5] [--gap 0.4] [--reps 7] [--load-pps 50000]
                             [--apply-budget 35] [--sync-conns 20] [--skip-lab]
 
 Five measurements, printed as one table of figure / target / MET-MISSED:
@@ -15,7 +15,7 @@ Five measurements, printed as one table of figure / target / MET-MISSED:
    Reported: packets/s on the wire (``ip -s -j link`` counters of veth-c, in and out),
    frames delivered to Python, kernel drops, CPU as % of one core.
    Targets: 0 kernel drops, <= 10 % of one core.
-2. Matching traffic.  The client namespace sends ~20,000 small UDP datagrams/s to the
+2. Matching traffic.  The client namespace sends ~50,000 small UDP datagrams/s to the
    server namespace (what a container sends passes the filter): frames delivered to
    Python vs datagrams sent, kernel drops.  Target: 0 drops.
 3. Latency.  The real app, headless (``run_test``), captures the client namespace
@@ -25,6 +25,8 @@ Five measurements, printed as one table of figure / target / MET-MISSED:
    (read back from the app's own packet recording) to the wall time when
    ``app.main.apply_rows`` has put the row, with "tls" in its Via column, in the table.
    Target: median and max <= 250 ms.
+   3b. Latency under load: the same while the flood of part 2 (``--load-pps``, 50,000
+   datagrams/s; 0 skips it) leaves the namespace for the whole run.  Same targets.
 4. Table apply time.  An app with ``start_capture=False`` in ``run_test(size=(200, 60))``
    holds 5,000 host rows; ``app.main.apply_rows`` is timed on batches that update 500
    existing rows and add 20 new ones: the call itself, and the call plus the work it leaves
@@ -77,7 +79,7 @@ if str(ROOT) not in sys.path:
 
 BULK_PORT, UDP_PORT = 5201, 5202
 REJECTED_AIM_PPS = 100_000        # data packets/s into the namespace
-MATCHING_AIM_PPS = 20_000         # datagrams/s out of the namespace
+MATCHING_AIM_PPS = 50_000         # datagrams/s out of the namespace
 CPU_TARGET_PCT = 10.0
 LATENCY_TARGET_MS = 250.0
 APPLY_TARGET_MS = 100.0
@@ -401,7 +403,7 @@ def hello_times(path: str, names: set[str]) -> dict[str, float]:
     return found
 
 
-async def _latency(lab, pid: int, gap: float) -> dict:
+async def _latency(lab, pid: int, gap: float, load_pps: int = 0) -> dict:
     from egress_tui.ui.app import AppConfig, create_app
     from egress_tui.inspection import open_inspection
     from egress_tui.live.capture import NetnsSource
@@ -454,13 +456,29 @@ async def _latency(lab, pid: int, gap: float) -> dict:
                 raise RuntimeError(f"capture did not start: {cap.error}")
             await pilot.pause(0.05)
         await pilot.pause(0.3)
-        print(f"[3] latency: {LATENCY_CONNS} TLS connections to distinct names through the headless app, "
-              f"{gap:g} s of silence after each")
-        for name in names:
-            r = await asyncio.to_thread(lab.py_tls, name)
-            if r.returncode != 0:
-                failures.append(f"{name}: {r.stderr.strip()[-200:]}")
-            await asyncio.sleep(gap)
+        flood = None
+        if load_pps:
+            from tests.lab.netlab import SERVER_V4
+            # the matching flood of part 2 for the whole run: every datagram reaches the capture
+            flood = lab.popen_client([sys.executable, "-c", UDP_SEND, SERVER_V4, str(UDP_PORT), str(load_pps),
+                                      str(LATENCY_CONNS * (gap + 1.5) + 10)], text=True)
+            read_line(flood, "START", 15)
+            await pilot.pause(1.0)  # the flood is on before the first connection
+        print(f"[{'3b' if load_pps else '3'}] latency: {LATENCY_CONNS} TLS connections to distinct names through "
+              f"the headless app, {gap:g} s of silence after each"
+              + (f", while {load_pps:,} UDP datagrams/s leave the namespace" if load_pps else ""))
+        frames0 = src.packets
+        t0 = time.monotonic()
+        try:
+            for name in names:
+                r = await asyncio.to_thread(lab.py_tls, name)
+                if r.returncode != 0:
+                    failures.append(f"{name}: {r.stderr.strip()[-200:]}")
+                await asyncio.sleep(gap)
+        finally:
+            out["load_rate"] = (src.packets - frames0) / max(time.monotonic() - t0, 1e-9)
+            if flood is not None:
+                stop_proc(flood)
         deadline = time.monotonic() + 3
         while len(shown) < len(names) - len(failures) and time.monotonic() < deadline:
             await pilot.pause(0.01)
@@ -472,14 +490,30 @@ async def _latency(lab, pid: int, gap: float) -> dict:
             with tempfile.TemporaryDirectory() as d:
                 insp.save_recording(os.path.join(d, "hellos.pcapng"))
                 hellos = hello_times(os.path.join(d, "hellos.pcapng"), set(names))
-        out = {"names": names, "shown": dict(shown), "emitted": dict(emitted), "hellos": hellos,
-               "failures": failures, "apply_cost": apply_cost, "drops": src.kernel_drops,
-               "error": cap.error}
+        out.update({"names": names, "shown": dict(shown), "emitted": dict(emitted), "hellos": hellos,
+                    "failures": failures, "apply_cost": apply_cost, "drops": src.kernel_drops,
+                    "error": cap.error})
+        # the capture ends (its last batches applied) before the app does
+        await asyncio.to_thread(insp.stop_capture)
+        await pilot.pause(0.2)
     return out
 
 
-def bench_latency(lab, pid: int, gap: float, res: Results) -> None:
-    r = asyncio.run(_latency(lab, pid, gap))
+def bench_latency(lab, pid: int, gap: float, res: Results, load_pps: int = 0) -> None:
+    """Part 3; with load_pps, part 3b: the same while the matching flood of part 2 runs."""
+    server = None
+    if load_pps:
+        server = subprocess.Popen(["ip", "netns", "exec", lab.server_ns, sys.executable, "-c", SERVER_GEN],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        read_line(server, "READY", 15)
+    try:
+        r = asyncio.run(_latency(lab, pid, gap, load_pps))
+    finally:
+        stop_proc(server)
+    under = " under load" if load_pps else ""
+    if load_pps:
+        res.add("under load: frames captured while it ran", f"{r.get('load_rate', 0):,.0f}/s",
+                f"aim ~{load_pps:,}/s")
     lat, cap_wait, ui_wait, missing, unseen = [], [], [], [], []
     for n in r["names"]:
         h = r["hellos"].get(n)
@@ -505,7 +539,7 @@ def bench_latency(lab, pid: int, gap: float, res: Results) -> None:
         res.note(f"{len(missing)} name(s) whose ClientHello was captured but whose row never showed \"tls\" "
                  f"(waited 3 s after the last connection): {', '.join(missing)}")
     if not lat:
-        res.add("latency ClientHello -> row in table", "no sample", f"<= {LATENCY_TARGET_MS:g} ms", False)
+        res.add(f"latency{under} ClientHello -> row in table", "no sample", f"<= {LATENCY_TARGET_MS:g} ms", False)
         return
     med, worst = statistics.median(lat), max(lat)
     print(f"  {len(lat)} samples: median {ms(med)}, min {ms(min(lat))}, max {ms(worst)}")
@@ -515,16 +549,17 @@ def bench_latency(lab, pid: int, gap: float, res: Results) -> None:
               f"max {ms(max(ui_wait))}")
     if r["apply_cost"]:
         print(f"  apply_rows calls: {len(r['apply_cost'])}, max {ms(max(r['apply_cost']))}")
-    res.add("latency ClientHello -> row: median", ms(med), f"<= {LATENCY_TARGET_MS:g} ms", med * 1000 <= LATENCY_TARGET_MS)
+    res.add(f"latency{under} ClientHello -> row: median", ms(med), f"<= {LATENCY_TARGET_MS:g} ms",
+            med * 1000 <= LATENCY_TARGET_MS)
     missing += unseen
     worst_ok = worst * 1000 <= LATENCY_TARGET_MS and not missing
-    res.add("latency ClientHello -> row: max", ms(worst) + (f" (+{len(missing)} never)" if missing else ""),
+    res.add(f"latency{under} ClientHello -> row: max", ms(worst) + (f" (+{len(missing)} never)" if missing else ""),
             f"<= {LATENCY_TARGET_MS:g} ms", worst_ok)
     if cap_wait:
         res.add("  of which waiting in the capture thread", f"median {ms(statistics.median(cap_wait))}, "
                 f"max {ms(max(cap_wait))}")
         res.add("  of which batch -> table", f"median {ms(statistics.median(ui_wait))}, max {ms(max(ui_wait))}")
-    res.add("latency run: kernel drops", str(r["drops"]), "0", r["drops"] == 0)
+    res.add(f"latency{under} run: kernel drops", str(r["drops"]), "0", r["drops"] == 0)
 
 
 # --------------------------------------------------------------------------- 5: DNS answer -> set
@@ -867,6 +902,9 @@ def main(argv=None) -> int:
     ap.add_argument("--gap", type=float, default=0.4,
                     help="silence after each latency connection, seconds (default 0.4)")
     ap.add_argument("--reps", type=int, default=7, help="table-apply batches (default 7)")
+    ap.add_argument("--load-pps", type=int, default=MATCHING_AIM_PPS,
+                    help=f"datagrams/s flooding the capture during the second latency run (default "
+                         f"{MATCHING_AIM_PPS:,}; 0: skip it)")
     ap.add_argument("--sync-conns", type=int, default=SYNC_CONNS,
                     help=f"connections for the DNS-answer-to-set measurement (default {SYNC_CONNS})")
     ap.add_argument("--skip-lab", action="store_true", help="only the table-apply measurement")
@@ -899,6 +937,8 @@ def main(argv=None) -> int:
                 try:
                     bench_load(lab, pid, args.seconds, res)
                     bench_latency(lab, pid, args.gap, res)
+                    if args.load_pps:
+                        bench_latency(lab, pid, args.gap, res, args.load_pps)
                     bench_dns_sync(lab, pid, args.sync_conns, res)
                 finally:
                     stop_proc(sleeper)

@@ -7,6 +7,7 @@ stderr with a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -19,14 +20,23 @@ from egress_tui.core.allowlist import PRESETS, PRESET_EXAMPLES, AllowlistError, 
 from egress_tui.core.engine import Engine, analyze_file
 from egress_tui.core.proxy import ProxyConfig, ProxyError, from_urls
 from egress_tui.core.safetext import safe_text
-from egress_tui.live.capture import CaptureError
-from egress_tui.live.containers import DockerError
-from egress_tui.live.namespaces import NamespaceError
-from egress_tui.firewall.plan import FirewallError
-from egress_tui.inspection import InspectionError
 from egress_tui.wire.pcapfile import PcapError
-from egress_tui.core.report import FORMATS, host_rows, meta_for, render
-from egress_tui.exports import ExportError
+from egress_tui.core.report import FORMATS, host_rows, iter_host_rows, meta_for, render, render_chunks
+
+# The errors that end a command with one line, by module: the live capture, Docker, the firewall,
+# the inspection and the exports are imported by the commands that use them (report --pcap does
+# not), and an error of a module not imported cannot have been raised.
+ONE_LINE_ERRORS = (("egress_tui.live.capture", "CaptureError"), ("egress_tui.live.containers", "DockerError"),
+                   ("egress_tui.firewall.plan", "FirewallError"), ("egress_tui.inspection", "InspectionError"),
+                   ("egress_tui.exports", "ExportError"), ("egress_tui.live.namespaces", "NamespaceError"))
+
+
+def _one_line_error(e: BaseException) -> bool:
+    if isinstance(e, (UserError, PcapError, AllowlistError, ProxyError)):
+        return True
+    return any(isinstance(e, getattr(sys.modules[mod], name))
+               for mod, name in ONE_LINE_ERRORS if mod in sys.modules)
+
 
 EXIT_ERROR = 2
 EXIT_DENIED = 3
@@ -306,16 +316,17 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_export(args)
             return cmd_presets()
         return cmd_tui(_tui_parser().parse_args(argv))
-    except (UserError, PcapError, AllowlistError, DockerError, CaptureError, FirewallError, InspectionError,
-            ProxyError, ExportError, NamespaceError) as e:
-        print(f"egress-tui: {e}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # e.g. `egress-tui report | head`: not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:
+        if not _one_line_error(e):
+            raise
+        print(f"egress-tui: {e}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def proxy_option(args) -> ProxyConfig | None:
@@ -341,33 +352,50 @@ def cmd_report(args) -> int:
     if not live:
         if os.path.isdir(path):
             raise UserError(f"{path} is a directory, not a capture file")
-        from egress_tui.inspection import set_engine_proxy
         engine = Engine()
-        set_engine_proxy(engine, proxy)
-        engine = analyze_file(path, engine)  # a file, -, a FIFO or <(cmd): opened and read once
-    rows = host_rows(engine, allowlist)
+        if proxy:
+            engine.set_proxy_config(proxy)  # as inspection.set_engine_proxy, without importing the live side
+        # The analysis makes objects by the hundred thousand and no garbage in cycles
+        # (tests/test_fastpath.py checks): the cyclic collector, walking them all again and
+        # again, would take about a tenth of the time.
+        gc.disable()
+        try:
+            engine = analyze_file(path, engine)  # a file, -, a FIFO or <(cmd): opened and read once
+        finally:
+            gc.enable()
     meta = meta_for("demo capture" if args.demo else path, engine, allowlist, proxy)
     if saved:
         meta["saved_pcap"] = saved  # what the evidence file holds, per interface
-    text = render(rows, args.format, meta)
+    fronted: list = []
+    denied: list = []
+
+    def noted(rows):
+        for r in rows:
+            if r.fronting:
+                fronted.append(r)
+            if r.allowed is False and r.contacted:
+                denied.append(r)
+            yield r
+
+    # a JSON report is written a host at a time, each row made as it is written
+    chunks = render_chunks(noted(iter_host_rows(engine, allowlist)), args.format, meta)
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as f:
-                f.write(text)
+                f.writelines(chunks)
         except OSError as e:
             raise UserError(f"cannot write {args.output}: {e.strerror}") from None
     else:
-        sys.stdout.write(text)
+        sys.stdout.writelines(chunks)
         sys.stdout.flush()
-    fronted = [r for r in rows if r.fronting]
     if fronted:
         print(f"egress-tui: {len(fronted)} host(s) reached through a proxy tunnel that asked for another name "
               "(fronting): " + "; ".join(safe_text(r.fronting[0], 120) for r in fronted[:5])
               + (" ..." if len(fronted) > 5 else ""), file=sys.stderr)
-    if args.fail_on_denied and any(r.allowed is False and r.contacted for r in rows):
+    if args.fail_on_denied and denied:
         denied = [safe_text(r.name, 64) + (f" (asked of the proxy as {safe_text(', '.join(r.targets), 80)})"
                                            if r.fronting else "")
-                  for r in rows if r.allowed is False and r.contacted]
+                  for r in denied]
         print(f"egress-tui: {len(denied)} host(s) outside the allowlist were contacted: "
               + ", ".join(denied[:10]) + (" ..." if len(denied) > 10 else ""), file=sys.stderr)
         return EXIT_DENIED

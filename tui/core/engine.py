@@ -9,6 +9,7 @@ capture and the TUI; imports nothing from the screen.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections import deque
 from collections.abc import Iterable
@@ -22,6 +23,16 @@ from egress_tui.wire.packet import (PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES, T
                                     LINKTYPE_NAMES, decode_at)
 from egress_tui.wire.pcapfile import CaptureInput, PcapError, read_pcap_blocks, read_records
 
+# The compiled fast path (tui/wire/_speedups.pyx), when pip could build it; the Python code here
+# is the reference it is tested against. EGRESS_TUI_PURE=1 runs the Python code alone.
+try:
+    if os.environ.get("EGRESS_TUI_PURE"):
+        raise ImportError("EGRESS_TUI_PURE is set")
+    from egress_tui.wire import _speedups
+except ImportError:
+    _speedups = None
+COMPILED = _speedups is not None
+
 # A ClientHello is at most a few KB (about 1.9 KB with a post-quantum key share); one
 # TLS record holds 16 KB. Past this many bytes a stream is not going to tell us more.
 STREAM_LIMIT = 16384 + 5
@@ -29,6 +40,17 @@ HTTP_HEAD_LIMIT = 8192
 PENDING_LIMIT = 64           # out-of-order segments held per stream
 DNS_TCP_LIMIT = 65536 + 2
 DEFAULT_MAX_FLOWS = 200_000
+# A flow over (closed or refused; any UDP flow) leaves the table after this many seconds without
+# a packet, at the next sweep: the table holds the live flows, not the history. Linux keeps a
+# closed connection in TIME_WAIT for 60 s; a packet on its ports after that opens a new one.
+FLOW_LINGER = 60.0
+# A connection never answered: Linux retries a SYN for about 127 s, the last gap 64 s.
+UNANSWERED_LINGER = 150.0
+SWEEP_MIN = 4096             # flows in the table before the first sweep
+# Connections kept in full for the detail view (beyond a host's CONNS_KEPT): past this many,
+# at a sweep, the oldest that are over are folded into their hosts' totals (Host.fold).
+CONNS_FULL = 4096
+HELLOS_KEPT = 4096           # distinct ClientHellos shared between connections (_intern_hello)
 # A ClientHello or request head takes a handful of segments; a stream still waiting for
 # its first bytes after this many client packets lost them (capture started late).
 STREAM_GIVE_UP = 64
@@ -57,6 +79,10 @@ TARGETS_KEPT = 8
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ", b"TRACE ")
 HTTP_PREFIXES = frozenset(m[:3] for m in HTTP_METHODS)
+
+# The link types the fast path reads: (offset of the EtherType, -1 when the IP version says it;
+# offset of the IP header).
+FAST_LINK = {1: (12, 14), 276: (0, 20), 113: (14, 16), 101: (-1, 0)}
 
 
 class Stream:
@@ -130,11 +156,17 @@ class Stream:
 class Engine:
     """Turns frames into hosts. Not thread-safe: one capture thread owns it."""
 
-    def __init__(self, max_flows: int = DEFAULT_MAX_FLOWS, resolvers: Iterable[str] | None = None):
+    def __init__(self, max_flows: int = DEFAULT_MAX_FLOWS, resolvers: Iterable[str] | None = None,
+                 compiled: bool | None = None):
         self.max_flows = max_flows
+        # the compiled loops and DNS parser (when built), or the Python ones: the same results
+        self.compiled = COMPILED if compiled is None else (compiled and COMPILED)
+        self._parse_dns = _speedups.parse_dns if self.compiled else dnsmod.parse
         self.flows: dict[tuple, Conn] = {}
         # raw "src dst sport dport" header bytes -> (conn, from_client), see feed_records
         self.fast: dict[bytes, tuple[Conn, bool]] = {}
+        # the same for UDP flows (not DNS): "src dst sport dport" -> (conn, from_client)
+        self.fast_udp: dict[bytes, tuple[Conn, bool]] = {}
         self.hosts: dict[str, Host] = {}
         # address -> name it was most recently looked up as (the name the client asked
         # for, not the CNAME target), and every name each address answered for.
@@ -174,6 +206,10 @@ class Engine:
         self.packets = 0
         self.ignored = 0
         self.evicted = 0
+        self.swept = 0                           # flows over and taken out of the table (_sweep)
+        self._sweep_at = SWEEP_MIN
+        self._hellos: dict[tuple, tls.ClientHello] = {}
+        self._hello_parts: dict = {}
         self.first_ts = 0.0
         self.last_ts = 0.0
         self.linktypes: set[int] = set()
@@ -184,12 +220,23 @@ class Engine:
     # -- input -------------------------------------------------------------------------
 
     def feed_frames(self, frames: Iterable[tuple[int, float, bytes]]) -> None:
+        """Frames as (linktype, ts, frame): a live capture's batch. Packets of connections with
+        nothing more to tell are counted without being decoded (see _fast_path)."""
+        if self.compiled:
+            _speedups.feed_frames(self, frames)
+            return
+        fast = self._fast_path
         feed = self.feed_at
         for linktype, ts, frame in frames:
-            feed(linktype, ts, frame, 0, len(frame))
+            end = len(frame)
+            if not fast(linktype, ts, frame, 0, end):
+                feed(linktype, ts, frame, 0, end)
 
     def feed_records(self, records: Iterable[tuple[int, float, bytes, int, int]]) -> None:
         """Frames as (linktype, ts, buffer, start, end), see pcapfile.read_records."""
+        if self.compiled:
+            _speedups.feed_records(self, records)
+            return
         fast = self._fast_path
         feed = self.feed_at
         for linktype, ts, buf, start, end in records:
@@ -198,6 +245,9 @@ class Engine:
 
     def feed_pcap_blocks(self, blocks) -> None:
         """The fastest path, for classic pcap: see pcapfile.read_pcap_blocks."""
+        if self.compiled:
+            _speedups.feed_pcap_blocks(self, blocks)
+            return
         fast = self._fast_path
         feed = self.feed_at
         for linktype, scale, endian, buf, pos, stop in blocks:
@@ -213,59 +263,95 @@ class Engine:
     def _fast_path(self, linktype: int, ts: float, buf: bytes, start: int, end: int) -> bool:
         """Account a packet of a connection that has nothing more to tell; False if not one.
 
-        Most packets of a capture are bulk data on connections whose handshake is done and
-        whose ClientHello was read. They are recognised from a few fixed header bytes and
-        one dict lookup, without decoding them. FIN/RST/SYN always take the full path.
+        Most packets of a capture are data and ACKs on connections whose handshake is done and
+        whose ClientHello was read. They are recognised from a few fixed header bytes and one
+        dict lookup, without decoding them. What this counts is exactly what feed_at would
+        (tests/test_fastpath.py feeds every packet both ways); anything it is not sure of (a
+        SYN, FIN or RST, IP options, a fragment, a VLAN tag, a length that does not add up, a
+        UDP datagram that may be a QUIC Initial) goes to feed_at.
         """
-        if end - start < 60:
-            return False  # shorter than any TCP segment behind a link header: full decode
-        if linktype == 1:
-            if buf[start + 12] not in (8, 0x86):  # VLAN tags and the rest: full decode
-                return False
-            ip = start + 14
-        elif linktype == 276:
-            ip = start + 20
-        elif linktype == 113:
-            ip = start + 16
-        elif linktype == 101:
-            ip = start
-        else:
+        link = FAST_LINK.get(linktype)
+        if link is None or linktype not in self.linktypes or not self.first_ts:
             return False
-        if end - ip < 60:
+        eoff, ip = link
+        ip += start
+        if end - ip < 28:
             return False
         b0 = buf[ip]
         if b0 == 0x45:
-            if buf[ip + 9] != 6 or buf[ip + 6] & 0x3F or buf[ip + 7]:
+            if eoff >= 0 and (buf[start + eoff] != 0x08 or buf[start + eoff + 1]):
                 return False
-            hit = self.fast.get(buf[ip + 12:ip + 24])
-            if hit is None or buf[ip + 33] & 0x07:
+            if buf[ip + 6] & 0x3F or buf[ip + 7]:
+                return False  # a fragment
+            total = (buf[ip + 2] << 8) | buf[ip + 3]
+            ip_end = ip + total if 20 <= total and ip + total < end else end
+            l4 = ip + 20
+            key = buf[ip + 12:ip + 24]
+            proto = buf[ip + 9]
+        elif b0 >> 4 == 6:
+            if eoff >= 0 and (buf[start + eoff] != 0x86 or buf[start + eoff + 1] != 0xDD):
                 return False
-            n = ((buf[ip + 2] << 8) | buf[ip + 3]) - 20 - (buf[ip + 32] >> 4) * 4
-        elif b0 >> 4 == 6 and buf[ip + 6] == 6:
-            hit = self.fast.get(buf[ip + 8:ip + 44])
-            if hit is None or buf[ip + 53] & 0x07:
+            plen = (buf[ip + 4] << 8) | buf[ip + 5]
+            l4 = ip + 40
+            ip_end = l4 + plen if plen and l4 + plen < end else end
+            if l4 + 8 > ip_end:
                 return False
-            n = ((buf[ip + 4] << 8) | buf[ip + 5]) - (buf[ip + 52] >> 4) * 4
+            key = buf[ip + 8:ip + 44]
+            proto = buf[ip + 6]
+        else:
+            return False
+        if proto == 6:
+            if l4 + 20 > ip_end or buf[l4 + 13] & 0x07:  # SYN, FIN, RST: the full path
+                return False
+            hit = self.fast.get(key)
+            if hit is None:
+                return False
+            hl = (buf[l4 + 12] >> 4) * 4
+            if hl < 20:
+                return False
+            n = ip_end - l4 - hl
+        elif proto == 17:
+            if l4 + 8 > ip_end:
+                return False
+            hit = self.fast_udp.get(key)
+            if hit is None:
+                return False
+            n = ip_end - l4 - 8
+            if hit[1] and n > 0 and buf[l4 + 8] & 0xC0 == 0xC0:
+                return False  # a long-header packet from the client: maybe a QUIC Initial
         else:
             return False
         c = hit[0]
         c.last = ts
         if hit[1]:
             c.pkts_out += 1
-            c.bytes_out += n
+            if n > 0:
+                c.bytes_out += n
         else:
             c.pkts_in += 1
-            c.bytes_in += n
+            if n > 0:
+                c.bytes_in += n
         self.packets += 1
         self.last_ts = ts
         return True
 
     def _go_fast(self, c: Conn) -> None:
-        """The connection has nothing left to learn but FIN/RST: let feed_records skip it."""
+        """The connection has nothing left to learn but FIN/RST: let the fast path count its
+        packets. Only once the client has sent a packet (a first client segment of a connection
+        picked up mid-stream is read) and no proxy answer is awaited."""
+        t = c.tunnel
+        if c.pkts_out == 0 or (t is not None and t.sphase != "done"):
+            return
         c.fast = True
         ports = c.cport.to_bytes(2, "big") + c.sport.to_bytes(2, "big")
         self.fast[c.client + c.server + ports] = (c, True)
         self.fast[c.server + c.client + ports[2:] + ports[:2]] = (c, False)
+
+    def _forget_fast(self, c: Conn) -> None:
+        ports = c.cport.to_bytes(2, "big") + c.sport.to_bytes(2, "big")
+        table = self.fast if c.proto == PROTO_TCP else self.fast_udp
+        table.pop(c.client + c.server + ports, None)
+        table.pop(c.server + c.client + ports[2:] + ports[:2], None)
 
     def feed(self, linktype: int, ts: float, frame: bytes) -> None:
         """Process one link-layer frame."""
@@ -300,14 +386,15 @@ class Engine:
     def _new_conn(self, key: tuple, proto: int, client: bytes, cport: int, server: bytes,
                   sport: int, ts: float) -> Conn:
         flows = self.flows
+        if len(flows) >= self._sweep_at:
+            self._sweep(ts)
         if len(flows) >= self.max_flows:
             # Oldest first: a flow table is a window, the hosts keep what was learned.
             for _ in range(max(1, self.max_flows // 64)):
                 old = flows.pop(next(iter(flows)))
-                if old.fast:
-                    ports = old.cport.to_bytes(2, "big") + old.sport.to_bytes(2, "big")
-                    self.fast.pop(old.client + old.server + ports, None)
-                    self.fast.pop(old.server + old.client + ports[2:] + ports[:2], None)
+                old.over = True
+                if old.fast or old.proto == PROTO_UDP:
+                    self._forget_fast(old)
                 self.evicted += 1
         c = Conn(proto, client, cport, server, sport, ts)
         flows[key] = c
@@ -328,6 +415,62 @@ class Engine:
         if self.on_new_flow is not None:
             self.on_new_flow(c)
         return c
+
+    def _sweep(self, ts: float) -> None:
+        """Take the flows that are over out of the table (their hosts keep them): TCP
+        connections closed or refused and UDP flows idle for FLOW_LINGER seconds of capture
+        time, connections never answered idle for UNANSWERED_LINGER. Runs whenever the table
+        has grown by half since the last sweep, so it costs O(1) a flow and the table stays
+        about as large as the flows that are live, however long the capture."""
+        flows = self.flows
+        gone = [key for key, c in flows.items()
+                if (ts - c.last > FLOW_LINGER and (c.proto == PROTO_UDP or c.fin or c.rst or c.refused))
+                or (ts - c.last > UNANSWERED_LINGER and not (c.synack or c.established or c.pkts_in))]
+        for key in gone:
+            c = flows.pop(key)
+            c.over = True
+            if c.fast or c.proto == PROTO_UDP:
+                self._forget_fast(c)
+        self.swept += len(gone)
+        self._sweep_at = max(SWEEP_MIN, len(flows) * 3 // 2)
+        self._fold_over()
+
+    def _fold_over(self) -> None:
+        """Past CONNS_FULL connections kept in full, fold the oldest that are over into their
+        hosts' totals (Host.fold: the rows stay the same), so that memory follows the hosts and
+        the live flows, not the length of the capture. Oldest hosts first, each host's oldest
+        first (the rows list what they saw in order); a connection through a proxy is kept."""
+        if self.proxy_config is not None:
+            return  # rows then judge each connection against the proxy: keep them all
+        total = sum(len(h.conns) for h in self.hosts.values())
+        for h in self.hosts.values():
+            if total <= CONNS_FULL:
+                return
+            conns = h.conns
+            while conns and total > CONNS_FULL and conns[0].over and conns[0].tunnel is None:
+                h.fold()
+                total -= 1
+
+    def _intern_hello(self, hello: tls.ClientHello) -> tls.ClientHello:
+        """One object for equal ClientHellos (a client's connections to one name send the same
+        one, but for its random parts, which are not kept): a long capture keeps thousands."""
+        key = (hello.sni, hello.ech, hello.ja4, tuple(hello.alpn), tuple(hello.versions), tuple(hello.groups))
+        seen = self._hellos
+        got = seen.get(key)
+        if got is not None:
+            return got
+        if len(seen) >= HELLOS_KEPT:
+            seen.clear()
+        seen[key] = hello
+        # the parts repeat more than the whole: share them too (equal keys, equal values)
+        parts = self._hello_parts
+        if len(parts) >= 4 * HELLOS_KEPT:
+            parts.clear()
+        hello.alpn = parts.setdefault(key[3], hello.alpn)
+        hello.versions = parts.setdefault(key[4], hello.versions)
+        hello.groups = parts.setdefault(key[5], hello.groups)
+        hello.ja4 = parts.setdefault(hello.ja4, hello.ja4)
+        return hello
 
     def set_proc(self, item: Conn | Lookup, info) -> None:
         """The process attribution's answer for a connection or a DNS query handed to
@@ -512,7 +655,7 @@ class Engine:
         hello = tls.parse_client_hello(r, "t")
         if hello is None:
             return
-        c.hello = hello
+        c.hello = hello = self._intern_hello(hello)
         c.app = "tls"
         t = c.tunnel
         if t is None and self._to_proxy(c):
@@ -993,6 +1136,8 @@ class Engine:
             c = flows.get((PROTO_UDP, dst, dport, src, sport))
             if c is None:
                 c = self._new_conn(key, PROTO_UDP, src, sport, dst, dport, ts)
+                # the client's datagrams only add to counters, unless one may be a QUIC Initial
+                self.fast_udp[src + dst + sport.to_bytes(2, "big") + dport.to_bytes(2, "big")] = (c, True)
             else:
                 from_client = False
         c.last = ts
@@ -1004,6 +1149,8 @@ class Engine:
         else:
             if not c.pkts_in:
                 self.dirty.add(c.name)
+                # from the second answer on, nothing but counters
+                self.fast_udp[src + dst + sport.to_bytes(2, "big") + dport.to_bytes(2, "big")] = (c, False)
             c.pkts_in += 1
             c.bytes_in += len(payload)
 
@@ -1024,7 +1171,7 @@ class Engine:
         hello = tls.parse_client_hello(msg, "q")
         if hello is None:
             return
-        c.hello = hello
+        c.hello = hello = self._intern_hello(hello)
         if hello.sni:
             self._rename(c, hello.sni, NAMED_SNI)
         c.host.via.add("quic")
@@ -1058,7 +1205,7 @@ class Engine:
 
     def _dns_udp(self, ts, src, dst, sport, dport, payload) -> None:
         try:
-            msg = dnsmod.parse(payload)
+            msg = self._parse_dns(payload)
         except (dnsmod.DnsError, IndexError, ValueError, struct.error) as e:
             if payload[2:3] and payload[2] & 0x80:
                 self._flag(ts, None, f"malformed DNS answer ({e})", src, sport, dst, dport)
@@ -1085,7 +1232,7 @@ class Engine:
             if pos + 2 + n > len(data):
                 break
             try:
-                msg = dnsmod.parse(bytes(data[pos + 2:pos + 2 + n]))
+                msg = self._parse_dns(bytes(data[pos + 2:pos + 2 + n]))
             except (dnsmod.DnsError, IndexError, ValueError, struct.error) as e:
                 if answers:
                     self._flag(ts, None, f"malformed DNS answer ({e})", c.server, c.sport, c.client, c.cport)

@@ -8,6 +8,7 @@ report, the TUI and the firewall read them.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import socket
 from collections import deque
 from collections.abc import Callable, Collection
@@ -58,8 +59,19 @@ SUSPICIOUS_KEPT = 20
 QUERY_PROCS_KEPT = 20
 
 
+_addr_texts: dict[bytes, str] = {}
+
+
 def addr_text(a: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(a) == 16 else socket.AF_INET, a)
+    """An address from the wire as text (a capture asks for the same few thousand again and
+    again: they are remembered, a bounded number)."""
+    t = _addr_texts.get(a)
+    if t is None:
+        t = socket.inet_ntop(socket.AF_INET6 if len(a) == 16 else socket.AF_INET, a)
+        if len(_addr_texts) >= 8192:
+            _addr_texts.clear()
+        _addr_texts[bytes(a)] = t
+    return t
 
 
 class Tunnel:
@@ -148,7 +160,7 @@ class Conn:
         "syns", "synack", "established", "refused", "fin", "rst",
         "pkts_out", "pkts_in", "bytes_out", "bytes_in",
         "name", "named_by", "app", "hello", "http_host", "stream", "rstream", "crypto", "host", "fast",
-        "forged", "tunnel", "rseq", "proc",
+        "forged", "tunnel", "rseq", "proc", "over",
     )
 
     def __init__(self, proto: int, client: bytes, cport: int, server: bytes, sport: int, ts: float):
@@ -183,6 +195,7 @@ class Conn:
         self.tunnel: Tunnel | None = None  # a proxy protocol seen on this connection
         self.rseq = None       # the server's first sequence number, from its SYN-ACK
         self.proc = None       # ProcInfo of the program that opened it; procs.UNKNOWN if gone; None: not looked up
+        self.over = False      # out of the engine's flow table: no packet will change it any more
 
     @property
     def outcome(self) -> str:
@@ -228,6 +241,21 @@ class Conn:
         return t.port if t is not None and t.port else self.sport
 
 
+class Folded:
+    """What a host's rows take from connections no longer kept in full (see Host.fold)."""
+
+    __slots__ = ("addresses", "ports", "alpn", "versions", "ja4", "ech", "chains")
+
+    def __init__(self) -> None:
+        self.addresses: set[str] = set()
+        self.ports: set[int] = set()
+        self.alpn: dict[str, None] = {}       # insertion-ordered sets: the rows list them in order
+        self.versions: dict[str, None] = {}
+        self.ja4: dict[str, None] = {}
+        self.ech = False
+        self.chains: dict[str, int] = {}
+
+
 @dataclass
 class Host:
     """Everything seen for one name (or one address when no name was ever learned)."""
@@ -241,11 +269,12 @@ class Host:
     rcodes: set[str] = field(default_factory=set)
     resolved: set[str] = field(default_factory=set)   # addresses DNS gave for this name
     cnames: list[str] = field(default_factory=list)   # names its lookups were aliased to
-    conns: deque = field(default_factory=lambda: deque(maxlen=CONNS_KEPT))
+    # the latest CONNS_KEPT connections; () until the first (most names are only looked up)
+    conns: deque | tuple = ()
     old_outcomes: dict[str, int] = field(default_factory=dict)
     old_count: int = 0
     suspicious: int = 0                                # DNS answers about it that were not believed
-    suspicious_notes: deque = field(default_factory=lambda: deque(maxlen=SUSPICIOUS_KEPT))
+    suspicious_notes: deque | tuple = ()  # a deque of at most SUSPICIOUS_KEPT from the first
     old_programs: dict[str, int] = field(default_factory=dict)  # of connections no longer kept in full
     old_unknown: int = 0
     # Which programs sent the DNS queries for this name: ProcInfo with its pids set to 0 (the
@@ -255,10 +284,13 @@ class Host:
     # Queries whose sender was not looked up (a capture file, no attribution) are not here.
     query_procs: dict = field(default_factory=dict)
     query_procs_other: int = 0
+    folded: Folded | None = None                       # connections folded into totals (fold)
 
     def flag(self, reason: str, detail: dict) -> None:
         """A DNS answer about this name was not believed (forged, unsolicited, malformed)."""
         self.suspicious += 1
+        if not self.suspicious_notes:
+            self.suspicious_notes = deque(maxlen=SUSPICIOUS_KEPT)
         self.suspicious_notes.append(dict(detail, reason=reason))
 
     def count_query_proc(self, info) -> None:
@@ -285,26 +317,54 @@ class Host:
             self.last = ts
 
     def add_conn(self, c: Conn) -> None:
-        if len(self.conns) == self.conns.maxlen:
-            old = self.conns[0]
-            self.old_outcomes[old.outcome] = self.old_outcomes.get(old.outcome, 0) + 1
-            self.old_count += 1
-            p = old.proc
-            if isinstance(p, ProcInfo):
-                prog = p.program
-                if prog in self.old_programs or len(self.old_programs) < PROGRAMS_KEPT:
-                    self.old_programs[prog] = self.old_programs.get(prog, 0) + 1
-            elif p == PROC_UNKNOWN:
-                self.old_unknown += 1
+        if not self.conns:
+            self.conns = deque(maxlen=CONNS_KEPT)
+        elif len(self.conns) == self.conns.maxlen:
+            self.fold()
         self.conns.append(c)
         c.host = self
         self.touch(c.first)
         self.touch(c.last)
 
+    def fold(self) -> None:
+        """Fold the oldest connection kept in full into the host's totals: its row stays what it
+        was (connections, outcomes, addresses, ports, TLS, programs), only the detail view no
+        longer lists it. What a proxy tunnel showed is not kept (the engine folds no tunnel)."""
+        old = self.conns.popleft()
+        self.old_outcomes[old.outcome] = self.old_outcomes.get(old.outcome, 0) + 1
+        self.old_count += 1
+        f = self.folded
+        if f is None:
+            f = self.folded = Folded()
+        p = old.proc
+        if isinstance(p, ProcInfo):
+            prog = p.program
+            if prog in self.old_programs or len(self.old_programs) < PROGRAMS_KEPT:
+                self.old_programs[prog] = self.old_programs.get(prog, 0) + 1
+            chain = p.chain()
+            if chain in f.chains or len(f.chains) < PROGRAMS_KEPT:
+                f.chains[chain] = f.chains.get(chain, 0) + 1
+        elif p == PROC_UNKNOWN:
+            self.old_unknown += 1
+        t = old.tunnel
+        if t is None or t.hidden:
+            f.addresses.add(addr_text(old.server))
+        elif t.target and is_address(t.target):
+            f.addresses.add(t.target)
+        f.ports.add(old.dest_port)
+        h = old.hello
+        if h is not None:
+            f.alpn.update(dict.fromkeys(h.alpn))
+            f.versions.update(dict.fromkeys(h.versions))
+            f.ja4[h.ja4] = None
+            f.ech = f.ech or h.ech
+        if old.last > self.last:
+            self.last = old.last
+
     def remove_conn(self, c: Conn) -> None:
         try:
             self.conns.remove(c)
-        except ValueError:
+        except (ValueError, AttributeError):  # AttributeError: () before the first
             pass
 
     @property
@@ -327,7 +387,7 @@ class Host:
     def addresses(self) -> list[str]:
         """Addresses connected to directly, and addresses asked of a proxy (SOCKS by address);
         a proxy's own address is not the destination's (see ``proxies``)."""
-        out = set()
+        out = set(self.folded.addresses) if self.folded is not None else set()
         for c in self.conns:
             t = c.tunnel
             if t is None or t.hidden:
@@ -337,13 +397,15 @@ class Host:
         return sorted(out, key=_addr_key)
 
     def ports(self) -> list[int]:
-        return sorted({c.dest_port for c in self.conns})
+        old = self.folded.ports if self.folded is not None else ()
+        return sorted({*old, *(c.dest_port for c in self.conns)})
 
     def to_row(self, bypass: Callable[[Conn], bool] | None = None,
                to_proxy: Callable[[Conn], bool] | None = None) -> HostRow:
         """The row; ``bypass`` tells a connection that went around the configured proxy,
         ``to_proxy`` one that went to it."""
         hellos = [c.hello for c in self.conns if c.hello is not None]
+        folded = self.folded or _NOTHING_FOLDED
         proxies: dict[str, None] = {}
         targets: dict[str, None] = {}
         fronting: dict[str, None] = {}
@@ -376,10 +438,10 @@ class Host:
             dns_queries=self.queries,
             dns_rcodes=sorted(self.rcodes),
             cnames=list(self.cnames),
-            alpn=_uniq(a for h in hellos for a in h.alpn),
-            tls_versions=_uniq(v for h in hellos for v in h.versions),
-            ech=any(h.ech for h in hellos),
-            ja4=_uniq(h.ja4 for h in hellos),
+            alpn=_uniq(itertools.chain(folded.alpn, (a for h in hellos for a in h.alpn))),
+            tls_versions=_uniq(itertools.chain(folded.versions, (v for h in hellos for v in h.versions))),
+            ech=folded.ech or any(h.ech for h in hellos),
+            ja4=_uniq(itertools.chain(folded.ja4, (h.ja4 for h in hellos))),
             suspicious_dns=self.suspicious,
             suspicious=[dict(n) for n in self.suspicious_notes],
             proxies=list(proxies),
@@ -403,7 +465,7 @@ class Host:
         chains (most first, at most CHAINS_KEPT). Connections not looked up count nowhere."""
         programs = dict(self.old_programs)
         unknown = self.old_unknown
-        chains: dict[str, int] = {}
+        chains: dict[str, int] = dict(self.folded.chains) if self.folded is not None else {}
         for c in self.conns:
             p = c.proc
             if isinstance(p, ProcInfo):
@@ -414,6 +476,9 @@ class Host:
             elif p == PROC_UNKNOWN:
                 unknown += 1
         return (dict(_most(programs)[:PROGRAMS_KEPT]), unknown, [c for c, _n in _most(chains)[:CHAINS_KEPT]])
+
+
+_NOTHING_FOLDED = Folded()
 
 
 def _most(counts: dict[str, int]) -> list[tuple[str, int]]:

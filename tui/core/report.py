@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import time
+from collections.abc import Iterable, Iterator
 
 from egress_tui.core.allowlist import Allowlist
 from egress_tui.core.engine import Engine
@@ -32,14 +34,17 @@ MARKDOWN_PROGRAMS = 4
 
 def host_rows(engine: Engine, allowlist: Allowlist | None = None) -> list[HostRow]:
     """One row per host, with its allowlist verdict, in a stable order."""
+    return list(iter_host_rows(engine, allowlist))
+
+
+def iter_host_rows(engine: Engine, allowlist: Allowlist | None = None) -> Iterator[HostRow]:
+    """host_rows one at a time, each made when it is wanted: a report of many hosts written
+    as it goes never holds every row (HostRow.sort_key is the host's first time and name)."""
     al = allowlist or Allowlist()
-    rows = []
-    for h in engine.host_list():
+    for h in sorted(engine.host_list(), key=lambda h: (h.first, h.name)):
         row = engine.row(h)
         row.allowed = verdict(row, al)
-        rows.append(row)
-    rows.sort(key=HostRow.sort_key)
-    return rows
+        yield row
 
 
 def verdict(row: HostRow, al: Allowlist) -> bool | None:
@@ -76,12 +81,31 @@ def outcome_text(outcomes: dict[str, int], none: str = "-") -> str:
     return " ".join(f"{k}:{v}" for k, v in outcomes.items()) or none
 
 
+def render_chunks(rows: Iterable[HostRow], fmt: str, meta: dict | None = None) -> Iterator[str]:
+    """``render`` in pieces to write one after the other: a JSON report a host at a time, so
+    that a report of many hosts never holds its whole text (nor every host's dict) at once."""
+    if fmt != "json":
+        yield render(list(rows), fmt, meta)
+        return
+    head = json_text(dict(meta or {}, hosts=[]), indent=2)
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        yield head + "\n"
+        return
+    # the head ends '"hosts": []\n}': the rows go between the brackets, each indented two levels
+    yield head[:-4] + "[\n    "
+    sep = ""
+    for r in itertools.chain([first], rows):
+        yield sep + json_text(r.to_json(), indent=2).replace("\n", "\n    ")
+        sep = ",\n    "
+    yield "\n  ]\n}\n"
+
+
 def render(rows: list[HostRow], fmt: str, meta: dict | None = None) -> str:
     meta = meta or {}
     if fmt == "json":
-        out = dict(meta)
-        out["hosts"] = [r.to_json() for r in rows]
-        return json_text(out, indent=2) + "\n"
+        return "".join(render_chunks(rows, fmt, meta))
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)

@@ -7,7 +7,8 @@ the table, the reports and the session report all show.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from copy import deepcopy
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 
 VERDICT_WORDS = {True: "allowed", False: "denied", None: "-"}
@@ -125,10 +126,20 @@ class HostRow:
 
     def to_json(self) -> dict:
         """For JSON files: times as ISO 8601 UTC."""
-        d = asdict(self)
+        # dataclasses.asdict, without its deep copy through every value (the row is
+        # built for this call and its lists hold strings and ints; tunnels hold dicts)
+        d = {}
+        for f in _FIELDS:
+            v = getattr(self, f)
+            d[f] = v.copy() if type(v) in (list, dict) else v
+        d["tunnels"] = [deepcopy(t) for t in self.tunnels]
         d["first_seen"], d["last_seen"] = iso(self.first_seen), iso(self.last_seen)
         d["suspicious"] = [dict(n, time=iso(n["time"])) if "time" in n else dict(n) for n in self.suspicious]
         if not self.warning:
             del d["warning"]
         d["verdict"] = self.verdict_text()
         return d
+
+
+
+_FIELDS = tuple(f.name for f in fields(HostRow))

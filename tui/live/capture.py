@@ -547,9 +547,9 @@ class Capturer(threading.Thread):
                     if resolvers is not self._resolvers:
                         self._resolvers = resolvers
                         self.engine.set_resolvers(resolvers)
-                    feed = self.engine.feed
-                    for lt, ts, data in frames:
-                        feed(lt, ts, data)
+                    # one call a batch: packets of flows with nothing more to tell are only
+                    # counted (in C when the fast path is built), the rest decoded
+                    self.engine.feed_frames(frames)
                     if self.record is not None:
                         self.record.add(frames)
                     if attributor is not None and attributor.pending:

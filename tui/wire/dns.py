@@ -41,7 +41,10 @@ class Message:
 
     def question_key(self) -> tuple:
         """What an answer must repeat of its query: every question's name, type and class."""
-        return tuple((n, t, c) for (n, t), c in zip(self.questions, self.qclasses))
+        q = self.questions
+        if len(q) == 1 and len(self.qclasses) == 1:  # nearly every message
+            return ((q[0][0], q[0][1], self.qclasses[0]),)
+        return tuple((n, t, c) for (n, t), c in zip(q, self.qclasses))
 
 
 class DnsError(ValueError):

@@ -7,6 +7,7 @@ Yields ``(linktype, timestamp, frame_bytes)``; knows nothing about protocols.
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,14 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 BLOCK = 1 << 20
+
+# read_pcap_blocks' walk over the records, compiled (tui/wire/_speedups.pyx) when it was built
+try:
+    if os.environ.get("EGRESS_TUI_PURE"):
+        raise ImportError("EGRESS_TUI_PURE is set")
+    from egress_tui.wire._speedups import pcap_walk as _pcap_walk
+except ImportError:
+    _pcap_walk = None
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -111,10 +120,16 @@ def read_pcap_blocks(f: BinaryIO, *, strict: bool = True) -> Iterator[tuple[int,
     r.pos = 24
     caplen_at = struct.Struct(endian + "I").unpack_from
     count = 0
+    walk = _pcap_walk
     while True:
         buf, pos = r.buf, r.pos
         n = len(buf)
         start = pos
+        if walk is not None and type(buf) is bytes:
+            pos, k, bad = walk(buf, pos, endian == "<")  # the loop below, in C
+            if bad >= 0:
+                raise PcapError(f"corrupt pcap record after packet {count + k}: length {bad}")
+            count += k
         while pos + 16 <= n:
             caplen = caplen_at(buf, pos + 8)[0]
             if caplen > 0x4000000:

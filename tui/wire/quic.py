@@ -74,7 +74,9 @@ _SAMPLE_OFFSET = 4
 _SAMPLE_LEN = 16
 _TAG_LEN = 16
 
-_KEY_CACHE_MAX = 4096
+# A connection's Initials come within a round trip or two; each entry holds OpenSSL cipher
+# contexts (a few KB), so a long capture with thousands of QUIC connections keeps only these.
+_KEY_CACHE_MAX = 256
 
 # Frame types allowed in Initial packets (RFC 9000 section 12.4, table 3).
 _FRAME_PADDING = 0x00

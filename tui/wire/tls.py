@@ -29,6 +29,9 @@ NOT_TLS = "not-tls"
 MAX_HELLO = 1 << 16
 
 
+GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+
 def is_grease(v: int) -> bool:
     """GREASE values (RFC 8701) are noise a client adds; fingerprints ignore them."""
     return (v & 0x0F0F) == 0x0A0A and (v >> 8) == (v & 0xFF)
@@ -201,9 +204,30 @@ def _alnum(c: str) -> bool:
     return c.isascii() and c.isalnum()
 
 
+# A client sends the same fingerprint on every connection: its last JA4s, by what they hash.
+_ja4_seen: dict[tuple, str] = {}
+JA4_KEPT = 1024
+
+
 def ja4(transport: str, legacy_version: int, versions: list[int], has_sni: bool,
         ciphers: list[int], exts: list[int], alpn: list[str], sigalgs: list[int]) -> str:
     """The JA4 TLS client fingerprint (FoxIO spec), e.g. ``t13d1516h2_8daaf6152771_e5627efa2ab1``."""
+    # what the fingerprint depends on: no GREASE (random on every connection), the extensions
+    # only as a sorted list (Chrome shuffles them)
+    grease = GREASE
+    key = (transport, legacy_version, tuple([v for v in versions if v not in grease]), has_sni,
+           tuple([c for c in ciphers if c not in grease]), tuple(sorted([e for e in exts if e not in grease])),
+           alpn[0] if alpn else None, tuple(sigalgs))
+    got = _ja4_seen.get(key)
+    if got is None:
+        if len(_ja4_seen) >= JA4_KEPT:
+            _ja4_seen.clear()
+        got = _ja4_seen[key] = _ja4(transport, legacy_version, versions, has_sni, ciphers, exts, alpn, sigalgs)
+    return got
+
+
+def _ja4(transport: str, legacy_version: int, versions: list[int], has_sni: bool,
+         ciphers: list[int], exts: list[int], alpn: list[str], sigalgs: list[int]) -> str:
     real_versions = [v for v in versions if not is_grease(v)]
     top = max(real_versions) if real_versions else legacy_version
     ver = JA4_VERSIONS.get(top, "00")
